@@ -1,0 +1,131 @@
+"""The built-in studies reproduce the seed notebooks' models, parameter for parameter.
+
+Expected totals are the Keras ``model.summary()`` totals of the seed notebooks (printed there,
+or computed by hand with Keras's rules where a notebook printed no summary). BatchNormalization's
+moving mean and variance count as non-trainable, as in Keras.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+import torch
+
+from archlab import build_model, load_study, zoo_names
+
+# (study, model, total params, non-trainable params or None where the notebook printed none)
+EXPECTED: list[tuple[str, str, int, int | None]] = [
+    # notebook 000: no summary() printed; splits are 2 x BN channels, computed by hand
+    ("depth-l2", "conv2", 5_778, 32),
+    ("depth-l2", "conv2-l2", 5_778, 32),
+    ("depth-l2", "conv3", 42_346, 128),
+    ("depth-l2", "conv3-wide", 93_930, 320),
+    ("depth-l2", "conv3-wide-l2", 93_930, 320),
+    ("depth-l2", "conv5", 18_738, 120),
+    # notebook 001: printed summaries, all trainable
+    ("conv-depth", "cnn1", 1_199_882, 0),
+    ("conv-depth", "cnn3", 62_466, 0),
+    ("conv-depth", "cnn5", 76_978, 0),
+    ("conv-depth", "cnn7", 126_818, 0),
+    # notebook 002: printed summaries, all trainable
+    ("conv-stacks", "conv3", 43_362, 0),
+    ("conv-stacks", "conv5", 36_436, 0),
+    ("conv-stacks", "conv7", 121_016, 0),
+    # notebook 003: printed summaries (trainable + non-trainable)
+    ("kernels-padding", "m1", 646_410, 1_280),
+    ("kernels-padding", "m2", 1_211_274, 1_280),
+    ("kernels-padding", "m3", 696_330, 1_280),
+    ("kernels-padding", "m4", 3_842_890, 768),
+    ("kernels-padding", "m5", 1_211_274, 1_280),
+    ("kernels-padding", "m6", 7_396_362, 768),
+    ("kernels-padding", "m7", 2_686_602, 1_280),
+    ("kernels-padding", "m8", 2_588_298, 1_280),
+    ("kernels-padding", "m9", 3_210_378, 1_280),
+    ("kernels-padding", "m10", 37_987_722, 1_280),
+    # notebook 004: no summary() printed; plain MLPs, no BatchNormalization
+    ("mlp-hparams", "mlp32", 26_506, 0),
+    ("mlp-hparams", "mlp64", 55_050, 0),
+    ("mlp-hparams", "mlp32-b128", 26_506, 0),
+    ("mlp-hparams", "mlp32-b32", 26_506, 0),
+    ("mlp-hparams", "mlp32x3", 27_562, 0),
+    ("mlp-hparams", "mlp128-drop", 118_282, 0),
+    ("mlp-hparams", "mlp32-momentum", 26_506, 0),
+    ("mlp-hparams", "mlp32-lr09", 26_506, 0),
+    # Keras examples/mnist_cnn.py
+    ("keras-mnist-cnn", "cnn", 1_199_882, 0),
+    # quickstart: seed models from notebooks 000 and 004
+    ("quickstart", "conv2", 5_778, 32),
+    ("quickstart", "conv3", 42_346, 128),
+    ("quickstart", "mlp32", 26_506, 0),
+]
+
+ALL_MODELS = [(s, m) for s in zoo_names() for m in load_study(f"zoo:{s}").models]
+
+
+@pytest.mark.parametrize(("study", "model", "total", "non_trainable"), EXPECTED,
+                         ids=[f"{s}:{m}" for s, m, _, _ in EXPECTED])
+def test_param_counts_match_the_notebooks(study: str, model: str, total: int,
+                                          non_trainable: int | None) -> None:
+    built = build_model(load_study(f"zoo:{study}"), model, device="meta")
+    assert built.total_params == total
+    assert built.trainable_params + built.non_trainable_params == total
+    if non_trainable is not None:
+        assert built.non_trainable_params == non_trainable
+        assert built.trainable_params == total - non_trainable
+
+
+def test_notebook_003_m10_split_as_printed() -> None:
+    built = build_model(load_study("zoo:kernels-padding"), "m10", device="meta")
+    assert (built.total_params, built.trainable_params, built.non_trainable_params) == (
+        37_987_722, 37_986_442, 1_280)
+
+
+def test_every_zoo_model_is_listed() -> None:
+    assert sorted(ALL_MODELS) == sorted((s, m) for s, m, _, _ in EXPECTED)
+
+
+@pytest.mark.parametrize(("study", "model"), ALL_MODELS, ids=[f"{s}:{m}" for s, m in ALL_MODELS])
+def test_every_zoo_model_builds_with_ten_outputs(study: str, model: str) -> None:
+    built = build_model(load_study(f"zoo:{study}"), model, seed=0)
+    assert built.output_shape == (10,)
+    h, w, c = built.input_shape
+    module = built.module.eval()
+    with torch.no_grad():
+        out = module(torch.rand(2, c, h, w))
+    assert tuple(out.shape) == (2, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_zoo_studies_follow_conventions() -> None:
+    for name in zoo_names():
+        study = load_study(f"zoo:{name}")
+        assert study.name == name
+        assert study.description
+        for model_name, spec in study.models.items():
+            assert model_name == model_name.lower()
+            assert spec.description, f"{name}:{model_name} has no description"
+
+
+def test_notebook_results_name_zoo_models() -> None:
+    text = resources.files("archlab").joinpath("zoo/notebook_results.json").read_text()
+    results = json.loads(text)
+    for study, models in results.items():
+        known = load_study(f"zoo:{study}").models
+        for model, scores in models.items():
+            assert model in known, f"{study}:{model}"
+            assert set(scores) <= {"test_accuracy", "test_loss"}
+            assert all(v >= 0.0 for v in scores.values())
+            assert 0.0 <= scores.get("test_accuracy", 0.0) <= 1.0
+
+
+@pytest.mark.parametrize(("model", "source", "source_model"), [
+    ("conv2", "depth-l2", "conv2"),
+    ("conv3", "depth-l2", "conv3"),
+    ("mlp32", "mlp-hparams", "mlp32"),
+])
+def test_quickstart_models_are_the_notebook_models(model: str, source: str,
+                                                   source_model: str) -> None:
+    quick = load_study("zoo:quickstart").models[model]
+    assert quick.layers == load_study(f"zoo:{source}").models[source_model].layers
