@@ -211,6 +211,22 @@ def _activation_module(name: str | None) -> nn.Module | None:
     return factory() if factory else None
 
 
+class _Block(nn.Module):
+    """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation."""
+
+    def __init__(self, pre: list[nn.Module], core: nn.Module, act: nn.Module | None) -> None:
+        super().__init__()
+        self.pre = nn.Sequential(*pre) if pre else None
+        self.core = core
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
+        x = self.core(x)
+        return self.act(x) if self.act is not None else x
+
+
 class _Weighted(LayerSpec):
     activation: ActivationName = None
     use_bias: bool = True
@@ -224,14 +240,10 @@ class _Weighted(LayerSpec):
         init_tensor(core.weight, self.kernel_initializer, fan_in, fan_out)
         if core.bias is not None:
             init_tensor(core.bias, self.bias_initializer, fan_in, fan_out)
-        act = _activation_module(self.activation)
-        parts = [*pre, core] + ([act] if act is not None else [])
-        seq = nn.Sequential(*parts)
-        seq.core = core  # type: ignore[assignment]  # regularizers and weight plots find it here
-        return seq
+        return _Block(pre, core, _activation_module(self.activation))
 
     def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
-        core = module.core  # type: ignore[union-attr]
+        core = module.core  # type: ignore[union-attr]  # a _Block
         out = []
         if self.kernel_regularizer is not None:
             out.append((core.weight, self.kernel_regularizer))

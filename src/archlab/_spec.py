@@ -263,6 +263,25 @@ class Study(_Strict):
         return copy
 
 
+def override_training(study: Study, **fields: Any) -> Study:
+    """A copy of ``study`` with training fields (e.g. ``epochs=3``) forced for every model."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not fields:
+        return study
+    try:
+        train = TrainSpec.model_validate({**study.train.to_config(), **fields})
+    except ValidationError as exc:
+        raise spec_error("command line", exc) from None
+    models = {}
+    for name, m in study.models.items():
+        keep = {k: getattr(m.train, k) for k in m.train.model_fields_set if k not in fields}
+        models[name] = m.model_copy(update={"train": TrainOverride.model_construct(
+            _fields_set=set(keep), **{**TrainOverride().__dict__, **keep})})
+    copy = study.model_copy(update={"train": train, "models": models})
+    copy._source = study._source
+    return copy
+
+
 def study_json_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors and CI checks)."""
     return Study.model_json_schema()

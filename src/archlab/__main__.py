@@ -1,0 +1,5 @@
+import sys
+
+from archlab._cli import main
+
+sys.exit(main())
