@@ -1,7 +1,11 @@
 """archlab: declarative, reproducible neural-architecture studies (Keras spec, PyTorch engine)."""
 
 from archlab._builder import BuiltModel, SummaryRow, build_model, summary_text, validate_study
+from archlab._data import RawDataset, load_dataset
 from archlab._errors import ArchlabError, DataError, SpecError, StoreError
+from archlab._results import StudyResults
+from archlab._results import collect as collect_results
+from archlab._run import RunPlan, StudyOutcome, plan_runs, run_study
 from archlab._spec import (
     DataSpec,
     ModelSpec,
@@ -9,10 +13,12 @@ from archlab._spec import (
     TrainSpec,
     dump_study,
     load_study,
+    override_training,
     parse_study,
     study_json_schema,
     zoo_names,
 )
+from archlab._store import RunRecord, Store
 
 __version__ = "0.1.0"
 
@@ -22,6 +28,17 @@ __all__ = [
     "DataError",
     "DataSpec",
     "ModelSpec",
+    "RawDataset",
+    "RunPlan",
+    "RunRecord",
+    "Store",
+    "StudyOutcome",
+    "StudyResults",
+    "collect_results",
+    "load_dataset",
+    "override_training",
+    "plan_runs",
+    "run_study",
     "SpecError",
     "StoreError",
     "Study",

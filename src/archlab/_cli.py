@@ -112,9 +112,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_results(results: Any) -> None:
-    from archlab._results import TEST_AS_VALIDATION_NOTE, ranking_lines, rich_table
+    from archlab._results import (
+        TEST_AS_VALIDATION_NOTE,
+        ranking_lines,
+        rich_stats_table,
+        rich_table,
+    )
 
     out.print(rich_table(results))
+    out.print(rich_stats_table(results))
     if results.validation_is_test:
         out.print(f"[yellow]{TEST_AS_VALIDATION_NOTE}[/]")
     for line in ranking_lines(results):

@@ -200,13 +200,31 @@ def row_cells(m: ModelResult) -> list[str]:
     return cells
 
 
+STATS_COLUMNS = ("model", "n", "test acc (mean)", "95 % CI", "train − val gap", "best epoch",
+                 "status")
+
+
+def stats_cells(m: ModelResult) -> list[str]:
+    """Per-model statistics: CI of test accuracy and the over-fitting indicators."""
+    acc = m.metrics.get("test_accuracy")
+    ci = (f"{acc.ci_low * 100:.2f} to {acc.ci_high * 100:.2f}%" if acc is not None and acc.n > 1
+          else "n/a (n = 1)" if acc is not None else "-")
+    gap = (f"{m.overfit_gap.mean * 100:+.2f} pp" if m.overfit_gap is not None else "-")
+    best = f"{m.best_epoch.mean:.1f}" if m.best_epoch is not None else "-"
+    status = ", ".join(f"{v} {k}" for k, v in m.statuses.items())
+    if m.diverged_epochs:
+        status += " (diverged at epoch " + ", ".join(map(str, m.diverged_epochs)) + ")"
+    return [m.model, str(m.n), fmt_metric(acc, pct=True).split(" ±")[0] if acc else "-", ci,
+            gap, best, status]
+
+
 def ranking_lines(results: StudyResults) -> list[str]:
     if not results.ranking:
         return []
     lines = [c.verdict for c in results.ranking]
     if all(c.n_best < 2 or c.n_other < 2 for c in results.ranking):
-        lines.append("With one run per model no ranking claim can be made: differences this "
-                     "small are within seed-to-seed noise. Use `repeats: 5` (or --repeats 5).")
+        lines.append("With one run per model no ranking claim can be made: seed-to-seed noise "
+                     "is unknown. Use `repeats: 5` (or --repeats 5) for confidence intervals.")
     return lines
 
 
@@ -217,13 +235,12 @@ def to_markdown(results: StudyResults) -> str:
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row_cells(m)) + " |" for m in results.models]
     lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %.", ""]
-    ci_rows = [(m.model, m.metrics["test_accuracy"]) for m in results.models
-               if "test_accuracy" in m.metrics and m.metrics["test_accuracy"].n > 1]
-    if ci_rows:
-        lines += ["| model | n | test acc mean | 95 % CI |", "|---|---|---|---|"]
-        lines += [f"| {name} | {s.n} | {s.mean * 100:.2f}% | {s.ci_low * 100:.2f} to "
-                  f"{s.ci_high * 100:.2f}% |" for name, s in ci_rows]
-        lines.append("")
+    lines += ["## Statistics", "", "| " + " | ".join(STATS_COLUMNS) + " |",
+              "|" + "---|" * len(STATS_COLUMNS)]
+    lines += ["| " + " | ".join(stats_cells(m)) + " |" for m in results.models]
+    lines += ["", "95 % CI: Student t over the n repeats (none with n = 1). Gap: final train "
+              "accuracy − validation accuracy, both evaluated after training; best epoch: the "
+              "epoch of lowest validation loss.", ""]
     rl = ranking_lines(results)
     if rl:
         lines += ["## Ranking (test accuracy)", ""] + [f"- {t}" for t in rl] + [""]
@@ -276,6 +293,17 @@ def write_tables(results: StudyResults) -> list[Path]:
     for name, text in files.items():
         (d / name).write_text(text)
     return [d / n for n in files]
+
+
+def rich_stats_table(results: StudyResults) -> Any:
+    from rich.table import Table
+
+    table = Table(title="statistics (test accuracy, over-fitting)", title_justify="left")
+    for c in STATS_COLUMNS:
+        table.add_column(c, justify="left" if c in ("model", "status") else "right")
+    for m in results.models:
+        table.add_row(*stats_cells(m))
+    return table
 
 
 def rich_table(results: StudyResults) -> Any:

@@ -228,6 +228,13 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    parent = os.getppid()
+
+    def stop_requested() -> bool:
+        # Stop on the parent's SIGTERM, and if the parent died (SIGKILL, OOM): an orphan must
+        # not keep writing a run that the next `archlab run` will resume.
+        return stop["flag"] or os.getppid() != parent
+
     from archlab._data import load_dataset
     from archlab._spec import parse_study
 
@@ -237,7 +244,7 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
         data = prepare_tensors(raw, study.data, study.seed)
         ctx = RunContext(Path(directory), data, threads,
                          progress=lambda rid, ev: queue.put((rid, ev)),
-                         stop_requested=lambda: stop["flag"])
+                         stop_requested=stop_requested)
         execute_run(study, plan, ctx)
     except BaseException as exc:  # noqa: BLE001 - a worker must record why it died
         msg = str(exc) if isinstance(exc, ArchlabError) else traceback.format_exc(limit=3)
