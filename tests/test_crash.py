@@ -28,7 +28,10 @@ data: {dataset: mnist-sample, validation: {split: 0.1}}
 train: {optimizer: {name: adam}, batch_size: 64, epochs: 3}
 models:
   mlp:
-    layers: [Flatten, {Dense: {units: 32, activation: relu}}, {Dense: {units: 10, activation: softmax}}]
+    layers:
+      - Flatten
+      - Dense: {units: 32, activation: relu}
+      - Dense: {units: 10, activation: softmax}
   cnn:
     layers:
       - Conv2D: {filters: 8, kernel_size: 3, activation: relu}

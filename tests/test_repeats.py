@@ -18,9 +18,15 @@ data: {dataset: mnist-sample, validation: {split: 0.1}}
 train: {optimizer: {name: adam}, batch_size: 64, epochs: 1}
 models:
   wide:
-    layers: [Flatten, {Dense: {units: 64, activation: relu}}, {Dense: {units: 10, activation: softmax}}]
+    layers:
+      - Flatten
+      - Dense: {units: 64, activation: relu}
+      - Dense: {units: 10, activation: softmax}
   narrow:
-    layers: [Flatten, {Dense: {units: 8, activation: relu}}, {Dense: {units: 10, activation: softmax}}]
+    layers:
+      - Flatten
+      - Dense: {units: 8, activation: relu}
+      - Dense: {units: 10, activation: softmax}
   linear:
     layers: [Flatten, {Dense: {units: 10, activation: softmax}}]
 """
