@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ArchlabError as exc:
-        err.print(f"error: {exc}", markup=False)
+        # One line, never wrapped or styled: scripts and tests read it.
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -239,7 +239,9 @@ class _Weighted(LayerSpec):
                 pre: list[nn.Module]) -> nn.Module:
         init_tensor(core.weight, self.kernel_initializer, fan_in, fan_out)
         if core.bias is not None:
-            init_tensor(core.bias, self.bias_initializer, fan_in, fan_out)
+            # Keras computes a bias's fans from its own 1-D shape: fan_in = fan_out = units.
+            units = core.bias.shape[0]
+            init_tensor(core.bias, self.bias_initializer, units, units)
         return _Block(pre, core, _activation_module(self.activation))
 
     def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
@@ -336,7 +338,8 @@ class _TFAvgPool(nn.Module):
     def __init__(self, shape: Shape, k: tuple[int, int], s: tuple[int, int]) -> None:
         super().__init__()
         self.pads = _tf_padding(shape, k, s)
-        self.pool = nn.AvgPool2d(k, s)
+        # Window sums (divisor 1) over exact integer counts: one rounding, as in TF.
+        self.pool = nn.AvgPool2d(k, s, divisor_override=1)
         ones = torch.ones(1, 1, shape[0], shape[1])
         self.register_buffer("count", self.pool(F.pad(ones, self.pads)), persistent=False)
 
@@ -395,10 +398,12 @@ class BatchNormalization(LayerSpec):
         # Keras: moving = momentum·moving + (1-momentum)·batch; torch's momentum is the other side.
         bn = cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum,
                  affine=self.center or self.scale)
+        # Keras has no gamma without `scale` and no beta without `center` (not even frozen ones:
+        # they would count as params); torch's batch_norm takes weight/bias None as 1/0.
         if bn.affine and not self.scale:
-            bn.weight.requires_grad_(False)
+            bn.register_parameter("weight", None)
         if bn.affine and not self.center:
-            bn.bias.requires_grad_(False)
+            bn.register_parameter("bias", None)
         return bn
 
 

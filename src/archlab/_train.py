@@ -39,14 +39,16 @@ class Tensors:
 
 
 def _preprocess(x: np.ndarray, spec: DataSpec) -> torch.Tensor:
-    xf = x.astype(np.float32)
     if isinstance(spec.preprocessing, Normalize):
         # keras.utils.normalize(x, axis, order) on the raw (N, H, W) array, as notebook 004 did.
+        # On uint8 it computes in float64 (np.linalg.norm's dtype); Keras then feeds float32.
         args = spec.preprocessing.normalize
-        norm = np.atleast_1d(np.linalg.norm(xf, args.order, args.axis))
+        x64 = x.astype(np.float64)
+        norm = np.atleast_1d(np.linalg.norm(x64, args.order, args.axis))
         norm[norm == 0] = 1
-        xf = xf / np.expand_dims(norm, args.axis)
+        xf = (x64 / np.expand_dims(norm, args.axis)).astype(np.float32)
     else:
+        xf = x.astype(np.float32)
         xf /= 255.0
     return torch.from_numpy(np.ascontiguousarray(xf)).unsqueeze(1)  # (N, 1, H, W)
 
@@ -87,7 +89,12 @@ Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 def make_optimizer(spec: _Optimizer, params: Any) -> tuple[torch.optim.Optimizer,
                                                            Scheduler | None]:
-    """The torch optimizer that does what the Keras one does (Keras 2 `decay` as a scheduler)."""
+    """The torch optimizer that does what the Keras one does (Keras 2 `decay` as a scheduler).
+
+    Torch's update rules are Keras's (Adadelta, RMSprop and Adagrad with Keras 2's ε placement,
+    Nadam with Keras 2's 0.96^(0.004·t) momentum schedule) but for two details, which step
+    pre-hooks put right: Adam's ε, and SGD momentum when `decay` changes the learning rate.
+    """
     o: Any = spec
     lr = o.learning_rate
     if o.name == "sgd":
@@ -96,6 +103,20 @@ def make_optimizer(spec: _Optimizer, params: Any) -> tuple[torch.optim.Optimizer
     elif o.name == "adam":
         opt = torch.optim.Adam(params, lr=lr, betas=(o.beta_1, o.beta_2), eps=o.epsilon,
                                amsgrad=o.amsgrad)
+        keras_eps = o.epsilon
+
+        def adam_epsilon(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+            # Keras: w -= lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · m/(√v + ε); torch divides by √v/√(1-β₂ᵗ) + ε.
+            # They agree when torch's ε is ε/√(1-β₂ᵗ), t being this step's number.
+            for group in optimizer.param_groups:
+                t = 1
+                for p in group["params"]:
+                    if "step" in optimizer.state.get(p, {}):
+                        t = int(optimizer.state[p]["step"]) + 1
+                        break
+                group["eps"] = keras_eps / math.sqrt(1.0 - group["betas"][1] ** t)
+
+        opt.register_step_pre_hook(adam_epsilon)
     elif o.name == "adadelta":
         opt = torch.optim.Adadelta(params, lr=lr, rho=o.rho, eps=o.epsilon)
     elif o.name == "rmsprop":
@@ -111,7 +132,24 @@ def make_optimizer(spec: _Optimizer, params: Any) -> tuple[torch.optim.Optimizer
     sched = None
     if o.decay:
         decay = o.decay
+        # Keras 2: the step after k steps uses lr / (1 + decay·k).
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0 / (1.0 + decay * it))
+        if getattr(o, "momentum", 0.0):
+
+            def keras_velocity(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+                # Keras keeps v = momentum·v - lr_t·g (lr inside the velocity; SGD, RMSprop);
+                # torch keeps b = momentum·b + g and steps by -lr_t·b. When lr changes, scaling b
+                # by lr_old/lr_new keeps -lr·b equal to Keras's v, step for step.
+                for group in optimizer.param_groups:
+                    previous = group.get("keras_previous_lr")
+                    if previous is not None and previous != group["lr"]:
+                        for p in group["params"]:
+                            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+                            if buf is not None:
+                                buf.mul_(previous / group["lr"])
+                    group["keras_previous_lr"] = group["lr"]
+
+            opt.register_step_pre_hook(keras_velocity)
     return opt, sched
 
 
