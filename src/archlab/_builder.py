@@ -25,6 +25,7 @@ from archlab._layers import (
 )
 from archlab._spec import Study
 
+NUM_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "mnist-sample": 10}
 INPUT_SHAPES: dict[str, Shape] = {"mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1),
                                   "mnist-sample": (28, 28, 1)}
 
@@ -98,8 +99,9 @@ class _Walker:
         return f"{prefix}{base}_{self.counters[base]}"
 
     def fail(self, path: str, layer: LayerSpec, problem: ShapeProblem, shape: Shape) -> SpecError:
-        return SpecError(f"{self.where}: model '{self.model}', {path} ({layer.type}), field "
-                         f"'{problem.field}': {problem.message} (input shape {shape})")
+        field = "" if problem.field == "input" else f", field '{problem.field}'"
+        return SpecError(f"{self.where}: model '{self.model}', {path} ({layer.type}){field}: "
+                         f"{problem.message} (input shape {shape})")
 
     def walk(self, layers: list[LayerSpec], shape: Shape, path: str, prefix: str,
              last_is_output: bool) -> tuple[list[nn.Module], Shape]:
@@ -110,7 +112,7 @@ class _Walker:
             if isinstance(layer, Concatenate):
                 branch_modules, outs = [], []
                 for b, branch in enumerate(layer.branches):
-                    mods, out = self.walk(branch, shape, f"{here} (Concatenate) branch {b + 1} ",
+                    mods, out = self.walk(branch, shape, f"{here} (Concatenate), branch {b + 1}, ",
                                           f"{prefix}branch{b + 1}/", False)
                     branch_modules.append(nn.Sequential(*mods))
                     outs.append(out)
@@ -151,11 +153,14 @@ class _Walker:
 
 def _check_output(where: str, model: str, layers: list[LayerSpec]) -> None:
     last = layers[-1]
-    if not (isinstance(last, Dense | Activation) and last.activation == "softmax"):
-        raise SpecError(
-            f"{where}: model '{model}', layer {len(layers)} ({last.type}), field 'activation': "
-            f"Expected the output layer to end in activation 'softmax' for cross-entropy, "
-            f"received {getattr(last, 'activation', None)!r}")
+    here = f"{where}: model '{model}', layer {len(layers)} ({last.type})"
+    if not isinstance(last, Dense | Activation):
+        raise SpecError(f"{here}: Expected the last layer to be Dense with activation 'softmax' "
+                        f"(or Activation: softmax) for cross-entropy, received {last.type}")
+    if last.activation != "softmax":
+        shown = "null (linear)" if last.activation is None else f"'{last.activation}'"
+        raise SpecError(f"{here}, field 'activation': Expected 'softmax' on the output layer "
+                        f"for cross-entropy, received {shown}")
 
 
 def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
@@ -177,10 +182,16 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
     with torch.device(device):
         modules, out_shape = walker.walk(list(spec.layers), input_shape, "", "", True)
         module = _Sequential(*modules)
+    last = spec.layers[-1]
+    here = f"{study.source}: model '{model}', layer {len(spec.layers)} ({last.type})"
     if len(out_shape) != 1:
-        raise SpecError(f"{study.source}: model '{model}', layer {len(spec.layers)} "
-                        f"({spec.layers[-1].type}), field 'units': Expected a flat output "
-                        f"(classes,), received {out_shape}; add Flatten before the output Dense")
+        raise SpecError(f"{here}: Expected a flat output (classes,), received {out_shape}; add "
+                        "Flatten (or a global pooling) before the output Dense")
+    classes = NUM_CLASSES[study.data.dataset]
+    if out_shape[0] != classes:
+        field = ", field 'units'" if isinstance(last, Dense) else ""
+        raise SpecError(f"{here}{field}: Expected {classes} outputs ({study.data.dataset} has "
+                        f"{classes} classes), received {out_shape[0]}")
     trainable, frozen = _count(module)
     return BuiltModel(
         name=model, module=module, input_shape=input_shape, output_shape=out_shape,

@@ -33,7 +33,9 @@ def _pair(value: Any) -> Any:
 
 
 PosInt = Annotated[int, Field(strict=True, gt=0)]
-Pair = Annotated[tuple[PosInt, PosInt], BeforeValidator(_pair)]
+Pair = Annotated[tuple[PosInt, PosInt],
+                 BeforeValidator(_pair, json_schema_input_type=Union[PosInt,  # noqa: UP007
+                                                                     tuple[PosInt, PosInt]])]
 NonNegFloat = Annotated[float, Field(strict=True, ge=0)]
 Rate = Annotated[float, Field(strict=True, ge=0, lt=1)]
 
@@ -128,8 +130,8 @@ def _valid_out(size: int, k: int, s: int) -> int:
 def _spatial(shape: Shape, layer: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ShapeProblem(
-            "input", f"Expected a 3-D (height, width, channels) input for {layer}, received "
-            f"{shape}; {layer} cannot follow Flatten/Dense",
+            "input", f"Expected a 3-D (height, width, channels) input for {layer}, received a "
+            f"flat one; {layer} cannot follow Flatten/Dense",
         )
     return shape  # type: ignore[return-value]
 
@@ -292,8 +294,9 @@ class Dense(_Weighted):
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1:
-            raise ShapeProblem("input", f"Expected a flat input for Dense, received {shape}; "
-                                        "add Flatten (or a global pooling) before it")
+            raise ShapeProblem("input", "Expected a flat input for Dense, received a "
+                                        f"{len(shape)}-D one; add Flatten (or a global "
+                                        "pooling) before it")
         return (self.units,)
 
     def build(self, shape: Shape) -> nn.Module:
@@ -474,7 +477,7 @@ Layer = Annotated[
     Field(discriminator="type"),
 ]
 
-LAYER_TYPES: dict[str, type[LayerSpec]] = {
+LAYER_TYPES: dict[str, type[LayerSpec]] = {  # same names as LayerName
     cls.model_fields["type"].default: cls
     for cls in (Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
                 GlobalMaxPooling2D, BatchNormalization, Dropout, Flatten, Activation,
@@ -515,6 +518,14 @@ def layer_item(value: Any) -> Any:
     return {"type": name, **args}
 
 
-LayerItem = Annotated[Layer, BeforeValidator(layer_item)]
+LayerName = Literal[
+    "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D", "BatchNormalization", "Dropout", "Flatten", "Activation", "Concatenate",
+]
+# The JSON Schema shows what users write: `Flatten` or `{Conv2D: {...}}`.
+LayerItem = Annotated[Layer, BeforeValidator(
+    layer_item, json_schema_input_type=Union[  # noqa: UP007
+        LayerName, Annotated[dict[LayerName, Union[dict[str, Any], None]],  # noqa: UP007
+                             Field(min_length=1, max_length=1)]])]
 LayerList = list[LayerItem]
 Concatenate.model_rebuild()

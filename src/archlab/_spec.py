@@ -128,10 +128,13 @@ def _optimizer_item(value: Any) -> Any:
     return value
 
 
+OptimizerName = Literal["sgd", "adam", "adadelta", "rmsprop", "adagrad", "nadam", "SGD", "Adam",
+                        "Adadelta", "RMSprop", "Adagrad", "Nadam"]
 Optimizer = Annotated[
     Annotated[Union[SGD, Adam, Adadelta, RMSprop, Adagrad, Nadam],  # noqa: UP007
               Field(discriminator="name")],
-    BeforeValidator(_optimizer_item),
+    BeforeValidator(_optimizer_item,
+                    json_schema_input_type=Union[OptimizerName, dict[str, Any]]),  # noqa: UP007
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -357,11 +360,10 @@ def _read_source(source: str | Path) -> tuple[str, str]:
         name = text_source[4:]
         names = zoo_names()
         if name not in names:
-            close = _closest(name, names)
-            hint = f" (did you mean 'zoo:{close}'?)" if close else ""
-            raise SpecError(f"{text_source}: Expected a built-in study ("
-                            + ", ".join(f"zoo:{n}" for n in names)
-                            + f"), received '{text_source}'{hint}")
+            hint = _did_you_mean(name, names, "zoo:") or " (one of " + ", ".join(
+                f"zoo:{n}" for n in names) + ")"
+            raise SpecError(f"{text_source}: Expected a built-in study, received "
+                            f"'{text_source}'{hint}")
         return text_source, resources.files("archlab").joinpath(f"zoo/{name}.yaml").read_text()
     path = Path(source)
     try:
@@ -486,7 +488,6 @@ class _Place:
         self.parts: list[str] = []  # "model 'm1'", "layer 3 (Conv2D)", "branch 2"
         self.fields: list[str | int] = []  # field path inside the last part
         self.owner: type[BaseModel] | None = None  # the class whose field fields[-1] is
-        self.layer: str | None = None
         cls: type[BaseModel] | None = Study
         tags: dict[str, type[BaseModel]] = {}
         i = 0
@@ -509,7 +510,7 @@ class _Place:
                 tag = loc[i] if i < len(loc) and loc[i] in LAYER_TYPES else None
                 self.parts.append(f"layer {index + 1} ({tag})" if tag else f"layer {index + 1}")
                 i += 1 if tag else 0
-                self.fields, self.owner, self.layer = [], None, tag
+                self.fields, self.owner = [], None
                 cls, tags = (LAYER_TYPES[tag] if tag else None), {}
                 continue
             i += 1
@@ -603,8 +604,6 @@ def _bounds(owner: type[BaseModel] | None, field: str | None,
                     metadata += arg.metadata
                 else:
                     stack.append(arg)
-        if info.annotation is int:
-            kind = "integer"
         for m in metadata:
             for b in ("gt", "ge", "lt", "le"):
                 if getattr(m, b, None) is not None:
@@ -639,13 +638,18 @@ def _unquote_hint(value: Any) -> str:
     return ""
 
 
-def _layer_example(name: str) -> str:
-    """``Dense: {units: ...}``: the layer with its required arguments."""
+def _layer_example(name: str, value: Any = _NOTHING) -> str:
+    """``Dense: {units: ...}``: the layer with its required (else its first) argument."""
     from archlab._layers import LAYER_TYPES
 
-    cls = LAYER_TYPES.get(name)
-    required = [f for f, info in cls.model_fields.items() if info.is_required()] if cls else []
-    return f"{name}: {{" + ", ".join(f"{f}: ..." for f in required) + "}"
+    cls = LAYER_TYPES[name]
+    args = [f for f, info in cls.model_fields.items() if f != "type" and info.is_required()]
+    if not args:
+        first = next((f for f in cls.model_fields if f != "type"), None)
+        return f"{name}: {{{first}: ...}}" if first else name
+    if value is not _NOTHING and len(args) == 1:
+        return f"{name}: {{{args[0]}: {value}}}"
+    return f"{name}: {{" + ", ".join(f"{f}: ..." for f in args) + "}"
 
 
 def _describe(err: Any, data: Any = None) -> str:
@@ -703,12 +707,13 @@ def _describe(err: Any, data: Any = None) -> str:
                 f"{got}")
     if kind == "layer_args":
         name, args = next(iter(value.items())) if isinstance(value, dict) and value else ("", "")
-        example = _layer_example(str(name))
         hint = ""
-        if example.count(": ...") == 1 and not isinstance(args, list | dict):
-            hint = f" (did you mean '{example.replace('...', _show(args))}'?)"
-        elif name in LAYER_TYPES:
-            hint = f" (write '{example}')"
+        if name in LAYER_TYPES:
+            plausible = (isinstance(args, int | float) and not isinstance(args, bool)
+                         or isinstance(args, str) and name == "Activation")
+            example = _layer_example(name, args if plausible else _NOTHING)
+            hint = f" (did you mean '{example}'?)" if plausible and "..." not in example \
+                else f" (write '{example}')"
         return f"Expected a mapping of arguments for {name}, received {_show(args)}{hint}"
     if kind == "lr_twice":
         return ("Expected one of 'lr' and 'learning_rate' (they are the same argument), "
@@ -716,7 +721,9 @@ def _describe(err: Any, data: Any = None) -> str:
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         close = _closest(value, options) if isinstance(value, str) else None
-        if len(options) <= 4:
+        if not options:
+            expected = str(ctx.get("expected", "another value"))
+        elif len(options) <= 4:
             expected = ", ".join(f"'{o}'" for o in options[:-1]) + f" or '{options[-1]}'" \
                 if len(options) > 1 else f"'{options[0]}'"
         elif close:
@@ -846,7 +853,8 @@ def _merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
                     None)
         if pair == len(loc) - 1 and err["type"] == "missing":
             pair = None  # the whole argument is missing: say so
-        union = next((j for j in range(1, len(loc)) if loc[j - 1] in _UNION_FORMS and (
+        union = next((j for j in range(2, len(loc)) if loc[0] == "data"
+                      and loc[j - 1] in _UNION_FORMS and (
             str(loc[j]).startswith("literal[") or str(loc[j])[:1].isupper())), None)
         if pair is not None:
             key = loc[: pair + 1]
@@ -889,11 +897,21 @@ def _merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
 
 def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError:
     """Format the first validation error as one line naming file, model, layer and field."""
-    errors = _merged(exc, data)
-    err = errors[0]
-    loc = tuple(err["loc"])
-    where = _where(loc[:-1] if err["type"] in ("missing", "extra_forbidden") else loc)
-    message = _describe(err, data)
+    try:
+        errors = _merged(exc, data)
+        err = errors[0]
+        loc = tuple(err["loc"])
+        if err["type"] in ("missing", "extra_forbidden"):
+            loc = loc[:-1]  # the message names the field
+        elif err["type"] == "layer_args" and isinstance(err.get("input"), dict):
+            loc = (*loc, *list(err["input"])[:1])  # the layer's name: "layer 2 (Dense)"
+        where = _where(loc)
+        message = _describe(err, data)
+    except Exception:  # noqa: BLE001 - a message bug must not hide the user's mistake
+        errors = exc.errors()
+        err = errors[0]
+        where = ", ".join(str(k) for k in err["loc"])
+        message = f"{err['msg']}, received {_show(err.get('input'))}"
     more = len(errors) - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
@@ -914,6 +932,15 @@ def parse_study(data: Any, source: str = "<memory>") -> Study:
     return study
 
 
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key '{key}' (each key may appear once)")
+        out[key] = value
+    return out
+
+
 def load_study(source: str | Path) -> Study:
     """Load and validate a study from a YAML (or JSON) file, or a built-in one as ``zoo:NAME``.
 
@@ -921,8 +948,17 @@ def load_study(source: str | Path) -> Study:
     layer and field. Shapes are checked separately by :func:`archlab.validate_study`.
     """
     where, text = _read_source(source)
+    if where.endswith(".json"):
+        try:
+            data = json.loads(text, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
+                            f"{exc.msg}") from None
+        except ValueError as exc:  # a duplicate key
+            raise SpecError(f"{where}: invalid JSON: {exc}") from None
+        return parse_study(data, where)
     try:
-        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
