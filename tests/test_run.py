@@ -106,7 +106,10 @@ def test_changed_model_gets_a_new_run_unchanged_kept(tmp_path: Path) -> None:
     outcome = run_study(archlab.parse_study(cfg), tmp_path)
     assert len(outcome.skipped) == 1 and len(outcome.statuses) == 1
     with Store(tmp_path) as store:
-        assert len(store.runs()) == 3
+        assert len(store.runs()) == 3  # the old mlp run is kept in the store...
+    results = collect(tmp_path)  # ...but the table shows the current plan only
+    mlp = next(m for m in results.models if m.model == "mlp")
+    assert mlp.n == 1 and mlp.total_params == 784 * 8 + 8 + 8 * 10 + 10
 
 
 def test_same_seed_same_numbers(finished: Path, tmp_path: Path) -> None:

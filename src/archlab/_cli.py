@@ -97,14 +97,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
     directory = study_dir(study, args.out)
-    results = collect(directory, models=list(study.models))
+    results = collect(directory, run_ids=[p.run_id for p in outcome.planned])
     _print_results(results)
     write_tables(results)
     if not args.no_report:
         from archlab._report import write_report
 
-        paths = write_report(directory)
-        out.print(f"report: {paths[0]}")
+        try:
+            paths = write_report(directory)
+            out.print(f"report: {paths[0]}")
+        except Exception as exc:  # noqa: BLE001 - training results are safe in the store
+            err.print(f"warning: the report failed ({exc.__class__.__name__}: {exc}); the "
+                      f"results are in the store: retry with `archlab report {directory}`",
+                      markup=False)
     if outcome.interrupted:
         err.print("interrupted: rerun the same command to resume")
         return 130

@@ -120,6 +120,9 @@ class StudyResults:
     ranking: list[Comparison]
 
     def best(self) -> ModelResult | None:
+        """The model with the highest mean test accuracy (the ranking's, on ties)."""
+        if self.ranking:
+            return next(m for m in self.models if m.model == self.ranking[0].best)
         ranked = [m for m in self.models if "test_accuracy" in m.metrics]
         return max(ranked, key=lambda m: m.metrics["test_accuracy"].mean) if ranked else None
 
@@ -129,11 +132,18 @@ def _summ(values: list[float]) -> Summary | None:
     return summarize(vals) if vals else None
 
 
-def collect(directory: str | Path, *, models: list[str] | None = None) -> StudyResults:
-    """Read a study directory's store and summarize it, model by model (in study order)."""
+def collect(directory: str | Path, *, models: list[str] | None = None,
+            run_ids: list[str] | None = None) -> StudyResults:
+    """Read a study directory's store and summarize it, model by model (in study order).
+
+    Only the runs of the latest plan count (``run_ids``, else the plan the last `archlab run`
+    recorded): runs of an older version of a model stay in the store but out of the table.
+    """
     with Store(directory, create=False) as store:
         meta = store.meta()
-        runs = store.runs(models=models)
+        if run_ids is None:
+            run_ids = meta.get("plan")
+        runs = store.runs(models=models, run_ids=run_ids)
     order: dict[str, list[RunRecord]] = {}
     for r in runs:
         order.setdefault(r.model, []).append(r)

@@ -289,6 +289,7 @@ def run_study(
     plans = plan_runs(study, repeats=repeats)
     with Store(directory) as store:
         store.set_meta(study=study.name, source=study.source, spec=dump_study(study),
+                       plan=[p.run_id for p in plans],
                        updated_at=time.time())
         done = {r.run_id for r in store.runs() if r.status in DONE}
     (directory / "study.yaml").write_text(dump_study(study))
