@@ -154,15 +154,18 @@ def test_dead_worker_marks_run_failed_and_rerun_retries(study_file: Path, tmp_pa
                                                         reference: dict[str, tuple]) -> None:
     out = tmp_path / "study"
     proc = _start(study_file, out, jobs=2)
-    _wait_for(proc, lambda: bool(_query(out, "SELECT 1 FROM epochs")) and bool(
-        _worker_pids(proc.pid)))
-    victim = _worker_pids(proc.pid)[0]
-    os.kill(victim, signal.SIGKILL)  # as the OOM killer would
-    assert proc.wait(timeout=TIMEOUT) == 0  # the study goes on without it
+    # A run mid-training (an epoch recorded, not finished) and its worker alive.
+    _wait_for(proc, lambda: bool(_query(
+        out, "SELECT 1 FROM runs WHERE status='running' AND epochs_done BETWEEN 1 AND 2"))
+        and bool(_worker_pids(proc.pid)))
+    for victim in _worker_pids(proc.pid):
+        os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+    assert proc.wait(timeout=TIMEOUT) == 0  # the study goes on without them
     failed = _query(out, "SELECT error FROM runs WHERE status='failed'")
-    assert len(failed) == 1 and "signal 9" in failed[0][0]
-    assert len(_query(out, "SELECT 1 FROM runs WHERE status='finished'")) == 2
-    _finish(study_file, out, jobs=2)
+    assert failed and all("signal 9" in e for (e,) in failed)
+    statuses = _query(out, "SELECT status FROM runs")
+    assert len(statuses) == 3 and {s for (s,) in statuses} == {"failed", "finished"}
+    _finish(study_file, out, jobs=2)  # the rerun retries the failed runs
     _check_complete(out, reference, study_file)
 
 
