@@ -93,6 +93,9 @@ def _add_fake_runs(directory: Path) -> None:
             samples_per_second=0.0,
             history=[{"epoch": 1, "loss": math.nan, "accuracy": 0.1, "val_loss": math.nan,
                       "val_accuracy": math.nan, "seconds": 1.0}])
+        # Make them part of the study's current plan, as `archlab run` would have.
+        store.set_meta(plan=store.meta()["plan"] + ["broken-run-000000",
+                                                    "exploded-run-000000"])
 
 
 @pytest.fixture(scope="module")
