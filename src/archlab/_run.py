@@ -355,6 +355,9 @@ def _run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: 
     while pending or running:
         while pending and len(running) < jobs and not stopper.requested():
             plan = pending.pop(0)
+            with Store(directory) as store:  # claimed now: a worker dying at birth is seen
+                store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config,
+                                environment(threads))
             proc = ctx.Process(target=_worker, args=(cfg, study.source, plan, str(directory),
                                                      str(data_dir) if data_dir else None,
                                                      threads, queue), daemon=True)
