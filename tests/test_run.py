@@ -186,3 +186,22 @@ def test_cli_run_and_results(tmp_path: Path, capsys) -> None:
     rows = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 2 and rows[1].startswith("mlp,1,")
     assert math.isfinite(float(rows[1].split(",")[rows[0].split(",").index("test_accuracy_mean")]))
+
+
+def test_early_stopping_keras_semantics_and_restore_best(tmp_path: Path) -> None:
+    # min_delta so large that only the first epoch counts as an improvement: with patience 1
+    # Keras stops after epoch 1 + 1 non-improving epoch = 2 epochs.
+    cfg = tiny().to_config()
+    cfg["train"]["epochs"] = 6
+    cfg["train"]["early_stopping"] = {"monitor": "val_loss", "patience": 1, "min_delta": 10.0}
+    cfg["train"]["restore_best"] = True
+    cfg["models"] = {"mlp": cfg["models"]["mlp"]}
+    run_study(archlab.parse_study(cfg), tmp_path)
+    with Store(tmp_path) as store:
+        (run,) = store.runs()
+        history = store.history(run.run_id)
+    assert run.epochs_done == 2 and len(history) == 2
+    assert run.best_epoch == 1
+    # restore_best: the final (and test) evaluation uses epoch 1's weights.
+    assert run.metrics["val_loss"] == pytest.approx(history[0]["val_loss"], rel=1e-12)
+    assert run.metrics["val_loss"] != pytest.approx(history[1]["val_loss"], rel=1e-9)
