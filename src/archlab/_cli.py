@@ -16,6 +16,7 @@ from rich.table import Table
 
 from archlab._builder import build_model, summary_text, validate_study
 from archlab._errors import ArchlabError, SpecError
+from archlab._results import format_duration
 from archlab._spec import Study, load_study, override_training, study_json_schema, zoo_names
 
 
@@ -35,14 +36,6 @@ def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
     if models:
         study = study.select([m.strip() for m in models.split(",") if m.strip()])
     return override_training(study, **overrides)
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def _compute_table(study: Study, project: bool, repeats: int | None = None) -> Table:
@@ -67,10 +60,10 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None) -> T
         if project:
             secs = projected_seconds(study, name) * (repeats or train.repeats)
             total += secs
-            row.append(_fmt_seconds(secs))
+            row.append(format_duration(secs))
         table.add_row(*row)
     if project:
-        table.caption = (f"projected total on this machine: {_fmt_seconds(total)} "
+        table.caption = (f"projected total on this machine: {format_duration(total)} "
                          "(from a few timed training steps; all repeats)")
     return table
 

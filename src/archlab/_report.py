@@ -38,6 +38,7 @@ from archlab._results import (
     StudyResults,
     collect,
     fmt_metric,
+    format_duration,
     row_cells,
 )
 from archlab._stats import Summary
@@ -658,14 +659,6 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _hms(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
 def _header(results: StudyResults, study: Any, data_info: str | None) -> dict[str, Any]:
     runs = [r for m in results.models for r in m.runs]
     data_cfgs = _unique(r.config["data"] for r in runs)
@@ -712,7 +705,9 @@ def _header(results: StudyResults, study: Any, data_info: str | None) -> dict[st
         ("versions", f"archlab {vals('archlab')} · torch {vals('torch')} · "
                      f"python {vals('python')}"),
         ("hardware", hardware),
-        ("total time", f"{_hms(wall)} wall ({_hms(train)} of it training), summed over runs"),
+        ("total time", f"{format_duration(wall, precise=True)} wall "
+                       f"({format_duration(train, precise=True)} of it training), "
+                       "summed over runs"),
     ]
     if study is not None and study.source and study.source != "<memory>":
         facts.insert(0, ("source", str(results.meta.get("source", study.source))))

@@ -184,6 +184,16 @@ COLUMNS = ("model", "n", "conv", "kernels", "channels", "pooling", "dropout", "B
            "time (s)")
 
 
+def format_duration(seconds: float, precise: bool = False) -> str:
+    """'42 s', '17 min', '4.3 h' (one more digit with ``precise``)."""
+    d = 1 if precise else 0
+    if seconds < 120:
+        return f"{seconds:.{d}f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.{d}f} min"
+    return f"{seconds / 3600:.{d + 1}f} h"
+
+
 def fmt_metric(s: Summary | None, *, pct: bool) -> str:
     if s is None:
         return "-"
