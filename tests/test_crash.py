@@ -137,17 +137,23 @@ def test_sigkill_at_three_moments_then_rerun_matches(study_file: Path, tmp_path:
     _check_complete(out, reference, study_file)
 
 
-def _worker_pids(parent: int) -> list[int]:
-    pids = []
+def _children(parent: int) -> list[tuple[int, bytes]]:
+    out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == parent and b"spawn_main" in cmdline:
-            pids.append(int(stat.parent.name))
-    return pids
+        if int(fields[1]) == parent:
+            out.append((int(stat.parent.name), cmdline))
+    return out
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Run workers: the children of the study's fork server."""
+    servers = [pid for pid, cmd in _children(parent) if b"forkserver" in cmd]
+    return [pid for server in servers for pid, _ in _children(server)]
 
 
 def test_dead_worker_marks_run_failed_and_rerun_retries(study_file: Path, tmp_path: Path,

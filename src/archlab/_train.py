@@ -238,6 +238,10 @@ def fit(
     optimizer, scheduler and shuffling generator to save). ``stop`` is polled between epochs.
     """
     module = built.module
+    if any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+        # oneDNN's convolutions run ~1.3x faster on CPU with NHWC ("channels last") weights;
+        # torch then picks that layout for the activations too. Values are unchanged.
+        module.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
                                                   if p.requires_grad])
     gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: resumable
@@ -272,8 +276,8 @@ def fit(
             if sched is not None:
                 sched.step()
             # Accumulate on the tensor side: no host sync inside the epoch.
-            loss_sum += loss.detach().double() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            loss_sum.add_(loss.detach(), alpha=len(idx))
+            correct.add_((logits.detach().argmax(1) == yb).sum())
             if on_batches is not None and (b % 20 == 19 or b == n_batches - 1):
                 on_batches(b + 1, n_batches)
         train_loss = loss_sum.item() / n
