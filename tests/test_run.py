@@ -205,3 +205,24 @@ def test_early_stopping_keras_semantics_and_restore_best(tmp_path: Path) -> None
     # restore_best: the final (and test) evaluation uses epoch 1's weights.
     assert run.metrics["val_loss"] == pytest.approx(history[0]["val_loss"], rel=1e-12)
     assert run.metrics["val_loss"] != pytest.approx(history[1]["val_loss"], rel=1e-9)
+
+
+def test_a_run_that_raises_is_failed_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
+    from archlab import _run
+
+    real = _run.execute_run
+
+    def flaky(study, plan, ctx):
+        if plan.model == "mlp":
+            raise RuntimeError("simulated crash inside the run")
+        return real(study, plan, ctx)
+
+    monkeypatch.setattr(_run, "execute_run", flaky)
+    outcome = run_study(tiny(), tmp_path)
+    assert sorted(outcome.statuses.values()) == ["failed", "finished"]
+    with Store(tmp_path) as store:
+        (failed,) = [r for r in store.runs() if r.status == "failed"]
+    assert failed.model == "mlp" and "simulated crash" in failed.error
+    monkeypatch.setattr(_run, "execute_run", real)
+    again = run_study(tiny(), tmp_path)  # the rerun retries the failed run only
+    assert list(again.statuses.values()) == ["finished"] and len(again.skipped) == 1

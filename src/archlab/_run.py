@@ -310,7 +310,18 @@ def run_study(
             for plan in todo:
                 if stopper.requested():
                     break
-                outcome.statuses[plan.run_id] = execute_run(study, plan, ctx)
+                try:
+                    outcome.statuses[plan.run_id] = execute_run(study, plan, ctx)
+                except ArchlabError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one broken run must not end the study
+                    reason = f"{exc.__class__.__name__}: {str(exc).strip()[-500:]}"
+                    with Store(directory) as store:  # recorded even if it died before start
+                        store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
+                                        plan.config, environment(threads))
+                        store.fail_run(plan.run_id, reason)
+                    report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
+                    outcome.statuses[plan.run_id] = "failed"
         else:
             _run_parallel(study, todo, directory, data_dir, jobs, threads, report, stopper,
                           outcome)
