@@ -431,13 +431,13 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3) -> float:
     xb = torch.rand(bs, c, h, w, generator=gen)
     yb = torch.randint(0, built.output_shape[0], (bs,), generator=gen)
     times = []
-    for _ in range(steps + 1):
+    for _ in range(steps + 2):
         t0 = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(built.module(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    per_sample = float(np.median(times[1:])) / bs  # the first step pays one-off costs
+    per_sample = float(np.median(times[2:])) / bs  # the first steps pay one-off costs
     forward_samples = n_val * train.epochs + n_train + n_val + n_test
     return per_sample * (n_train * train.epochs + forward_samples / 3)
