@@ -71,3 +71,28 @@ def test_results_on_a_directory_without_store_is_a_one_line_error(tmp_path: Path
     assert main(["results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("device,expected", [
+    ("tpu", "Expected cpu, cuda, cuda:N or auto, received 'tpu'"),
+    ("cuda", "sees no CUDA device"),
+])
+def test_bad_or_missing_device_is_a_one_line_error(device: str, expected: str, tmp_path: Path,
+                                                   capsys) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["run", "zoo:quickstart", "--device", device, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_auto_device_is_cpu_without_cuda() -> None:
+    import torch
+
+    from archlab._run import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"

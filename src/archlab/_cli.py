@@ -38,7 +38,8 @@ def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
     return override_training(study, **overrides)
 
 
-def _compute_table(study: Study, project: bool, repeats: int | None = None) -> Table:
+def _compute_table(study: Study, project: bool, repeats: int | None = None,
+                   device: str = "cpu") -> Table:
     from archlab._run import DATASET_SIZES, projected_seconds
 
     built = validate_study(study)
@@ -58,12 +59,12 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None) -> T
                f"{b.macs_per_sample * n_train / 1e9:,.1f} G", str(train.epochs),
                str(train.batch_size), train.optimizer.name]
         if project:
-            secs = projected_seconds(study, name) * (repeats or train.repeats)
+            secs = projected_seconds(study, name, device=device) * (repeats or train.repeats)
             total += secs
             row.append(format_duration(secs))
         table.add_row(*row)
     if project:
-        table.caption = (f"projected total on this machine: {format_duration(total)} "
+        table.caption = (f"projected total on this machine ({device}): {format_duration(total)} "
                          "(from a few timed training steps; all repeats)")
     return table
 
@@ -78,14 +79,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from archlab._progress import ProgressView
     from archlab._results import collect, write_tables
-    from archlab._run import run_study, study_dir
+    from archlab._run import resolve_device, run_study, study_dir
 
     study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
-    out.print(_compute_table(study, project=True, repeats=args.repeats))
+    device = resolve_device(args.device)
+    out.print(_compute_table(study, project=True, repeats=args.repeats, device=device))
     if args.dry_run:
         return 0
     outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
-                        jobs=args.jobs, threads=args.threads,
+                        jobs=args.jobs, threads=args.threads, device=device,
                         progress=None if args.quiet else ProgressView(err))
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
@@ -220,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     r.add_argument("--threads", type=int, help="torch threads per job (default cores/jobs)")
     r.add_argument("--data-dir", help="directory holding the dataset files")
+    r.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (CUDA when torch sees it; default)")
     r.add_argument("--out", help="study directory (default archlab-runs/NAME)")
     r.add_argument("--dry-run", action="store_true", help="validate, print compute, stop")
     r.add_argument("--no-report", action="store_true", help="skip report.html/report.md")

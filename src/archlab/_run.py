@@ -73,12 +73,31 @@ def study_dir(study: Study, out: str | Path | None = None) -> Path:
     return Path(out) if out is not None else DEFAULT_ROOT / study.name
 
 
-def environment(threads: int) -> dict[str, Any]:
+def resolve_device(device: str | None) -> str:
+    """'auto' (the default) is the first CUDA device when torch sees one, else the CPU."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ArchlabError(f"--device: Expected cpu, cuda, cuda:N or auto, received "
+                           f"{device!r}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ArchlabError(f"--device: {device!r} requested but this torch build sees no CUDA "
+                           f"device (torch {torch.__version__})")
+    return device
+
+
+def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
     from archlab import __version__
 
-    return {"archlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": threads, "device": "cpu"}
+    env = {"archlab": __version__, "torch": torch.__version__,
+           "python": platform.python_version(), "machine": platform.machine(),
+           "processor": platform.processor() or platform.machine(),
+           "cpu_count": os.cpu_count(), "threads": threads, "device": device}
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +106,8 @@ def environment(threads: int) -> dict[str, Any]:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata=meta)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -109,6 +129,9 @@ def _save_checkpoint(path: Path, built: BuiltModel, state: TrainState, opt: torc
             else:
                 scalars.setdefault(str(pid), {})[k] = v
     tensors["rng/torch"] = torch.get_rng_state()
+    device = next(built.module.parameters()).device
+    if device.type == "cuda":
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
     tensors["rng/shuffle"] = gen.get_state()
     if state.best_weights is not None:
         tensors.update({f"best/{k}": v for k, v in state.best_weights.items()})
@@ -144,6 +167,9 @@ def _load_checkpoint(path: Path, built: BuiltModel) -> tuple[TrainState, Callabl
             sched.load_state_dict(meta["sched"])
         gen.set_state(tensors["rng/shuffle"])
         torch.set_rng_state(tensors["rng/torch"])
+        if "rng/cuda" in tensors:
+            device = next(built.module.parameters()).device
+            torch.cuda.set_rng_state(tensors["rng/cuda"], device)
 
     return state, restore
 
@@ -165,6 +191,7 @@ class RunContext:
     threads: int
     progress: Callable[[str, dict[str, Any]], None] = lambda run_id, event: None
     stop_requested: Callable[[], bool] = lambda: False
+    device: str = "cpu"
 
 
 def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
@@ -176,10 +203,12 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
     torch.set_num_threads(ctx.threads)
     with Store(ctx.directory) as store:
         store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config,
-                        environment(ctx.threads))
+                        environment(ctx.threads, ctx.device))
         train = study.train_for(plan.model)
+        # Initialized on the CPU (same initial weights whatever the device), then moved.
         built = build_model(study, plan.model, seed=plan.seed)
-        torch.manual_seed(plan.seed)  # dropout stream
+        built.module.to(ctx.device)
+        torch.manual_seed(plan.seed)  # dropout stream (seeds CUDA's generators too)
         state, restore = None, None
         if ckpt.exists():
             state, restore = _load_checkpoint(ckpt, built)
@@ -224,7 +253,7 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
 
 
 def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: str,
-            data_dir: str | None, threads: int, queue: Any) -> None:
+            data_dir: str | None, threads: int, queue: Any, device: str = "cpu") -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -241,10 +270,10 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
     study = parse_study(study_cfg, source)
     try:
         raw = load_dataset(study.data.dataset, data_dir)
-        data = prepare_tensors(raw, study.data, study.seed)
+        data = prepare_tensors(raw, study.data, study.seed).to(device)
         ctx = RunContext(Path(directory), data, threads,
                          progress=lambda rid, ev: queue.put((rid, ev)),
-                         stop_requested=stop_requested)
+                         stop_requested=stop_requested, device=device)
         execute_run(study, plan, ctx)
     except BaseException as exc:  # noqa: BLE001 - a worker must record why it died
         msg = str(exc) if isinstance(exc, ArchlabError) else traceback.format_exc(limit=3)
@@ -275,6 +304,7 @@ def run_study(
     jobs: int = 1,
     threads: int | None = None,
     progress: Any = None,
+    device: str | None = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` that the store in ``out`` does not already hold.
 
@@ -298,6 +328,7 @@ def run_study(
     if not todo:
         return outcome
     threads = threads or default_threads(jobs)
+    device = resolve_device(device)
     report = progress.event if progress is not None else (lambda rid, ev: None)
     if progress is not None:
         progress.start(todo, len(outcome.skipped))
@@ -305,8 +336,8 @@ def run_study(
     try:
         if jobs <= 1:
             raw = load_dataset(study.data.dataset, data_dir)
-            data = prepare_tensors(raw, study.data, study.seed)
-            ctx = RunContext(directory, data, threads, report, stopper.requested)
+            data = prepare_tensors(raw, study.data, study.seed).to(device)
+            ctx = RunContext(directory, data, threads, report, stopper.requested, device)
             for plan in todo:
                 if stopper.requested():
                     break
@@ -318,13 +349,13 @@ def run_study(
                     reason = f"{exc.__class__.__name__}: {str(exc).strip()[-500:]}"
                     with Store(directory) as store:  # recorded even if it died before start
                         store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
-                                        plan.config, environment(threads))
+                                        plan.config, environment(threads, device))
                         store.fail_run(plan.run_id, reason)
                     report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
                     outcome.statuses[plan.run_id] = "failed"
         else:
             _run_parallel(study, todo, directory, data_dir, jobs, threads, report, stopper,
-                          outcome)
+                          outcome, device)
     finally:
         stopper.restore()
         if progress is not None:
@@ -356,7 +387,7 @@ class _StopOnSigint:
 
 def _run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: Any, jobs: int,
                   threads: int, report: Callable[[str, dict[str, Any]], None],
-                  stopper: _StopOnSigint, outcome: StudyOutcome) -> None:
+                  stopper: _StopOnSigint, outcome: StudyOutcome, device: str) -> None:
     # Each run gets a fresh process (no memory carried between runs), forked from a server
     # that has imported torch and archlab once: a worker starts in milliseconds, not seconds.
     # The server runs no torch op before forking, so no thread pool is forked half-alive.
@@ -372,10 +403,10 @@ def _run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: 
             plan = pending.pop(0)
             with Store(directory) as store:  # claimed now: a worker dying at birth is seen
                 store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config,
-                                environment(threads))
+                                environment(threads, device))
             proc = ctx.Process(target=_worker, args=(cfg, study.source, plan, str(directory),
                                                      str(data_dir) if data_dir else None,
-                                                     threads, queue), daemon=True)
+                                                     threads, queue, device), daemon=True)
             proc.start()
             running[plan.run_id] = (proc, plan)
         if stopper.requested():
@@ -410,7 +441,8 @@ DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
                  "mnist-sample": (5000, 1000)}
 
 
-def projected_seconds(study: Study, model: str, *, steps: int = 3) -> float:
+def projected_seconds(study: Study, model: str, *, steps: int = 3,
+                      device: str = "cpu") -> float:
     """Time a few training steps on synthetic input; project the model's whole training.
 
     Counts the training steps of every epoch plus the evaluation passes (validation each
@@ -420,6 +452,9 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3) -> float:
 
     train = study.train_for(model)
     built = build_model(study, model, seed=0)
+    built.module.to(device)
+    if any(isinstance(m, torch.nn.Conv2d) for m in built.module.modules()):
+        built.module.to(memory_format=torch.channels_last)  # as fit() trains it
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
     n_train, n_test = DATASET_SIZES[study.data.dataset]
     split = study.data.validation
@@ -428,8 +463,9 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3) -> float:
     bs = train.batch_size
     h, w, c = built.input_shape
     gen = torch.Generator().manual_seed(0)
-    xb = torch.rand(bs, c, h, w, generator=gen)
-    yb = torch.randint(0, built.output_shape[0], (bs,), generator=gen)
+    xb = torch.rand(bs, c, h, w, generator=gen).to(device)
+    yb = torch.randint(0, built.output_shape[0], (bs,), generator=gen).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
@@ -437,6 +473,7 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         times.append(time.perf_counter() - t0)
     per_sample = float(np.median(times[2:])) / bs  # the first steps pay one-off costs
     forward_samples = n_val * train.epochs + n_train + n_val + n_test

@@ -37,6 +37,12 @@ class Tensors:
     class_names: tuple[str, ...]
     validation_is_test: bool
 
+    def to(self, device: torch.device | str) -> Tensors:
+        """The same data on ``device`` (MNIST is ~200 MB as float32: it fits on any GPU)."""
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                 for k, v in self.__dict__.items()}
+        return Tensors(**moved)
+
 
 def _preprocess(x: np.ndarray, spec: DataSpec) -> torch.Tensor:
     if isinstance(spec.preprocessing, Normalize):
@@ -172,8 +178,8 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     module = built.module
     was_training = module.training
     module.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), EVAL_BATCH):
         logits = module(x[i:i + EVAL_BATCH])
         yb = y[i:i + EVAL_BATCH]
@@ -257,9 +263,11 @@ def fit(
             break
         t0 = time.perf_counter()
         module.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
-        perm = torch.randperm(n, generator=gen)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        # Shuffle with a CPU generator whatever the device: the order is then the same on
+        # every device, and resumable from its saved state.
+        perm = torch.randperm(n, generator=gen).to(x.device)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
             xb, yb = x[idx], y[idx]
