@@ -448,13 +448,12 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3,
     Counts the training steps of every epoch plus the evaluation passes (validation each
     epoch, train/val/test at the end; a forward pass costs about a third of a training step).
     """
-    from archlab._train import make_optimizer
+    from archlab._train import make_optimizer, prefer_channels_last
 
     train = study.train_for(model)
     built = build_model(study, model, seed=0)
     built.module.to(device)
-    if any(isinstance(m, torch.nn.Conv2d) for m in built.module.modules()):
-        built.module.to(memory_format=torch.channels_last)  # as fit() trains it
+    prefer_channels_last(built.module)  # as fit() trains it
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
     n_train, n_test = DATASET_SIZES[study.data.dataset]
     split = study.data.validation
