@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="time write_report this many times")
     args = p.parse_args(argv)
 
-    from archlab._cli import main as cli
-    from archlab._report import write_report
+    from archlab.cli import main as cli
+    from archlab.report import write_report
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from archlab._data import SAMPLE_TEST, SAMPLE_TRAIN, load_dataset  # noqa: E402
+from archlab.data import SAMPLE_TEST, SAMPLE_TRAIN, load_dataset  # noqa: E402
 
 DEFAULT_SOURCE = ROOT.parent / "shared" / "datasets" / "mnist"
 DEFAULT_OUT = ROOT / "src" / "archlab" / "data" / "mnist_sample.npz"

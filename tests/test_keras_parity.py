@@ -28,7 +28,7 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
     pytest.skip("Keras is configured for another backend", allow_module_level=True)
 
 from archlab import TrainSpec, build_model, load_study, parse_study  # noqa: E402
-from archlab._layers import (  # noqa: E402
+from archlab.layers import (  # noqa: E402
     Activation,
     AveragePooling2D,
     BatchNormalization,
@@ -41,7 +41,7 @@ from archlab._layers import (  # noqa: E402
     GlobalMaxPooling2D,
     MaxPooling2D,
 )
-from archlab._train import make_optimizer  # noqa: E402
+from archlab.optimizers import make_optimizer  # noqa: E402
 
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

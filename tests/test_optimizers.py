@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from archlab import DataSpec, SpecError, TrainSpec, parse_study
-from archlab._train import _preprocess, make_optimizer
+from archlab.data.tensors import _preprocess
+from archlab.optimizers import make_optimizer
 
 
 def _spec(optimizer: Any) -> Any:

@@ -1,12 +1,13 @@
 """archlab: declarative, reproducible neural-architecture studies (Keras spec, PyTorch engine)."""
 
-from archlab._builder import BuiltModel, SummaryRow, build_model, summary_text, validate_study
-from archlab._data import RawDataset, load_dataset
-from archlab._errors import ArchlabError, DataError, SpecError, StoreError
-from archlab._results import StudyResults
-from archlab._results import collect as collect_results
-from archlab._run import RunPlan, StudyOutcome, plan_runs, run_study
-from archlab._spec import (
+from archlab.analysis.results import StudyResults
+from archlab.analysis.results import collect as collect_results
+from archlab.data import RawDataset, load_dataset
+from archlab.describe import summary_text
+from archlab.errors import ArchlabError, DataError, SpecError, StoreError
+from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
+from archlab.run import RunPlan, StudyOutcome, plan_runs, run_study
+from archlab.spec import (
     DataSpec,
     ModelSpec,
     Study,
@@ -18,7 +19,7 @@ from archlab._spec import (
     study_json_schema,
     zoo_names,
 )
-from archlab._store import RunRecord, Store
+from archlab.store import RunRecord, Store
 
 __version__ = "0.1.0"
 

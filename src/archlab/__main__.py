@@ -1,5 +1,5 @@
 import sys
 
-from archlab._cli import main
+from archlab.cli import main
 
 sys.exit(main())

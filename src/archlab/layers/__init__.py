@@ -1,0 +1,104 @@
+"""Keras layers: each a pydantic spec (Keras names, arguments and defaults) that infers its output
+shape and builds its torch module. Every layer registers itself with ``@register_layer``; the
+spec's layer union is derived from that registry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from archlab.layers import conv, core, merge, normalization, pooling  # noqa: F401 - register
+from archlab.layers.base import (
+    ACTIVATIONS,
+    LAYER_TYPES,
+    LayerSpec,
+    Regularizer,
+    Shape,
+    ShapeProblem,
+    init_tensor,
+    register_layer,
+)
+from archlab.layers.conv import Conv2D
+from archlab.layers.core import Activation, Dense, Dropout, Flatten
+from archlab.layers.merge import Branches, Concatenate
+from archlab.layers.normalization import BatchNormalization
+from archlab.layers.pooling import (
+    AveragePooling2D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    MaxPooling2D,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "LAYER_TYPES",
+    "Activation",
+    "AveragePooling2D",
+    "BatchNormalization",
+    "Branches",
+    "Concatenate",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Layer",
+    "LayerItem",
+    "LayerList",
+    "LayerSpec",
+    "MaxPooling2D",
+    "Regularizer",
+    "Shape",
+    "ShapeProblem",
+    "init_tensor",
+    "layer_item",
+    "register_layer",
+]
+
+# The union pydantic validates against, derived from the registry (discriminated by `type`).
+Layer = Annotated[
+    Union[tuple(LAYER_TYPES.values())],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
+def layer_item(value: Any) -> Any:
+    """Turn the YAML form (``Flatten`` or ``{Conv2D: {...}}``) into ``{type: ..., **args}``."""
+    if isinstance(value, LayerSpec):
+        return value
+    if isinstance(value, str):
+        name, args = value, {}
+    elif isinstance(value, dict) and "type" in value:
+        return value
+    elif isinstance(value, dict) and len(value) == 1:
+        name, args = next(iter(value.items()))
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise PydanticCustomError(
+                "layer_args", "Expected a mapping of arguments for {name}, received {args}",
+                {"name": name, "args": repr(args)},
+            )
+    else:
+        keys = list(value) if isinstance(value, dict) else value
+        raise PydanticCustomError(
+            "layer_item", "Expected one layer per list item, like `- Conv2D: {{filters: 32}}`, "
+            "received {keys}", {"keys": repr(keys)},
+        )
+    if name not in LAYER_TYPES:
+        # The message module words this (with a "did you mean"); the ctx carries the name.
+        raise PydanticCustomError("unknown_layer", "Unknown layer '{name}'", {"name": name})
+    return {"type": name, **args}
+
+
+LayerName = Literal[tuple(LAYER_TYPES)]  # type: ignore[valid-type]
+# The JSON Schema shows what users write: `Flatten` or `{Conv2D: {...}}`.
+LayerItem = Annotated[Layer, BeforeValidator(
+    layer_item, json_schema_input_type=Union[  # noqa: UP007
+        LayerName, Annotated[dict[LayerName, Union[dict[str, Any], None]],  # noqa: UP007
+                             Field(min_length=1, max_length=1)]])]
+LayerList = list[LayerItem]
+Concatenate.model_rebuild(_types_namespace={"LayerItem": LayerItem})

@@ -1,0 +1,256 @@
+"""The base of every Keras layer spec, and the registry that the spec's layer union is built from.
+
+Shapes are Keras shapes without the batch axis: ``(H, W, C)`` for images, ``(F,)`` for vectors.
+Tensors inside the built torch module are NCHW; only ``Flatten`` cares (it flattens in Keras's
+HWC order, so a Dense kernel after it lines up with Keras's weights one for one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from archlab.fields import NonNegFloat, Pair
+
+Shape = tuple[int, ...]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
+    "linear": None,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,  # Keras's default is the exact (erf) form, as is torch's
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softmax": lambda: nn.Softmax(dim=1),
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "softsign": nn.Softsign,
+    "relu6": nn.ReLU6,
+}
+ActivationName = Literal[
+    "linear", "relu", "elu", "selu", "gelu", "tanh", "sigmoid", "softmax", "swish", "silu",
+    "softplus", "softsign", "relu6",
+] | None
+
+Initializer = Literal[
+    "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
+    "lecun_uniform", "zeros", "ones", "random_normal", "random_uniform",
+]
+
+
+class Regularizer(BaseModel):
+    """``{l2: 0.01}``: adds ``l2·Σw²`` (and ``l1·Σ|w|``) to the loss, as Keras does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    l1: NonNegFloat = 0.0
+    l2: NonNegFloat = 0.0
+
+    def to_config(self) -> dict[str, float]:
+        return {k: v for k, v in (("l1", self.l1), ("l2", self.l2)) if v}
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras initializers (keras/src/initializers): *_normal are truncated at 2σ, so the stddev is
+# divided by 0.8796..., the stddev of a unit normal truncated to [-2, 2].
+
+_TRUNC = 0.87962566103423978
+
+
+def init_tensor(t: torch.Tensor, name: str, fan_in: int, fan_out: int) -> None:
+    """Fill ``t`` in place as Keras's initializer ``name`` would (fans as Keras computes them)."""
+    with torch.no_grad():
+        if name == "zeros":
+            t.zero_()
+        elif name == "ones":
+            t.fill_(1.0)
+        elif name == "random_normal":
+            t.normal_(0.0, 0.05)
+        elif name == "random_uniform":
+            t.uniform_(-0.05, 0.05)
+        else:
+            family, dist = name.split("_")
+            n = {"glorot": (fan_in + fan_out) / 2.0, "he": fan_in / 2.0, "lecun": fan_in}[family]
+            if dist == "uniform":
+                limit = math.sqrt(3.0 / n)
+                t.uniform_(-limit, limit)
+            else:
+                std = math.sqrt(1.0 / n) / _TRUNC
+                nn.init.trunc_normal_(t, 0.0, std, -2 * std, 2 * std)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors raised during shape inference; the builder adds file/model/layer context.
+
+
+class ShapeProblem(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def same_pads(size: int, k: int, s: int) -> tuple[int, int, int]:
+    """TensorFlow 'same': output ceil(size/s); the odd extra pixel goes bottom/right."""
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _valid_out(size: int, k: int, s: int) -> int:
+    return (size - k) // s + 1
+
+
+def spatial(shape: Shape, layer: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeProblem(
+            "input", f"Expected a 3-D (height, width, channels) input for {layer}, received a "
+            f"flat one; {layer} cannot follow Flatten/Dense",
+        )
+    return shape  # type: ignore[return-value]
+
+
+def window_out(shape: Shape, k: Pair, s: Pair, padding: str, field: str, layer: str) -> Shape:
+    h, w, c = spatial(shape, layer)
+    if padding == "same":
+        return (same_pads(h, k[0], s[0])[0], same_pads(w, k[1], s[1])[0], c)
+    if k[0] > h or k[1] > w:
+        raise ShapeProblem(
+            field, f"Expected a window no larger than the {h}x{w} input with padding 'valid', "
+            f"received {k[0]}x{k[1]}",
+        )
+    return (_valid_out(h, k[0], s[0]), _valid_out(w, k[1], s[1]), c)
+
+
+class Pad(nn.Module):
+    """Asymmetric TF-style padding (left, right, top, bottom) with a fill value."""
+
+    def __init__(self, pads: tuple[int, int, int, int], value: float = 0.0) -> None:
+        super().__init__()
+        self.pads = pads
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pads, value=self.value)
+
+
+def tf_padding(shape: Shape, k: Pair, s: Pair) -> tuple[int, int, int, int]:
+    h, w, _ = shape
+    _, top, bottom = same_pads(h, k[0], s[0])
+    _, left, right = same_pads(w, k[1], s[1])
+    return (left, right, top, bottom)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
+class LayerSpec(BaseModel):
+    """Base of every layer: Keras arguments as fields; serializes to ``{Type: {args}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+    def to_config(self) -> str | dict[str, Any]:
+        """The YAML form: the bare name, or ``{Type: {args that differ from Keras's defaults}}``."""
+        args: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name == "type" or (value == field.default and name not in self.model_fields_set):
+                continue
+            if isinstance(value, Regularizer):
+                value = value.to_config()
+            elif name == "branches":
+                value = [[layer.to_config() for layer in branch] for branch in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            args[name] = value
+        return {self.type: args} if args else self.type
+
+    def output_shape(self, shape: Shape) -> Shape:
+        raise NotImplementedError
+
+    def build(self, shape: Shape) -> nn.Module:
+        """Return a torch module mapping a batch of ``shape`` to ``output_shape(shape)``."""
+        return nn.Identity()
+
+    def macs(self, shape: Shape) -> int:
+        """Multiply-accumulates per sample (weights layers only; the rest are negligible)."""
+        return 0
+
+    def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
+        return []
+
+
+def activation_module(name: str | None) -> nn.Module | None:
+    factory = ACTIVATIONS[name or "linear"]
+    return factory() if factory else None
+
+
+class _Block(nn.Module):
+    """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation."""
+
+    def __init__(self, pre: list[nn.Module], core: nn.Module, act: nn.Module | None) -> None:
+        super().__init__()
+        self.pre = nn.Sequential(*pre) if pre else None
+        self.core = core
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
+        x = self.core(x)
+        return self.act(x) if self.act is not None else x
+
+
+class Weighted(LayerSpec):
+    activation: ActivationName = None
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
+    kernel_regularizer: Regularizer | None = None
+    bias_regularizer: Regularizer | None = None
+
+    def _finish(self, core: nn.Module, fan_in: int, fan_out: int,
+                pre: list[nn.Module]) -> nn.Module:
+        init_tensor(core.weight, self.kernel_initializer, fan_in, fan_out)
+        if core.bias is not None:
+            # Keras computes a bias's fans from its own 1-D shape: fan_in = fan_out = units.
+            units = core.bias.shape[0]
+            init_tensor(core.bias, self.bias_initializer, units, units)
+        return _Block(pre, core, activation_module(self.activation))
+
+    def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
+        core = module.core  # type: ignore[union-attr]  # a _Block
+        out = []
+        if self.kernel_regularizer is not None:
+            out.append((core.weight, self.kernel_regularizer))
+        if self.bias_regularizer is not None and core.bias is not None:
+            out.append((core.bias, self.bias_regularizer))
+        return out
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: each layer class registers itself; the spec's union and `archlab zoo layers`
+# read it, so adding a layer is one class in one module.
+
+LAYER_TYPES: dict[str, type[LayerSpec]] = {}
+L = TypeVar("L", bound=type[LayerSpec])
+
+
+def register_layer(cls: L) -> L:
+    """Class decorator: make a layer spec known by its Keras name (its ``type`` literal)."""
+    name = cls.model_fields["type"].default
+    if not isinstance(name, str) or name in LAYER_TYPES:
+        raise TypeError(f"Expected a new Keras layer name on {cls.__name__}, received {name!r}")
+    LAYER_TYPES[name] = cls
+    return cls

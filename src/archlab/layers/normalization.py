@@ -1,0 +1,43 @@
+"""BatchNormalization with Keras's momentum convention and parameter counts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+from torch import nn
+
+from archlab.fields import Rate
+from archlab.layers.base import (
+    LayerSpec,
+    Shape,
+    register_layer,
+)
+
+
+@register_layer
+class BatchNormalization(LayerSpec):
+    type: Literal["BatchNormalization"] = "BatchNormalization"
+    axis: Literal[-1] = -1
+    momentum: Rate = 0.99
+    epsilon: Annotated[float, Field(strict=True, gt=0)] = 1e-3
+    center: bool = True
+    scale: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        # Keras: moving = momentum·moving + (1-momentum)·batch; torch's momentum is the other side.
+        bn = cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum,
+                 affine=self.center or self.scale)
+        # Keras has no gamma without `scale` and no beta without `center` (not even frozen ones:
+        # they would count as params); torch's batch_norm takes weight/bias None as 1/0.
+        if bn.affine and not self.scale:
+            bn.register_parameter("weight", None)
+        if bn.affine and not self.center:
+            bn.register_parameter("bias", None)
+        return bn
+
+

@@ -1,0 +1,104 @@
+"""Pooling layers: max, average (TF's exact 'same' counts) and global."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archlab.fields import Pair
+from archlab.layers.base import (
+    LayerSpec,
+    Pad,
+    Shape,
+    register_layer,
+    spatial,
+    tf_padding,
+    window_out,
+)
+
+
+class _Pool2D(LayerSpec):
+    pool_size: Pair = (2, 2)
+    strides: Pair | None = None
+    padding: Literal["valid", "same"] = "valid"
+
+    @property
+    def _strides(self) -> tuple[int, int]:
+        return self.strides or self.pool_size  # Keras: strides default to pool_size
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return window_out(shape, self.pool_size, self._strides, self.padding, "pool_size",
+                           self.type)
+
+
+@register_layer
+class MaxPooling2D(_Pool2D):
+    type: Literal["MaxPooling2D"] = "MaxPooling2D"
+
+    def build(self, shape: Shape) -> nn.Module:
+        pool = nn.MaxPool2d(self.pool_size, self._strides)
+        if self.padding == "valid":
+            return pool
+        pads = tf_padding(shape, self.pool_size, self._strides)
+        if not any(pads):
+            return pool
+        # TF pads max-pooling with -inf: padded cells never win.
+        return nn.Sequential(Pad(pads, float("-inf")), pool)
+
+
+class _TFAvgPool(nn.Module):
+    """'same' average pooling that, like TF, divides by the count of real (unpadded) cells."""
+
+    def __init__(self, shape: Shape, k: tuple[int, int], s: tuple[int, int]) -> None:
+        super().__init__()
+        self.pads = tf_padding(shape, k, s)
+        # Window sums (divisor 1) over exact integer counts: one rounding, as in TF.
+        self.pool = nn.AvgPool2d(k, s, divisor_override=1)
+        ones = torch.ones(1, 1, shape[0], shape[1])
+        self.register_buffer("count", self.pool(F.pad(ones, self.pads)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(F.pad(x, self.pads)) / self.count
+
+
+@register_layer
+class AveragePooling2D(_Pool2D):
+    type: Literal["AveragePooling2D"] = "AveragePooling2D"
+
+    def build(self, shape: Shape) -> nn.Module:
+        if self.padding == "same" and any(tf_padding(shape, self.pool_size, self._strides)):
+            return _TFAvgPool(shape, self.pool_size, self._strides)
+        return nn.AvgPool2d(self.pool_size, self._strides)
+
+
+class _GlobalPool(nn.Module):
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) if self.op == "avg" else x.amax(dim=(2, 3))
+
+
+@register_layer
+class GlobalAveragePooling2D(LayerSpec):
+    type: Literal["GlobalAveragePooling2D"] = "GlobalAveragePooling2D"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (spatial(shape, self.type)[2],)
+
+    def build(self, shape: Shape) -> nn.Module:
+        return _GlobalPool("avg")
+
+
+@register_layer
+class GlobalMaxPooling2D(GlobalAveragePooling2D):
+    type: Literal["GlobalMaxPooling2D"] = "GlobalMaxPooling2D"  # type: ignore[assignment]
+
+    def build(self, shape: Shape) -> nn.Module:
+        return _GlobalPool("max")
+
+

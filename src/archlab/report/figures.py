@@ -1,0 +1,324 @@
+"""The report's figures: matplotlib's object-oriented API on the Agg canvas (no pyplot state,
+no display). Each function takes typed data and returns a PNG :class:`Image`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+REPORT_FILES = "report_files"  # the PNGs beside report.md
+DPI = 80
+VIOLIN_SAMPLE = 4000  # values per layer fed to the violin's density estimate
+
+
+@dataclass
+class Image:
+    """One PNG: embedded in the HTML as a data URI, written beside the Markdown as a file."""
+
+    name: str  # file stem in report_files/
+    alt: str
+    png: bytes
+    width: int
+    height: int
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+    @property
+    def path(self) -> str:
+        return f"{REPORT_FILES}/{self.name}.png"
+
+
+RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+       "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
+       "axes.spines.right": False, "figure.dpi": DPI, "savefig.dpi": DPI}
+
+
+def _figure(w: float, h: float, ncols: int = 1, *, margins: tuple[float, float, float, float],
+            wspace: float = 0.25, **kw: Any) -> tuple[Any, Any]:
+    """A figure with fixed margins (left, right, bottom, top): a layout engine would draw every
+    figure twice, and drawing text is most of the cost of these small plots."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    left, right, bottom, top = margins
+    fig.subplots_adjust(left=left, right=right, bottom=bottom, top=top, wspace=wspace)
+    axes = fig.subplots(1, ncols, squeeze=False, **kw)[0]
+    return fig, axes
+
+
+def _png(fig: Any, name: str, alt: str) -> Image:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    fig.clear()
+    png = buf.getvalue()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return Image(name, alt, png, width, height)
+
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _style(i: int) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if i < 10 else "tab20"]
+    return {"color": cmap(i % cmap.N), "linestyle": _LINESTYLES[(i // 20) % 4]}
+
+
+def _epoch_axis(ax: Any, epochs: int) -> None:
+    """Integer epoch ticks; a single epoch gets a sensible range instead of 0.96 to 1.04."""
+    ax.set_xlim(0.5 if epochs <= 1 else 0.8, max(epochs, 1) + (0.5 if epochs <= 1 else 0.2))
+    if epochs <= 8:
+        ax.set_xticks(range(1, max(epochs, 1) + 1))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True, nbins=6)
+
+
+@dataclass
+class Curves:
+    """Per-epoch mean, min and max over a model's runs for each history column."""
+
+    epochs: np.ndarray
+    mean: dict[str, np.ndarray]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    n: int
+
+
+_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def gather_curves(histories: list[list[dict[str, float]]]) -> Curves | None:
+    histories = [h for h in histories if h]
+    if not histories:
+        return None
+    length = max(len(h) for h in histories)
+    epochs = np.arange(1, length + 1)
+    mean, low, high = {}, {}, {}
+    for key in _HISTORY_KEYS:
+        grid = np.full((len(histories), length), np.nan)
+        for i, h in enumerate(histories):
+            for row in h:
+                e = int(row["epoch"])
+                if 1 <= e <= length:
+                    grid[i, e - 1] = row[key]
+        finite = np.where(np.isfinite(grid), grid, np.nan)
+        with warnings.catch_warnings():  # an epoch no run reached finitely stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean[key] = np.nanmean(finite, axis=0)
+            low[key] = np.nanmin(finite, axis=0)
+            high[key] = np.nanmax(finite, axis=0)
+    return Curves(epochs, mean, low, high, len(histories))
+
+
+def curves_figure(name: str, curves: Curves) -> Image:
+    fig, (ax_loss, ax_acc) = _figure(7.2, 2.5, 2, margins=(0.07, 0.99, 0.16, 0.9))
+    marker = "o" if len(curves.epochs) <= 15 else None
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for prefix, what, color in (("", "train", "C0"), ("val_", "validation", "C1")):
+            k = prefix + key
+            y = curves.mean[k] * (100 if key == "accuracy" else 1)
+            ax.plot(curves.epochs, y, color=color, marker=marker, ms=3,
+                    label=what + (f" (mean of {curves.n})" if curves.n > 1 else ""))
+            if curves.n > 1:
+                scale = 100 if key == "accuracy" else 1
+                ax.fill_between(curves.epochs, curves.low[k] * scale, curves.high[k] * scale,
+                                color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label + (" (%)" if key == "accuracy" else ""))
+        ax.set_title(f"{label}" + (" (band: min–max over runs)" if curves.n > 1 else ""))
+        _epoch_axis(ax, len(curves.epochs))
+        ax.yaxis.get_major_locator().set_params(nbins=5)  # every tick is drawn text: keep few
+        ax.grid(alpha=0.3)
+    ax_acc.legend(loc="lower right")
+    return _png(fig, f"{name}_curves", f"{name}: loss and accuracy per epoch, train vs validation")
+
+
+def _density(values: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """A Gaussian KDE that copes with constant or tiny samples (matplotlib's would fail)."""
+    std = float(np.std(values))
+    span = float(np.ptp(values)) if values.size else 0.0
+    bw = 1.06 * std * values.size ** (-1 / 5) if std > 0 else 0.0
+    bw = max(bw, span / 50, abs(float(np.mean(values))) * 1e-3, 1e-6)
+    z = (coords[:, None] - values[None, :]) / bw
+    return np.exp(-0.5 * z * z).sum(axis=1) / (values.size * bw * math.sqrt(2 * math.pi))
+
+
+def violin_figure(name: str, layers: list[tuple[str, np.ndarray | None, np.ndarray | None]],
+                   ) -> Image:
+    """Violins drawn as one PolyCollection per axes (matplotlib's violinplot makes a patch per
+    violin and a KDE that fails on constant data, e.g. a 1-unit bias)."""
+    from matplotlib.collections import PolyCollection
+
+    fig, axes = _figure(7.2, 2.8, 2, margins=(0.07, 0.99, 0.3, 0.91), wspace=0.18)
+    rng = np.random.default_rng(0)
+    for ax, idx, title in ((axes[0], 1, "weights"), (axes[1], 2, "biases")):
+        verts, medians, extremes, labels = [], [], [], []
+        for layer in layers:
+            v = layer[idx]
+            if v is None or v.size == 0:
+                continue
+            if v.size > VIOLIN_SAMPLE:
+                v = rng.choice(v, VIOLIN_SAMPLE, replace=False)
+            v = v.astype(np.float64)
+            pos = len(labels) + 1
+            lo, hi = float(v.min()), float(v.max())
+            if hi - lo < 1e-12:
+                lo, hi = lo - 1e-3 * max(abs(lo), 1.0), hi + 1e-3 * max(abs(hi), 1.0)
+            ys = np.linspace(lo, hi, 60)
+            d = _density(v, ys)
+            d = 0.4 * d / d.max()
+            verts.append(np.concatenate([np.column_stack([pos - d, ys]),
+                                         np.column_stack([pos + d, ys])[::-1]]))
+            medians.append((pos, float(np.median(v))))
+            extremes.append((pos, float(v.min()), float(v.max())))
+            labels.append(layer[0])
+        if not labels:
+            ax.text(0.5, 0.5, f"no {title}", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        ax.add_collection(PolyCollection(verts, facecolors="C0", edgecolors="C0", alpha=0.5,
+                                         linewidths=0.6))
+        xs = [p for p, _ in medians]
+        ax.hlines([m for _, m in medians], [x - 0.25 for x in xs], [x + 0.25 for x in xs],
+                  colors="C3", linewidth=1)
+        ax.vlines(xs, [e[1] for e in extremes], [e[2] for e in extremes], colors="C0",
+                  linewidth=0.6)
+        ax.set_xlim(0.4, len(labels) + 0.6)
+        ax.autoscale_view(scalex=False)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=40, ha="right")
+        ax.set_title(f"{title} per weighted layer (red: median)")
+        ax.axhline(0, color="0.6", linewidth=0.6)
+        ax.yaxis.get_major_locator().set_params(nbins=5)
+        ax.grid(axis="y", alpha=0.3)
+    return _png(fig, f"{name}_weights", f"{name}: distribution of each weighted layer's weights "
+                "and biases (violins, min to max)")
+
+
+def confusion_figure(name: str, cm: np.ndarray, classes: Sequence[str]) -> Image:
+    """Row-normalized colours, counts in the cells; each true class's accuracy in its label."""
+    n = len(classes)
+    totals = cm.sum(axis=1)
+    frac = cm / np.maximum(totals, 1)[:, None]
+    short = [short_label(c) for c in classes]
+    rows = [f"{c} ({frac[i, i] * 100:.1f}%)" if totals[i] else f"{c} (-)"
+            for i, c in enumerate(short)]
+    left = 0.25 + 0.055 * max(len(r) for r in rows)
+    size = 0.24 * n + 0.6
+    width, height = left + size + 0.15, size + 0.85
+    fig, (ax,) = _figure(width, height, margins=(left / width, 1 - 0.15 / width, 0.55 / height,
+                                                 1 - 0.3 / height))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), short, rotation=90 if max(map(len, short)) > 2 else 0)
+    ax.set_yticks(range(n), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (per-class accuracy)")
+    ax.set_title("confusion matrix, test set")
+    if n <= 20:
+        fs = 6 if n <= 10 else 4
+        for i, j in zip(*np.nonzero(cm), strict=True):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fs,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    return _png(fig, f"{name}_confusion", f"{name}: confusion matrix on the test set (colour: "
+                "fraction of the true class; per-class accuracy beside each true class)")
+
+
+def gallery_figure(name: str, images: np.ndarray, captions: list[str]) -> Image:
+    k = len(images)
+    cols = min(k, 6)
+    rows = math.ceil(k / cols)
+    h, w = images.shape[1:3]
+    pad, top = 3, 9  # pixels between tiles, rows of pixels for the caption above each tile
+    mosaic = np.full((rows * (h + pad + top), cols * (w + pad)), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        y0, x0 = r * (h + pad + top) + top, c * (w + pad)
+        mosaic[y0:y0 + h, x0:x0 + w] = 255 - img
+    scale = 3.0 / DPI  # inches per image pixel: 3 screen pixels each
+    fig, (ax,) = _figure(mosaic.shape[1] * scale, mosaic.shape[0] * scale, margins=(0, 1, 0, 1))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    for i, cap in enumerate(captions):
+        r, c = divmod(i, cols)
+        ax.text(c * (w + pad) + w / 2, r * (h + pad + top) + top - 1.5, cap, ha="center",
+                va="bottom", fontsize=8, color="#b00020")
+    ax.set_axis_off()
+    return _png(fig, f"{name}_mistakes", f"{name}: the {k} most confidently misclassified test "
+                "images, true → predicted (confidence)")
+
+
+def overlay_figure(models: list[tuple[str, Curves]], colors: dict[str, int]) -> Image:
+    ncols = 1 if len(models) <= 16 else 2
+    legend_in = 1.1 * ncols + 0.02 * max(len(n) for n, _ in models) * ncols
+    width = 7.2 + legend_in
+    height = max(3.0, 0.13 * math.ceil(len(models) / ncols) + 0.6)
+    fig, (ax_loss, ax_acc) = _figure(width, height, 2,
+                                     margins=(0.7 / width, 1 - (legend_in + 0.1) / width,
+                                              0.45 / height, 1 - 0.3 / height))
+    for name, c in models:
+        st = _style(colors.get(name, 0))
+        marker = "o" if len(c.epochs) <= 15 else None
+        ax_loss.plot(c.epochs, c.mean["val_loss"], marker=marker, ms=2.5, label=name, **st)
+        ax_acc.plot(c.epochs, c.mean["val_accuracy"] * 100, marker=marker, ms=2.5, label=name,
+                    **st)
+    for ax, label in ((ax_loss, "validation loss"), (ax_acc, "validation accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        _epoch_axis(ax, max(len(c.epochs) for _, c in models))
+        ax.yaxis.get_major_locator().set_params(nbins=5)  # every tick is drawn text: keep few
+        ax.grid(alpha=0.3)
+    ax_loss.set_title("validation loss, all models (mean over runs)")
+    ax_acc.set_title("validation accuracy, all models (mean over runs)")
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="upper right", ncols=ncols,
+               fontsize=6 if len(models) > 16 else 7, frameon=False, borderaxespad=0.2)
+    return _png(fig, "overview_validation", "validation loss and accuracy per epoch, all models")
+
+
+def _count_label(x: float, _pos: Any = None) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
+def scatter_figure(points: list[tuple[str, float, float, float]], colors: dict[str, int],
+                    xlabel: str, title: str, name: str, seconds: bool) -> Image:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, (ax,) = _figure(4.8, 3.4, margins=(0.12, 0.97, 0.14, 0.91))
+    small = len(points) > 12
+    for label, x, y, err in points:
+        color = _style(colors.get(label, 0))["color"]
+        ax.errorbar([x], [y * 100], yerr=[err * 100] if err else None, fmt="o", ms=4,
+                    color=color, capsize=2)
+        ax.annotate(label, (x, y * 100), xytext=(3, 2), textcoords="offset points",
+                    fontsize=6 if small else 7, color="0.25")
+    ax.set_xscale("log")
+    xs = [p[1] for p in points]
+    lo, hi = min(xs), max(xs)
+    span = max(hi / lo, 1.5)
+    ax.set_xlim(lo / span ** 0.08, hi * span ** 0.25)  # room for the labels on the right
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        (lambda x, _p: f"{x:g} s") if seconds else _count_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig, name, title)
+
+
+def short_label(label: str) -> str:
+    """A class name short enough for a gallery caption."""
+    return label if len(label) <= 7 else label[:6] + "…"

@@ -1,0 +1,81 @@
+"""What a run is: its seed, its identity (a hash of everything that sets its numbers), its plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from archlab.fields import Strict
+from archlab.layers import LayerList
+from archlab.spec import DataSpec, Study, TrainSpec
+
+
+def derive_seed(study_seed: int, model: str, repeat: int) -> int:
+    """A run's seed from the study seed, model name and repeat index (stable across edits)."""
+    digest = hashlib.sha256(f"{study_seed}/{model}/{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class RunConfig(Strict):
+    """Everything that determines one run's numbers, typed. Its JSON form is its identity."""
+
+    model: str
+    layers: LayerList
+    train: TrainSpec  # `repeats` is not part of it: how many repeats exist changes none of them
+    data: DataSpec
+    seed: int
+    split_seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (also what the run id hashes)."""
+        train = self.train.to_config()
+        train.pop("repeats", None)
+        return {"model": self.model, "layers": [layer.to_config() for layer in self.layers],
+                "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
+                "split_seed": self.split_seed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        return cls.model_validate(data)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_json()).encode()).hexdigest()[:16]
+
+    def study(self, name: str = "run") -> Study:
+        """A one-model study of exactly this run's model, data and training."""
+        return Study.model_validate({"name": name, "seed": self.split_seed,
+                                     "data": self.data.model_dump(mode="json"),
+                                     "train": self.train.to_config(),
+                                     "models": {self.model: {"layers": self.to_json()["layers"]}}})
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run to do: which model, which repeat, its seed, identity and resolved config."""
+
+    run_id: str
+    model: str
+    repeat: int
+    seed: int
+    config: RunConfig
+
+
+def plan_runs(study: Study, *, repeats: int | None = None) -> list[RunPlan]:
+    """Every run the study asks for, in study order (model by model, repeat by repeat)."""
+    plans = []
+    for name, spec in study.models.items():
+        train = study.train_for(name)
+        n = repeats or train.repeats
+        for r in range(n):
+            seed = derive_seed(study.seed, name, r)
+            config = RunConfig(model=name, layers=spec.layers, train=train.model_copy(
+                update={"repeats": 1}), data=study.data, seed=seed, split_seed=study.seed)
+            plans.append(RunPlan(config.run_id, name, r, seed, config))
+    return plans
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

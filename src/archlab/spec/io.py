@@ -1,0 +1,192 @@
+"""Reading a study: YAML (hardened) or JSON files and built-in ``zoo:NAME`` studies."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from archlab.errors import SpecError
+from archlab.spec.messages import describe, merged, show, spec_error
+from archlab.spec.schema import Study, TrainOverride, TrainSpec
+from archlab.spec.suggest import closest, did_you_mean
+
+
+def override_training(study: Study, **fields: Any) -> Study:
+    """A copy of ``study`` with training fields (e.g. ``epochs=3``) forced for every model."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not fields:
+        return study
+    try:
+        train = TrainSpec.model_validate({**study.train.to_config(), **fields})
+    except ValidationError as exc:
+        err = merged(exc, None)[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-")
+        message = describe({**err, "loc": ("train", *err["loc"])})
+        raise SpecError(f"{study.source}: command-line option {option}: {message}") from None
+    models = {}
+    for name, m in study.models.items():
+        keep = {k: getattr(m.train, k) for k in m.train.model_fields_set if k not in fields}
+        models[name] = m.model_copy(update={"train": TrainOverride.model_construct(
+            _fields_set=set(keep), **{**TrainOverride().__dict__, **keep})})
+    copy = study.model_copy(update={"train": train, "models": models})
+    copy._source = study._source
+    return copy
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def zoo_names() -> list[str]:
+    """Names of the built-in studies (``zoo:NAME``)."""
+    files = resources.files("archlab").joinpath("zoo").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two fixes for hand-written studies.
+
+    Floats follow YAML 1.2, so ``lr: 1e-3`` is a number (YAML 1.1 reads it as the string
+    '1e-3'), and a key given twice in one mapping is an error (YAML would silently keep the
+    second, so a copied model that was not renamed would replace the first).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key_node.value}' (first given on line "
+                        f"{seen[key_node.value] + 1}; each key may appear once)",
+                        key_node.start_mark)
+                seen[key_node.value] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+# PyYAML's wording for the mistakes people make by hand, said the way a new user would.
+_YAML_PROBLEMS = (
+    ("found character '\\t'", "a tab character; YAML indents with spaces only"),
+    ("expected <block end>", "the indentation does not line up"),
+    ("mapping values are not allowed here", "unexpected ':' (check the indentation, or quote "
+                                            "the value)"),
+    ("could not find expected ':'", "expected 'key: value' (a ':' is missing?)"),
+    ("expected ',' or '}'", "expected ',' or '}' inside {...} (a comma is missing?)"),
+    ("expected ',' or ']'", "expected ',' or ']' inside [...] (a comma is missing?)"),
+    ("found undefined alias", "an undefined alias ('*' starts an alias; quote the value)"),
+)
+
+
+def _read_source(source: str | Path) -> tuple[str, str]:
+    """The study's display name (path or ``zoo:NAME``) and its text."""
+    text_source = str(source)
+    if text_source.startswith("zoo:"):
+        name = text_source[4:]
+        names = zoo_names()
+        if name not in names:
+            hint = did_you_mean(name, names, "zoo:") or " (one of " + ", ".join(
+                f"zoo:{n}" for n in names) + ")"
+            raise SpecError(f"{text_source}: Expected a built-in study, received "
+                            f"'{text_source}'{hint}")
+        return text_source, resources.files("archlab").joinpath(f"zoo/{name}.yaml").read_text()
+    path = Path(source)
+    try:
+        return str(path), path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: No such study file{_path_hint(path)}") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: Expected a study file, received a directory") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: Expected a YAML text file (UTF-8), received binary data") \
+            from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the study file ({exc.strerror})") from None
+
+
+def _path_hint(path: Path) -> str:
+    """For a missing study file: a built-in study or a sibling file with a close name."""
+    if not path.suffix and closest(path.name, zoo_names()):
+        return f" (did you mean 'zoo:{closest(path.name, zoo_names())}'?)"
+    try:
+        siblings = [p.name for p in path.parent.iterdir()
+                    if p.suffix in (".yaml", ".yml", ".json") and p.is_file()]
+    except OSError:
+        siblings = []
+    close = closest(path.name, siblings)
+    return f" (did you mean '{path.parent / close}'?)" if close else ""
+
+
+
+def parse_study(data: Any, source: str = "<memory>") -> Study:
+    """Validate a study given as a dict (the parsed YAML)."""
+    if not isinstance(data, dict):
+        received = {type(None): "an empty file", list: "a list", str: f"the text {show(data)}"}
+        raise SpecError(f"{source}: Expected a mapping with 'name' and 'models' at the top "
+                        f"level, received {received.get(type(data), show(data))}")
+    try:
+        study = Study.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(source, exc, data) from None
+    study._source = source
+    return study
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key '{key}' (each key may appear once)")
+        out[key] = value
+    return out
+
+
+def load_study(source: str | Path) -> Study:
+    """Load and validate a study from a YAML (or JSON) file, or a built-in one as ``zoo:NAME``.
+
+    Every error is a :class:`SpecError` whose message is one line naming the file, model,
+    layer and field. Shapes are checked separately by :func:`archlab.validate_study`.
+    """
+    where, text = _read_source(source)
+    if where.endswith(".json"):
+        try:
+            data = json.loads(text, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
+                            f"{exc.msg}") from None
+        except ValueError as exc:  # a duplicate key
+            raise SpecError(f"{where}: invalid JSON: {exc}") from None
+        return parse_study(data, where)
+    try:
+        data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = next((said for pyyaml, said in _YAML_PROBLEMS if pyyaml in problem), problem)
+        raise SpecError(" ".join(f"{where}: invalid YAML{pos}: {problem}".split())) from None
+    return parse_study(data, where)
+
+
+def dump_study(study: Study) -> str:
+    """The study as YAML text (round-trips through :func:`load_study`)."""
+    return yaml.safe_dump(study.to_config(), sort_keys=False)
+

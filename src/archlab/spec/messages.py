@@ -1,0 +1,514 @@
+"""Pydantic's validation errors as one line each: "<file>: model 'm', layer 3 (Conv2D), field
+'filters': Expected ..., received ...", in Keras's wording, with "did you mean" where a name is
+close."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from archlab.errors import SpecError
+from archlab.optimizers import _OPTIMIZERS
+from archlab.spec.schema import DataSpec, ModelSpec, Study, TrainOverride, TrainSpec
+from archlab.spec.suggest import closest, did_you_mean
+
+_PAIR_FIELDS = ("kernel_size", "strides", "pool_size")
+# Fields that are a literal or a mapping: what to say when the value is neither.
+_UNION_FORMS = {
+    "validation": "'test' or {split: FRACTION} (e.g. {split: 0.1})",
+    "preprocessing": "'scale' or {normalize: {axis: 1, order: 2}}",
+}
+# Names people bring from Keras aliases, PyTorch or other libraries.
+_LAYER_ALIASES = {
+    "conv2d": "Conv2D", "convolution2d": "Conv2D", "linear": "Dense",
+    "maxpool2d": "MaxPooling2D", "maxpool": "MaxPooling2D", "maxpooling": "MaxPooling2D",
+    "avgpool2d": "AveragePooling2D", "averagepool2d": "AveragePooling2D",
+    "globalavgpool2d": "GlobalAveragePooling2D", "globalmaxpool2d": "GlobalMaxPooling2D",
+    "batchnorm": "BatchNormalization", "batchnorm2d": "BatchNormalization",
+    "batchnorm1d": "BatchNormalization", "concat": "Concatenate",
+}
+_ACTIVATION_LAYERS = ("relu", "softmax", "elu", "sigmoid", "tanh", "gelu")
+_NOTHING = object()
+
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it in YAML (null, true, 'text', [1, 2], {a: 1}), shortened."""
+    def flow(v: Any) -> str:
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {flow(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(flow(x) for x in v) + "]"
+        if isinstance(v, BaseModel):
+            return flow(v.model_dump())
+        return repr(v)
+
+    text = " ".join(flow(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation admits (through Optional, Union, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        for m in _members(arg):
+            if m not in found:
+                found.append(m)
+    return found
+
+
+def _tag(cls: type[BaseModel]) -> str:
+    return str(cls.model_fields["name"].default) if cls in _OPTIMIZERS.values() else cls.__name__
+
+
+class _Place:
+    """Where a pydantic error location points: printable parts and the owning schema class."""
+
+    def __init__(self, loc: tuple[Any, ...]) -> None:
+        from archlab.layers import LAYER_TYPES
+
+        self.parts: list[str] = []  # "model 'm1'", "layer 3 (Conv2D)", "branch 2"
+        self.fields: list[str | int] = []  # field path inside the last part
+        self.owner: type[BaseModel] | None = None  # the class whose field fields[-1] is
+        cls: type[BaseModel] | None = Study
+        tags: dict[str, type[BaseModel]] = {}
+        i = 0
+        while i < len(loc):
+            key, nxt = loc[i], loc[i + 1] if i + 1 < len(loc) else None
+            if cls is Study and key == "models" and nxt is not None:
+                self.parts.append(f"model '{nxt}'")
+                self.fields, cls, tags, i = [], ModelSpec, {}, i + 2
+                continue
+            if key in ("layers", "branches") and isinstance(nxt, int) and cls is not None \
+                    and cls.__name__ in ("ModelSpec", "Concatenate"):
+                i += 2
+                index = nxt
+                if key == "branches":
+                    self.parts.append(f"branch {nxt + 1}")
+                    if not (i < len(loc) and isinstance(loc[i], int)):
+                        self.fields, cls, tags = [], None, {}
+                        continue
+                    index, i = loc[i], i + 1
+                tag = loc[i] if i < len(loc) and loc[i] in LAYER_TYPES else None
+                self.parts.append(f"layer {index + 1} ({tag})" if tag else f"layer {index + 1}")
+                i += 1 if tag else 0
+                self.fields, self.owner = [], None
+                cls, tags = (LAYER_TYPES[tag] if tag else None), {}
+                continue
+            i += 1
+            if isinstance(key, str) and key in tags:  # a union member's tag: sgd, Split, ...
+                cls, tags = tags[key], {}
+            elif isinstance(key, str) and (key.startswith(("literal[", "function-"))
+                                           or key == "[key]"):
+                cls, tags = None, {}
+            elif isinstance(key, str):
+                self.fields.append(key)
+                self.owner = cls
+                field = cls.model_fields.get(key) if cls is not None else None
+                members = _members(field.annotation) if field is not None else []
+                cls = members[0] if len(members) == 1 else None
+                tags = {_tag(m): m for m in members}
+            else:
+                self.fields.append(key)
+
+    @property
+    def field(self) -> str | None:
+        names = [f for f in self.fields if isinstance(f, str)]
+        return names[-1] if names else None
+
+    @property
+    def noun(self) -> str:
+        """Keras calls a layer's or an optimizer's settings arguments."""
+        owner = self.owner
+        is_call = owner is not None and (owner in _OPTIMIZERS.values()
+                                         or owner.model_fields.get("type") is not None)
+        return "argument" if is_call else "field"
+
+    def text(self) -> str:
+        segments = list(self.parts)
+        path = ""
+        for f in self.fields:
+            if isinstance(f, int):
+                if path:
+                    segments.append(f"field '{path}'")
+                    path = ""
+                segments.append(f"item {f + 1}")
+            else:
+                path = f"{path}.{f}" if path else f
+        if path:
+            segments.append(f"field '{path}'")
+        return ", ".join(segments)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """Turn a pydantic error location into "model 'm1', layer 3 (Conv2D), field 'filters'"."""
+    return _Place(tuple(loc)).text()
+
+
+def _raw(data: Any, loc: tuple[Any, ...]) -> Any:
+    """The value the user wrote at a pydantic error location (``_NOTHING`` if not found)."""
+    from archlab.layers import LAYER_TYPES
+
+    cur = data
+    for key in loc:
+        if isinstance(cur, dict) and key in cur:
+            cur = cur[key]
+            if key in LAYER_TYPES and cur is None:
+                cur = {}
+        elif isinstance(cur, list) and isinstance(key, int) and 0 <= key < len(cur):
+            cur = cur[key]
+        elif isinstance(key, str) and key in LAYER_TYPES and cur == key:
+            cur = {}  # a bare layer name
+        elif isinstance(key, str) and key in _OPTIMIZERS and isinstance(cur, str):
+            cur = {"name": cur}
+        elif isinstance(key, str) and (key in _OPTIMIZERS or key.startswith("literal[")
+                                       or key[:1].isupper()):
+            continue  # a union tag: same value
+        else:
+            return _NOTHING
+    return cur
+
+
+def _bounds(owner: type[BaseModel] | None, field: str | None,
+            ctx: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    """A numeric field's kind ('integer' or 'number') and its bounds (gt, ge, lt, le)."""
+    kind, bounds = "number", {}
+    info = owner.model_fields.get(field) if owner is not None and field else None
+    if info is not None:
+        metadata = list(info.metadata)
+        stack = [info.annotation]
+        while stack:
+            ann = stack.pop()
+            if ann is int:
+                kind = "integer"
+            for arg in get_args(ann):
+                if isinstance(arg, FieldInfo):
+                    metadata += arg.metadata
+                else:
+                    stack.append(arg)
+        for m in metadata:
+            for b in ("gt", "ge", "lt", "le"):
+                if getattr(m, b, None) is not None:
+                    bounds[b] = getattr(m, b)
+    for b in ("gt", "ge", "lt", "le"):
+        if b not in bounds and b in ctx:
+            bounds[b] = ctx[b]
+    return kind, bounds
+
+
+def _expected_number(place: _Place, err: Any) -> str:
+    kind, b = _bounds(place.owner, place.field, err.get("ctx") or {})
+    if err["type"].startswith("int") or (err["type"] in ("float_type", "float_parsing")
+                                         and kind == "integer"):
+        kind = "integer"
+    lower = f"> {b['gt']:g}" if "gt" in b else f">= {b['ge']:g}" if "ge" in b else ""
+    upper = f"< {b['lt']:g}" if "lt" in b else f"<= {b['le']:g}" if "le" in b else ""
+    if lower == "> 0" and not upper:
+        return f"a positive {kind}"
+    if lower and upper:
+        return f"{_a(kind)} {lower} and {upper}"
+    return f"{_a(kind)} {lower or upper}".rstrip()
+
+
+def _unquote_hint(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (write {value.strip()} without quotes)"
+    return ""
+
+
+def _layer_example(name: str, value: Any = _NOTHING) -> str:
+    """``Dense: {units: ...}``: the layer with its required (else its first) argument."""
+    from archlab.layers import LAYER_TYPES
+
+    cls = LAYER_TYPES[name]
+    args = [f for f, info in cls.model_fields.items() if f != "type" and info.is_required()]
+    if not args:
+        first = next((f for f in cls.model_fields if f != "type"), None)
+        return f"{name}: {{{first}: ...}}" if first else name
+    if value is not _NOTHING and len(args) == 1:
+        return f"{name}: {{{args[0]}: {value}}}"
+    return f"{name}: {{" + ", ".join(f"{f}: ..." for f in args) + "}"
+
+
+def describe(err: Any, data: Any = None) -> str:
+    """The message of one (already merged) error, Keras-style: Expected ..., received ...."""
+    from archlab.layers import LAYER_TYPES
+
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    loc = tuple(err["loc"])
+    place = _Place(loc)
+    field, got = place.field, show(value)
+    if kind == "missing":
+        return f"Missing required {place.noun} '{loc[-1]}'"
+    if kind == "extra_forbidden":
+        return f"Unknown {place.noun} '{loc[-1]}'" + _extra_hint(err, data)
+    if kind == "pair":
+        hint = ""
+        if isinstance(value, str) and re.fullmatch(r"\W*(\d+)\s*[x,*\s]\s*(\d+)\W*", value):
+            a, b = re.findall(r"\d+", value)
+            hint = f" (write [{a}, {b}])"
+        elif isinstance(value, str) and value.lstrip().startswith("("):
+            hint = " (YAML has no tuples: write a list such as [3, 3])"
+        return f"Expected a positive integer or [height, width], received {got}{hint}"
+    if kind == "union_form":
+        return f"Expected {ctx['form']}, received {got}" + _unquote_hint(value)
+    if kind == "unknown_layer":
+        name = str(ctx.get("name", value))
+        close = _LAYER_ALIASES.get(re.sub(r"[^a-z0-9]", "", name.lower())) or closest(
+            name, LAYER_TYPES)
+        if name.lower() in ("input", "inputlayer"):
+            return (f"Unknown layer '{name}' (archlab feeds the dataset's images to the first "
+                    "layer; remove this one)")
+        if name.lower() in _ACTIVATION_LAYERS:
+            return (f"Unknown layer '{name}' (did you mean 'Activation: {{activation: "
+                    f"{name.lower()}}}'?)")
+        if "(" in name:
+            return (f"Unknown layer '{name}' (write a layer as a YAML mapping, e.g. "
+                    "'- Dense: {units: 10}', not as a Python call)")
+        if close:
+            return f"Unknown layer '{name}' (did you mean '{close}'?)"
+        return f"Unknown layer '{name}'; expected one of {', '.join(LAYER_TYPES)}"
+    if kind == "unknown_optimizer":
+        name = ctx.get("name", value)
+        hint = did_you_mean(str(name), _OPTIMIZERS)
+        known = f"; expected one of {', '.join(_OPTIMIZERS)}"
+        return f"Unknown optimizer '{name}'" + (hint or known)
+    if kind == "layer_item":
+        if value is None:
+            return ("Expected a layer (e.g. '- Flatten' or '- Dense: {units: 10}'), received "
+                    "an empty list item")
+        if isinstance(value, dict) and len(value) > 1:
+            names = ", ".join(str(k) for k in value)
+            return (f"Expected one layer per list item, received {len(value)} in one item "
+                    f"({names}); start each layer with '- '")
+        return (f"Expected a layer (e.g. '- Flatten' or '- Dense: {{units: 10}}'), received "
+                f"{got}")
+    if kind == "layer_args":
+        name, args = next(iter(value.items())) if isinstance(value, dict) and value else ("", "")
+        hint = ""
+        if name in LAYER_TYPES:
+            plausible = (isinstance(args, int | float) and not isinstance(args, bool)
+                         or isinstance(args, str) and name == "Activation")
+            example = _layer_example(name, args if plausible else _NOTHING)
+            hint = f" (did you mean '{example}'?)" if plausible and "..." not in example \
+                else f" (write '{example}')"
+        return f"Expected a mapping of arguments for {name}, received {show(args)}{hint}"
+    if kind == "lr_twice":
+        return ("Expected one of 'lr' and 'learning_rate' (they are the same argument), "
+                "received both")
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        close = closest(value, options) if isinstance(value, str) else None
+        if not options:
+            expected = str(ctx.get("expected", "another value"))
+        elif len(options) <= 4:
+            expected = ", ".join(f"'{o}'" for o in options[:-1]) + f" or '{options[-1]}'" \
+                if len(options) > 1 else f"'{options[0]}'"
+        elif close:
+            expected = _a(str(field or "value").replace("_", " "))
+        else:
+            expected = f"{_a(str(field or 'value').replace('_', ' '))} ({', '.join(options)})"
+        return f"Expected {expected}, received {got}" + (f" (did you mean '{close}'?)"
+                                                         if close else "")
+    if kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
+                "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                "finite_number", "multiple_of"):
+        return f"Expected {_expected_number(place, err)}, received {got}" + _unquote_hint(value)
+    if kind in ("bool_type", "bool_parsing"):
+        return f"Expected true or false, received {got}"
+    if kind == "string_type":
+        quote = " (put it in quotes)" if isinstance(value, int | float) else ""
+        return f"Expected a string, received {got}{quote}"
+    if kind == "string_pattern_mismatch":
+        what = "model name" if "models" in loc[:1] and "[key]" in loc else "name"
+        return (f"Expected {_a(what)} made of letters, digits, '_', '.' and '-', "
+                f"received {got}")
+    if kind == "list_type":
+        if field == "layers":
+            return (f"Expected a list of layers, received {got} (start each layer on its own "
+                    "line with '- ')")
+        if field == "branches" or place.parts[-1:] and place.parts[-1].startswith("branch"):
+            return f"Expected a list of branches, each a list of layers, received {got}"
+        return f"Expected a list, received {got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        cls_name = ctx.get("class_name", "")
+        if field == "models" and not place.parts:
+            return f"Expected a mapping of model names to models, received {got}"
+        if cls_name == "ModelSpec" or (place.parts[-1:] and place.parts[-1].startswith("model")
+                                       and not place.fields):
+            hint = " (put the layers under 'layers:')" if isinstance(value, list) else ""
+            return f"Expected a model (a mapping with 'layers'), received {got}{hint}"
+        if cls_name == "Regularizer":
+            hint = (f" (did you mean '{{l2: {value}}}'?)"
+                    if isinstance(value, int | float) and not isinstance(value, bool) else "")
+            return f"Expected a regularizer such as {{l2: 0.01}}, received {got}{hint}"
+        return f"Expected a mapping, received {got}"
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        noun = {"models": "model", "layers": "layer", "branches": "branch"}.get(
+            str(field), "item")
+        plural = noun + ("es" if noun.endswith("ch") else "s")
+        count = ctx.get("actual_length", len(value) if hasattr(value, "__len__") else "?")
+        received = "none" if count == 0 else str(count)
+        hint = " (for one branch, list its layers in the model itself)" \
+            if noun == "branch" else ""
+        word = "at least" if kind == "too_short" else "at most"
+        return (f"Expected {word} {bound} {noun if bound == 1 else plural}, received "
+                f"{received}{hint}")
+    if kind == "union_tag_not_found":
+        if field == "optimizer":
+            return ("Expected an optimizer name, as in 'optimizer: adam' or 'optimizer: {name: "
+                    f"adam, learning_rate: 0.001}}', received {got}")
+        return f"Expected a mapping with {ctx.get('discriminator', 'a tag')}, received {got}"
+    if kind == "union_tag_invalid":
+        tag = ctx.get("tag", value)
+        return f"Expected one of {ctx.get('expected_tags', '?')}, received {show(tag)}"
+    msg = str(err["msg"])
+    if msg.startswith("Input should be "):
+        return f"Expected {msg.removeprefix('Input should be ')}, received {got}"
+    return f"{msg.removeprefix('Value error, ')} (received {got})"
+
+
+def _extra_hint(err: Any, data: Any = None) -> str:
+    """For an unknown field: the known one it is close to (kernal_size -> kernel_size), the
+    section it belongs in (learning_rate under train -> under optimizer), or the list."""
+    if err["type"] != "extra_forbidden":
+        return ""
+    loc = tuple(err["loc"])
+    key = str(loc[-1])
+    owner = _Place(loc).owner
+    if owner is None:
+        return ""
+    known = sorted((f for f in owner.model_fields if f != "type"),
+                   key=lambda f: not owner.model_fields[f].is_required())
+    if owner in _OPTIMIZERS.values():
+        known.append("lr")
+    close = closest(key, known)
+    if close:
+        return f" (did you mean '{close}'?)"
+    optimizer_args = {f for c in _OPTIMIZERS.values() for f in c.model_fields} | {"lr"}
+    if owner.model_fields.get("type") is not None and key == "input_shape":
+        return " (archlab takes the input shape from the dataset; remove it)"
+    if owner is Study and key in TrainSpec.model_fields:
+        return f" ('{key}' belongs under 'train:')"
+    if owner is Study and key in DataSpec.model_fields:
+        return f" ('{key}' belongs under 'data:')"
+    if owner is Study and key == "layers":
+        return " (layers belong to a model: 'models: {NAME: {layers: [...]}}')"
+    if owner is ModelSpec and key in TrainSpec.model_fields:
+        return f" (a model's own '{key}' belongs under its 'train:')"
+    if owner in (TrainSpec, TrainOverride) and key in optimizer_args:
+        return (f" ('{key}' is an optimizer argument: 'optimizer: {{name: adam, {key}: ...}}')")
+    if owner.model_fields.get("type") is not None:
+        from archlab.layers import LAYER_TYPES
+
+        elsewhere = [n for n, c in LAYER_TYPES.items() if key in c.model_fields]
+        if elsewhere:
+            layer = owner.model_fields["type"].default
+            required = [f for f in known if owner.model_fields[f].is_required()]
+            if len(required) == 1:
+                return f" (that is {_a(elsewhere[0])} argument; did you mean '{required[0]}'?)"
+            more = ", ..." if len(known) > 3 else ""
+            return (f" (that is {_a(elsewhere[0])} argument; {layer} takes "
+                    f"{', '.join(known[:3])}{more})")
+    return f"; expected one of {', '.join(known)}" if known else ""
+
+
+def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
+    """pydantic's errors with one entry per user mistake.
+
+    A kernel_size of [3] is one error, not "item 2 missing"; a union field (validation:
+    'test' or {split: ...}) is one error, not one per member; "missing kernel_size" is dropped
+    when "unknown kernal_size" explains it.
+    """
+    out: list[dict[str, Any]] = []
+    done: set[tuple[Any, ...]] = set()
+    raw = [dict(e) for e in exc.errors()]
+    for err in raw:
+        loc = tuple(err["loc"])
+        pair = next((j for j in range(len(loc) - 1, 0, -1)
+                     if loc[j] in _PAIR_FIELDS and _Place(loc[: j + 1]).noun == "argument"),
+                    None)
+        if pair == len(loc) - 1 and err["type"] == "missing":
+            pair = None  # the whole argument is missing: say so
+        union = next((j for j in range(2, len(loc)) if loc[0] == "data"
+                      and loc[j - 1] in _UNION_FORMS and (
+            str(loc[j]).startswith("literal[") or str(loc[j])[:1].isupper())), None)
+        if pair is not None:
+            key = loc[: pair + 1]
+            if key in done:
+                continue
+            done.add(key)
+            value = _raw(data, key)
+            err = {"type": "pair", "loc": key, "msg": "",
+                   "input": err.get("input") if value is _NOTHING else value}
+        elif union is not None:
+            key = loc[:union]
+            literal = next(e for e in raw if tuple(e["loc"][:union]) == key
+                           and str(e["loc"][union]).startswith("literal["))
+            if isinstance(literal.get("input"), dict):
+                if str(loc[union]).startswith("literal["):
+                    continue  # a mapping: the mapping member's errors say what is wrong
+            else:
+                if key in done:
+                    continue
+                done.add(key)
+                err = {"type": "union_form", "loc": key, "msg": "", "input": literal.get("input"),
+                       "ctx": {"form": _UNION_FORMS[str(key[-1])]}}
+        out.append(err)
+    # "Unknown field 'kernal_size'" explains "missing field 'kernel_size'": keep the first.
+    explained = set()
+    for err in out:
+        if err["type"] == "extra_forbidden":
+            hint = _extra_hint(err)
+            close = re.match(r" \(did you mean '([^']+)'\?\)$", hint)
+            if close:
+                explained.add((*tuple(err["loc"])[:-1], close.group(1)))
+    out = [e for e in out if not (e["type"] == "missing" and tuple(e["loc"]) in explained)]
+    # Within one mapping, an unknown key is the likelier mistake: report it before a missing one.
+    first: dict[tuple[Any, ...], int] = {}
+    for i, e in enumerate(out):
+        first.setdefault(tuple(e["loc"])[:-1], i)
+    return [e for _, e in sorted(enumerate(out), key=lambda ie: (
+        first[tuple(ie[1]["loc"])[:-1]], ie[1]["type"] != "extra_forbidden", ie[0]))]
+
+
+def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError:
+    """Format the first validation error as one line naming file, model, layer and field."""
+    try:
+        errors = merged(exc, data)
+        err = errors[0]
+        loc = tuple(err["loc"])
+        if err["type"] in ("missing", "extra_forbidden"):
+            loc = loc[:-1]  # the message names the field
+        elif err["type"] == "layer_args" and isinstance(err.get("input"), dict):
+            loc = (*loc, *list(err["input"])[:1])  # the layer's name: "layer 2 (Dense)"
+        where = _where(loc)
+        message = describe(err, data)
+    except Exception:  # noqa: BLE001 - a message bug must not hide the user's mistake
+        errors = exc.errors()
+        err = errors[0]
+        where = ", ".join(str(k) for k in err["loc"])
+        message = f"{err['msg']}, received {show(err.get('input'))}"
+    more = len(errors) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return SpecError(" ".join(f"{source}: {where + ': ' if where else ''}{message}".split()))
+

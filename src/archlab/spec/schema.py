@@ -1,0 +1,152 @@
+"""The study file's schema: pydantic models that speak Keras (data, training, models, study)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from archlab.errors import SpecError
+from archlab.fields import Name, NonNegFloat, PosInt, Strict
+from archlab.layers import LayerList
+from archlab.optimizers import Adam, Optimizer
+from archlab.spec.suggest import did_you_mean
+
+# ---------------------------------------------------------------------------------------------
+# Data and training
+
+
+class Split(Strict):
+    """Hold out a stratified, seeded fraction of the training set for validation."""
+
+    split: Annotated[float, Field(strict=True, gt=0, lt=1)] = 0.1
+
+
+class NormalizeArgs(Strict):
+    axis: int = 1
+    order: PosInt = 2
+
+
+class Normalize(Strict):
+    """Keras's ``utils.normalize(x, axis, order)`` on the raw (N, H, W) array (notebook 004)."""
+
+    normalize: NormalizeArgs = NormalizeArgs()
+
+
+class DataSpec(Strict):
+    dataset: Literal["mnist", "fashion-mnist", "mnist-sample"] = "mnist"
+    validation: Literal["test"] | Split = Split()
+    preprocessing: Literal["scale"] | Normalize = "scale"
+
+    @property
+    def validates_on_test(self) -> bool:
+        return self.validation == "test"
+
+
+class EarlyStopping(Strict):
+    """Keras's EarlyStopping: stop after `patience` epochs without `min_delta` improvement."""
+
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: Annotated[int, Field(strict=True, ge=0)] = 0
+    min_delta: NonNegFloat = 0.0
+
+
+Loss = Literal["categorical_crossentropy", "sparse_categorical_crossentropy"]
+
+
+class TrainSpec(Strict):
+    optimizer: Optimizer = Field(default_factory=lambda: Adam())
+    batch_size: PosInt = 32  # Keras's fit() default
+    epochs: PosInt = 1  # Keras's fit() default
+    loss: Loss = "categorical_crossentropy"
+    repeats: PosInt = 1
+    early_stopping: EarlyStopping | None = None
+    restore_best: bool = False  # evaluate test on the best-validation-loss weights
+
+    def to_config(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out["optimizer"] = self.optimizer.to_config()
+        return out
+
+
+class TrainOverride(Strict):
+    """Per-model training overrides: any TrainSpec field; the optimizer is replaced whole."""
+
+    optimizer: Optimizer | None = None
+    batch_size: PosInt | None = None
+    epochs: PosInt | None = None
+    loss: Loss | None = None
+    repeats: PosInt | None = None
+    early_stopping: EarlyStopping | None = None
+    restore_best: bool | None = None
+
+
+class ModelSpec(Strict):
+    description: str = ""
+    train: TrainOverride = TrainOverride()
+    layers: Annotated[LayerList, Field(min_length=1)]
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.description:
+            out["description"] = self.description
+        train: dict[str, Any] = {}
+        for key in self.train.model_fields_set:
+            value = getattr(self.train, key)
+            train[key] = value.to_config() if key == "optimizer" else (
+                value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
+        if train:
+            out["train"] = train
+        out["layers"] = [layer.to_config() for layer in self.layers]
+        return out
+
+
+class Study(Strict):
+    name: Name
+    description: str = ""
+    seed: Annotated[int, Field(strict=True, ge=0)] = 0
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+    models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
+    _source: str = PrivateAttr(default="<memory>")
+
+    @property
+    def source(self) -> str:
+        """Where the study came from: a file path or ``zoo:NAME``."""
+        return self._source
+
+    def train_for(self, model: str) -> TrainSpec:
+        """The model's resolved training config: study defaults with its overrides applied."""
+        override = self.models[model].train
+        fields = {k: getattr(override, k) for k in override.model_fields_set
+                  if getattr(override, k) is not None}
+        return self.train.model_copy(update=fields)
+
+    def to_config(self) -> dict[str, Any]:
+        """A plain dict that `Study.model_validate` (or a YAML dump) turns back into this study."""
+        return {
+            "name": self.name,
+            **({"description": self.description} if self.description else {}),
+            "seed": self.seed,
+            "data": self.data.model_dump(mode="json"),
+            "train": self.train.to_config(),
+            "models": {n: m.to_config() for n, m in self.models.items()},
+        }
+
+    def select(self, models: list[str]) -> Study:
+        """A copy with only the named models (in the given order)."""
+        unknown = [m for m in models if m not in self.models]
+        if unknown:
+            raise SpecError(f"{self.source}: Expected a model of study '{self.name}' "
+                            f"({', '.join(self.models)}), received '{unknown[0]}'"
+                            + did_you_mean(unknown[0], self.models))
+        copy = self.model_copy(update={"models": {m: self.models[m] for m in models}})
+        copy._source = self._source
+        return copy
+
+
+
+def study_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a study file (for editors and CI checks)."""
+    return Study.model_json_schema()
+

@@ -1,0 +1,185 @@
+"""The trainer: in-memory tensors, shuffled mini-batches, Keras's loss and metrics.
+
+Deliberately short. Speed comes from what it does *not* do: no DataLoader (the data is already
+a tensor), no per-batch ``.item()`` (metrics accumulate on the tensor side and are read once an
+epoch), evaluation in large no-grad batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from archlab.data import Tensors
+from archlab.model import BuiltModel
+from archlab.optimizers import make_optimizer
+from archlab.spec import TrainSpec
+
+EVAL_BATCH = 2000
+
+
+def prefer_channels_last(module: torch.nn.Module) -> None:
+    """oneDNN's convolutions run ~1.3x faster on CPU with NHWC ("channels last") weights;
+    torch then picks that layout for the activations too. Values are unchanged."""
+    if any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+        module.to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Keras's ``model.evaluate``: mean cross-entropy (+ regularization losses) and accuracy."""
+    module = built.module
+    was_training = module.training
+    module.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(x), EVAL_BATCH):
+        logits = module(x[i:i + EVAL_BATCH])
+        yb = y[i:i + EVAL_BATCH]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    module.train(was_training)
+    reg = built.regularization_loss()
+    loss = loss_sum.item() / len(x) + (reg.item() if reg is not None else 0.0)
+    return loss, correct.item() / len(x)
+
+
+@torch.no_grad()
+def predict_proba(built: BuiltModel, x: torch.Tensor) -> torch.Tensor:
+    built.module.eval()
+    return torch.cat([F.softmax(built.module(x[i:i + EVAL_BATCH]), dim=1)
+                      for i in range(0, len(x), EVAL_BATCH)])
+
+
+@dataclass
+class TrainState:
+    """Everything needed to resume a run at an epoch boundary, bit for bit."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" | "diverged"
+    history: list[dict[str, float]]
+    final: dict[str, float]
+    diverged_epoch: int | None
+    best_epoch: int
+    train_seconds: float
+    samples_per_second: float
+
+
+EpochHook = Callable[[TrainState, torch.optim.Optimizer, Any, torch.Generator], None]
+BatchHook = Callable[[int, int], None]
+
+
+def fit(
+    built: BuiltModel,
+    data: Tensors,
+    train: TrainSpec,
+    seed: int,
+    *,
+    state: TrainState | None = None,
+    restore: Callable[[torch.optim.Optimizer, Any, torch.Generator], None] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    on_batches: BatchHook | None = None,
+) -> TrainResult:
+    """Train ``built`` on ``data``; return history and final metrics.
+
+    ``state``/``restore`` resume from a checkpoint written by ``on_epoch_end`` (which gets the
+    optimizer, scheduler and shuffling generator to save). ``on_batches`` may raise to stop.
+    """
+    module = built.module
+    prefer_channels_last(module)
+    opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
+                                                  if p.requires_grad])
+    gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: resumable
+    state = state or TrainState()
+    if restore is not None:
+        restore(opt, sched, gen)
+    x, y, n, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
+    n_batches = math.ceil(n / bs)
+    diverged_epoch = None
+    es = train.early_stopping
+    while state.epoch < train.epochs:
+        t0 = time.perf_counter()
+        module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        # Shuffle with a CPU generator whatever the device: the order is then the same on
+        # every device, and resumable from its saved state.
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        for b in range(n_batches):
+            idx = perm[b * bs:(b + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            logits = module(xb)
+            loss = F.cross_entropy(logits, yb)
+            reg = built.regularization_loss()
+            if reg is not None:  # Keras adds regularization losses to the training loss
+                loss = loss + reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.optimizer.clipnorm:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), train.optimizer.clipnorm)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            # Accumulate on the tensor side: no host sync inside the epoch.
+            loss_sum.add_(loss.detach(), alpha=len(idx))
+            correct.add_((logits.detach().argmax(1) == yb).sum())
+            if on_batches is not None and (b % 20 == 19 or b == n_batches - 1):
+                on_batches(b + 1, n_batches)
+        train_loss = loss_sum.item() / n
+        state.train_seconds += time.perf_counter() - t0
+        state.epoch += 1
+        if not math.isfinite(train_loss):
+            diverged_epoch = state.epoch
+            state.history.append({"epoch": state.epoch, "loss": train_loss,
+                                  "accuracy": correct.item() / n, "val_loss": math.nan,
+                                  "val_accuracy": math.nan,
+                                  "seconds": time.perf_counter() - t0})
+            break
+        val_loss, val_acc = evaluate(built, data.x_val, data.y_val)
+        state.history.append({"epoch": state.epoch, "loss": train_loss,
+                              "accuracy": correct.item() / n, "val_loss": val_loss,
+                              "val_accuracy": val_acc, "seconds": time.perf_counter() - t0})
+        stop_early = False
+        monitored = val_loss if (es is None or es.monitor == "val_loss") else -val_acc
+        delta = es.min_delta if es is not None else 0.0
+        if monitored < state.best_val_loss - delta:
+            state.best_val_loss, state.best_epoch, state.wait = monitored, state.epoch, 0
+            if train.restore_best:
+                state.best_weights = copy.deepcopy(module.state_dict())
+        else:
+            state.wait += 1
+            stop_early = es is not None and state.wait >= es.patience
+        if on_epoch_end is not None:
+            on_epoch_end(state, opt, sched, gen)
+        if stop_early:
+            break
+    if diverged_epoch is not None:
+        return TrainResult("diverged", state.history, {}, diverged_epoch, state.best_epoch,
+                           state.train_seconds, 0.0)
+    if train.restore_best and state.best_weights is not None:
+        module.load_state_dict(state.best_weights)
+    final: dict[str, float] = {}
+    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                          ("test", data.x_test, data.y_test)):
+        final[f"{split}_loss"], final[f"{split}_accuracy"] = evaluate(built, xs, ys)
+    seen = n * len(state.history)
+    sps = seen / state.train_seconds if state.train_seconds > 0 else 0.0
+    return TrainResult("finished", state.history, final, None, state.best_epoch,
+                       state.train_seconds, sps)

@@ -1,0 +1,398 @@
+"""report.html / report.md end to end, on a real (tiny) study, plus a headless-Chromium check.
+
+The quickstart study is trained once per module (1 epoch on the embedded mnist-sample); two
+fake models are then added to its store, one whose run failed and one that diverged, so the
+report's "no finished run" sections are exercised too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from archlab import build_model, load_study
+from archlab.analysis.results import TEST_AS_VALIDATION_NOTE, collect
+from archlab.cli import main as cli
+from archlab.describe import compact_architecture
+from archlab.errors import StoreError
+from archlab.report import REPORT_FILES, write_report
+from archlab.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+MODELS = ["conv2", "conv3", "mlp32", "broken", "exploded"]
+
+
+class _Page(HTMLParser):
+    """Collects <img>s, the comparison table's body rows, scripts and links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.rows: list[dict[str, str]] = []
+        self.scripts: list[dict[str, str]] = []
+        self.links: list[dict[str, str]] = []
+        self.details: list[dict[str, str]] = []
+        self._in_results = False
+        self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            self.images.append(a)
+        elif tag == "table":
+            self._in_results = a.get("id") == "results"
+        elif tag == "tbody" and self._in_results:
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append(a)
+        elif tag == "script":
+            self.scripts.append(a)
+        elif tag in ("link", "a"):
+            self.links.append(a)
+        elif tag == "details":
+            self.details.append(a)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_results = self._in_body = False
+
+
+def _parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def _add_fake_runs(directory: Path) -> None:
+    """A model whose only run failed and one whose only run diverged at epoch 1."""
+    with Store(directory) as store:
+        base = next(r for r in store.runs() if r.model == "conv2")
+        env = base.environment
+        for name in ("broken", "exploded"):
+            cfg = {**base.config, "model": name}
+            store.start_run(f"{name}-run-000000", name, 0, 7, cfg, env)
+        store.fail_run("broken-run-000000", "RuntimeError: out of memory <in a kernel>")
+        store.finish_run(
+            "exploded-run-000000", status="diverged", metrics={},
+            counts={"total_params": base.total_params or 0, "trainable_params": 0,
+                    "non_trainable_params": 0, "macs_per_sample": 0},
+            best_epoch=0, diverged_epoch=1, train_seconds=1.0, wall_seconds=1.0,
+            samples_per_second=0.0,
+            history=[{"epoch": 1, "loss": math.nan, "accuracy": 0.1, "val_loss": math.nan,
+                      "val_accuracy": math.nan, "seconds": 1.0}])
+        # Make them part of the study's current plan, as `archlab run` would have.
+        store.set_meta(plan=store.meta()["plan"] + ["broken-run-000000",
+                                                    "exploded-run-000000"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("quickstart")
+    assert cli(["run", "zoo:quickstart", "--epochs", "1", "--out", str(out), "--quiet",
+                "--no-report"]) == 0
+    _add_fake_runs(out)
+    paths = write_report(out)
+    return {"dir": out, "paths": paths, "html": paths[0].read_text(encoding="utf-8"),
+            "md": paths[1].read_text(encoding="utf-8")}
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()  # decodes every pixel: a truncated or corrupt PNG raises here
+        return im.size
+
+
+def test_writes_html_and_markdown(study: dict[str, Any]) -> None:
+    d = study["dir"]
+    assert study["paths"] == [d / "report.html", d / "report.md"]
+    assert all(p.is_file() and p.stat().st_size > 0 for p in study["paths"])
+
+
+def test_every_image_is_an_embedded_decodable_png(study: dict[str, Any]) -> None:
+    page = _parse(study["html"])
+    # 3 trained models x (curves, weights, confusion, mistakes), 1 diverged model's curves,
+    # and 3 overview plots
+    assert len(page.images) == 3 * 4 + 1 + 3
+    for img in page.images:
+        prefix = "data:image/png;base64,"
+        assert img["src"].startswith(prefix), img["src"][:40]
+        w, h = _png_size(base64.b64decode(img["src"][len(prefix):], validate=True))
+        assert (w, h) == (int(img["width"]), int(img["height"]))
+        assert 100 <= w <= 1400 and 100 <= h <= 1000
+        assert img["alt"]
+
+
+def test_page_is_self_contained(study: dict[str, Any]) -> None:
+    page = _parse(study["html"])
+    assert page.scripts and all("src" not in s for s in page.scripts)  # inline JS only
+    for link in page.links:
+        href = link.get("href", "")
+        assert href.startswith("#"), href  # no CDN, no stylesheet, no external link
+    assert "http://" not in study["html"] and "https://" not in study["html"]
+
+
+def test_table_has_a_row_per_model(study: dict[str, Any]) -> None:
+    page = _parse(study["html"])
+    assert [r["data-model"] for r in page.rows] == MODELS
+    assert len(page.details) == len(MODELS)  # a collapsed section per model
+    assert all("open" not in d for d in page.details)
+    for col in ("train loss", "val acc", "test acc", "time (s)", "params"):
+        assert f">{col}</th>" in study["html"]
+    assert study["html"].count('class="num best"') >= 7  # best value of each metric column
+
+
+def test_markdown_references_pngs_that_exist(study: dict[str, Any]) -> None:
+    d = study["dir"]
+    refs = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", study["md"])
+    assert len(refs) == len(_parse(study["html"]).images)
+    assert len(set(refs)) == len(refs)
+    for ref in refs:
+        assert ref.startswith(f"{REPORT_FILES}/") and ref.endswith(".png")
+        _png_size((d / ref).read_bytes())
+    assert sorted(p.name for p in (d / REPORT_FILES).iterdir()) == sorted(
+        Path(r).name for r in refs)  # nothing stale beside them
+    for m in MODELS:
+        assert f"### Model {m}" in study["md"]
+        assert f"(#model-{m})" in study["md"]
+
+
+def test_header(study: dict[str, Any]) -> None:
+    text = study["html"]
+    results = collect(study["dir"])
+    env = results.models[0].runs[0].environment
+    assert "<h1>quickstart" in text
+    assert "mnist-sample (4,500 train / 500 validation / 1,000 test images, 10 classes)" in text
+    assert "stratified 10% of the training set" in text
+    assert f"archlab {env['archlab']} · torch {env['torch']} · python {env['python']}" in text
+    assert f"{env['cpu_count']} CPUs, {env['threads']} torch threads" in text
+    assert "total time" in text
+    # quickstart holds out a split: no test-as-validation note
+    assert 'class="note"' not in text and TEST_AS_VALIDATION_NOTE not in html.unescape(text)
+
+
+def test_conclusions_are_in_both_pages(study: dict[str, Any]) -> None:
+    for text in (study["html"], study["md"]):
+        assert "has the highest mean test accuracy" in text or "tie for the highest" in text
+        assert "No significance claim can be made" in text  # n = 1
+        assert "exploded diverged" in text and "at epoch 1" in text
+        assert "broken has no finished run (1 failed)" in text
+
+
+def test_model_sections(study: dict[str, Any]) -> None:
+    text = study["html"]
+    built = build_model(load_study("zoo:quickstart"), "conv2", device="meta")
+    assert compact_architecture(built) in html.unescape(text)
+    assert "conv2d_1 (Conv2D)" in text and "Total params: 5,778" in text
+    assert "Per-class test accuracy" in text
+    # the failed and the diverged model say why they have no plots, and show the error
+    assert text.count("No finished run, so no saved weights") == 2
+    assert "out of memory &lt;in a kernel&gt;" in text  # autoescaped
+    assert "the curves are those of the diverged run(s)" in text
+
+
+def test_predictions_agree_with_the_store(study: dict[str, Any]) -> None:
+    """The confusion matrix each finished run stored was computed from its final weights on
+    the test set: its accuracy must be the test accuracy the run recorded."""
+    from archlab.analysis.predictions import PREDICTIONS_FILE, load_predictions
+
+    checked = 0
+    for run in Store(study["dir"]).runs():
+        if run.status != "finished":
+            continue
+        pred = load_predictions(study["dir"] / "runs" / run.run_id / PREDICTIONS_FILE)
+        cm = pred.confusion
+        assert cm.sum() == 1000
+        assert np.trace(cm) / cm.sum() == pytest.approx(run.metrics["test_accuracy"], abs=1e-9)
+        assert len(pred.mistake_true) == min(12, cm.sum() - np.trace(cm))
+        assert (pred.mistake_true != pred.mistake_pred).all()
+        assert (np.diff(pred.mistake_confidence) <= 0).all()  # most confident first
+        checked += 1
+    assert checked
+
+
+def test_compact_architecture() -> None:
+    study = load_study("zoo:quickstart")
+    line = compact_architecture(build_model(study, "conv2", device="meta"))
+    assert line.startswith("28×28×1 →conv2 1 same→ 28×28×1 →pool2, drop0.25→ 14×14×1 "
+                           "→conv2 7 same→ 14×14×7")
+    assert line.endswith("→pool2, drop0.4→ 7×7×7 →flatten→ 343 →dense 16, bn, drop0.5→ 16 "
+                         "→dense 10→ 10")
+    m10 = compact_architecture(build_model(load_study("zoo:kernels-padding"), "m10",
+                                           device="meta"))
+    assert "concat[conv1 32 same | conv3 32 same |" in m10
+
+
+def test_note_when_validating_on_test_and_missing_weights(tmp_path: Path) -> None:
+    """A store alone (no weights, no study.yaml): a report still comes out, with the note."""
+    cfg = {"model": "m", "layers": ["Flatten", {"Dense": {"units": 10,
+                                                           "activation": "softmax"}}],
+           "train": {"epochs": 1, "batch_size": 32, "optimizer": {"name": "adam"}},
+           "data": {"dataset": "mnist", "validation": "test", "preprocessing": "scale"},
+           "seed": 1, "split_seed": 0}
+    with Store(tmp_path) as store:
+        store.start_run("r1", "m", 0, 1, cfg, {"archlab": "0.1.0", "torch": "x"})
+        store.finish_run("r1", status="finished", metrics={
+            "train_loss": 0.3, "train_accuracy": 0.92, "val_loss": 0.3, "val_accuracy": 0.91,
+            "test_loss": 0.3, "test_accuracy": 0.91},
+            counts={"total_params": 7850, "trainable_params": 7850, "non_trainable_params": 0,
+                    "macs_per_sample": 7840}, best_epoch=1, diverged_epoch=None,
+            train_seconds=2.0, wall_seconds=2.5, samples_per_second=1.0,
+            history=[{"epoch": 1, "loss": 0.4, "accuracy": 0.9, "val_loss": 0.3,
+                      "val_accuracy": 0.91, "seconds": 2.0}])
+    html_path, md_path = write_report(tmp_path, data_dir=tmp_path / "nowhere")
+    text = html_path.read_text()
+    assert 'class="note"' in text and TEST_AS_VALIDATION_NOTE in html.unescape(text)
+    assert f"> ⚠ {TEST_AS_VALIDATION_NOTE}" in md_path.read_text()
+    assert "weights.safetensors not found" in text
+    assert "Only one model has results: m" in text
+    assert len(_parse(text).images) == 4  # its curves + validation overlay + 2 scatters
+
+
+def test_weights_that_do_not_fit_are_reported_not_fatal(study: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    copy = tmp_path / "study"
+    shutil.copytree(study["dir"], copy)
+    run = next(r for r in Store(copy).runs() if r.model == "mlp32")
+    save_file({"1.core.weight": torch.zeros(3, 3)},
+              str(copy / "runs" / run.run_id / "weights.safetensors"))
+    text = write_report(copy)[0].read_text()
+    assert "The saved weights do not fit the model rebuilt from its stored config" in text
+    assert len(_parse(text).images) == len(_parse(study["html"]).images) - 2
+
+
+def test_cli_report_and_missing_store(study: dict[str, Any], tmp_path: Path) -> None:
+    assert cli(["report", str(study["dir"])]) == 0
+    with pytest.raises(StoreError):
+        write_report(tmp_path)
+    assert cli(["report", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Headless Chromium: the page as a browser sees it
+
+PROBE = """<script>
+window.__probe = {errors: []};
+window.addEventListener("error", function (e) {
+  var what = e.message || (e.target && e.target.tagName ? "failed to load " + e.target.tagName
+                                                        : "error");
+  window.__probe.errors.push(what);
+}, true);
+(function () {
+  var original = console.error;
+  console.error = function () {
+    window.__probe.errors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+    return original.apply(console, arguments);
+  };
+}());
+window.addEventListener("load", function () {
+  var p = window.__probe;
+  var images = Array.prototype.slice.call(document.images);
+  p.images = images.length;
+  p.undecoded = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                      .map(function (i) { return i.alt; });
+  p.rows = Array.prototype.map.call(document.querySelectorAll("#results tbody tr"),
+                                    function (r) { return r.getAttribute("data-model"); });
+  var heads = Array.prototype.slice.call(document.querySelectorAll("#results thead th"));
+  var col = heads.map(function (h) { return h.textContent; }).indexOf("test acc");
+  function order() {
+    return Array.prototype.map.call(document.querySelectorAll("#results tbody tr"),
+      function (r) { return r.cells[col].getAttribute("data-sort"); });
+  }
+  heads[col].click();
+  p.ascending = order();
+  heads[col].click();
+  p.descending = order();
+  document.getElementById("expand-all").click();
+  p.opened = document.querySelectorAll("details.model[open]").length;
+  document.getElementById("collapse-all").click();
+  p.collapsed = document.querySelectorAll("details.model[open]").length;
+  window.location.hash = "#model-1";  // a navigation link opens its collapsed section
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+  p.linked = Array.prototype.map.call(document.querySelectorAll("details.model[open]"),
+                                      function (d) { return d.id; });
+  var out = document.createElement("pre");
+  out.id = "probe-result";
+  out.textContent = JSON.stringify(p);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _browser(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = _chromium()
+    assert exe is not None
+    cmd = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+           "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}",
+           "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get "
+                    "install -y chromium); the headless-browser check of report.html needs it")
+def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> None:
+    text = study["html"]
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
+    run = _browser(tmp_path, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
+    assert found, f"no probe result (exit {run.returncode}): {run.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["errors"] == []
+    uncaught = [line for line in run.stderr.splitlines()
+                if "Uncaught" in line or ("CONSOLE" in line and ":ERROR:" in line)]
+    assert uncaught == []
+    assert result["images"] == len(_parse(text).images)
+    assert result["undecoded"] == []
+    assert result["rows"] == MODELS
+    asc = [float(v) for v in result["ascending"] if v]
+    desc = [float(v) for v in result["descending"] if v]
+    assert asc == sorted(asc) and desc == sorted(desc, reverse=True) and len(asc) == 3
+    assert result["ascending"][-2:] == ["", ""]  # models without a value sort last
+    assert result["opened"] == len(MODELS) and result["collapsed"] == 0
+    assert result["linked"] == ["model-1"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    page = study["dir"] / "report.html"
+    run = _browser(tmp_path, "--window-size=1280,2600", f"--screenshot={shot}", page.as_uri())
+    assert shot.is_file(), run.stderr[-2000:]
+    w, h = _png_size(shot.read_bytes())
+    assert (w, h) == (1280, 2600)
+    with Image.open(shot) as im:  # not a blank page
+        assert len(im.convert("L").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+    # and the whole page with the first model's section open
+    opened = tmp_path / "opened.html"
+    opened.write_text(text.replace('<details class="model" id="model-0">',
+                                   '<details class="model" id="model-0" open>', 1))
+    shot = ARTIFACTS / "report-model.png"
+    shot.unlink(missing_ok=True)
+    run = _browser(tmp_path, "--window-size=1280,4400", f"--screenshot={shot}",
+                   opened.as_uri())
+    assert shot.is_file(), run.stderr[-2000:]
