@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from archlab import build_model, load_study, parse_study
-from archlab.data import load_dataset
+from archlab.data import load_dataset, prepare_tensors
+from archlab.optimizers import make_optimizer
 from archlab.spec import override_training
-from archlab.train import fit, make_optimizer, prepare_tensors
+from archlab.train import fit
 
 CASES = [("zoo:keras-mnist-cnn", "cnn"), ("zoo:depth-l2", "conv3-wide"),
          ("zoo:mlp-hparams", "mlp32")]
