@@ -120,16 +120,27 @@ def _nan_to_none(v: float | None) -> float | None:
 
 
 class Store:
-    """Open (creating if needed) the store in ``directory``."""
+    """Open (creating if needed) the store in ``directory``.
 
-    def __init__(self, directory: str | Path, *, create: bool = True) -> None:
+    ``readonly=True`` writes nothing at all (no directory, no schema, no WAL switch): for
+    ``results``/``report`` on a finished study, possibly on a read-only or archived mount.
+    """
+
+    def __init__(self, directory: str | Path, *, create: bool = True,
+                 readonly: bool = False) -> None:
         self.directory = Path(directory)
         self.path = self.directory / STORE_FILE
-        if not create and not self.path.exists():
+        self.readonly = readonly
+        if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.directory}: no archlab store here (expected {STORE_FILE}); "
                              "run a study first with `archlab run`")
-        self.directory.mkdir(parents=True, exist_ok=True)
         try:
+            if readonly:
+                self._db = self._connect_readonly()
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                self._check_version(version)
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout = 60000")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -137,9 +148,7 @@ class Store:
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._tx() as db:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path}: store schema v{version} is newer than this "
-                                     f"archlab (v{SCHEMA_VERSION}); upgrade archlab")
+                self._check_version(version)
                 if version == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
@@ -147,6 +156,33 @@ class Store:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open store ({exc})") from None
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60.0, isolation_level=None)
+        try:
+            # The first read opens the WAL index (-shm); SQLite must create it when absent,
+            # which a read-only directory forbids (SQLITE_CANTOPEN).
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            db.close()
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                # immutable=1 would silently ignore the committed rows still in the WAL.
+                raise StoreError(f"{self.path}: read-only store with an un-checkpointed "
+                                 f"write-ahead log ({wal.name}); open it once where it is "
+                                 "writable (e.g. `archlab results` on a writable copy)") from None
+            # Nothing can change a file nobody may write: read it without locks or a WAL index.
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        db.execute("PRAGMA query_only = ON")  # defence in depth: a stray write fails loudly
+        return db
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema v{version} is newer than this "
+                             f"archlab (v{SCHEMA_VERSION}); upgrade archlab")
+        if self.readonly and version == 0:
+            raise StoreError(f"{self.path}: not an archlab store (no schema version)")
 
     def close(self) -> None:
         self._db.close()
@@ -159,6 +195,8 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise StoreError(f"{self.path}: store opened read-only; cannot write")
         # BEGIN IMMEDIATE takes the write lock up front, so concurrent writers queue on
         # busy_timeout instead of failing mid-transaction; retry if even that times out.
         for attempt in range(20):
