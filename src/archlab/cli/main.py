@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archlab.cli import results, run, zoo
+from archlab.cli import export, results, run, zoo
 from archlab.cli.console import err
 from archlab.errors import ArchlabError
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parsers(sub)
     zoo.add_parsers(sub)
     results.add_parsers(sub)
+    export.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,167 @@
+"""Real images in, model input out: the MNIST recipe, then the study's own preprocessing.
+
+MNIST's digits were made from scanned NIST digits like this (LeCun et al.): grey, light digit
+on a dark background, cropped to the digit, fitted into a 20x20 box keeping the aspect ratio
+(anti-aliased), then placed in a 28x28 field so that the centre of mass of the pixels lies at
+its centre. :func:`mnist_format` does the same to any picture of one digit, photographed or
+drawn, either polarity (a light background is inverted; the background is read from the
+border pixels). Fashion-MNIST's recipe differs in the box only: the longest side is fitted to
+the whole 28 pixels and the product is centred by its bounding box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from archlab.data.tensors import preprocess
+from archlab.errors import ArchlabError
+from archlab.inference.load import TrainedModel
+from archlab.spec import DataSpec
+
+#: (box, centre by centre of mass?) per dataset, for a 28x28 field.
+RECIPES: dict[str, tuple[int, bool]] = {"mnist": (20, True), "mnist-sample": (20, True),
+                                        "fashion-mnist": (28, False)}
+FIELD = 28
+#: Below this fraction of the brightest pixel (after the background is taken away) a pixel
+#: does not count as content when cropping: scanner noise, JPEG ringing, paper texture.
+CONTENT_FLOOR = 0.1
+#: Grey levels of contrast below which an image is called blank.
+MIN_CONTRAST = 8.0
+
+
+class ImageError(ArchlabError):
+    """An image cannot be read, or holds nothing to classify."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as float32 grey levels 0-255, shape (H, W).
+
+    Transparent pixels are laid on white when the visible strokes are dark, on black when they
+    are light; EXIF rotation is applied; 16-bit and float images are scaled to 0-255.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _grey(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError, EOFError) as exc:
+        detail = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise ImageError(f"{p}: not a readable image ({detail})") from None
+
+
+def _grey(im: object) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = a.max()
+        return (a * (255.0 / top) if top > 255 else a).astype(np.float32)
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+    if not has_alpha:
+        return np.asarray(im.convert("L"), dtype=np.float32)
+    rgba = np.asarray(im.convert("LA"), dtype=np.float32)
+    grey, alpha = rgba[..., 0], rgba[..., 1] / 255.0
+    seen = alpha.sum()
+    strokes = (grey * alpha).sum() / seen if seen > 0 else 0.0
+    under = 255.0 if strokes < 127.5 else 0.0  # dark strokes on a light page, or the reverse
+    return grey * alpha + under * (1.0 - alpha)
+
+
+def _border(g: np.ndarray) -> np.ndarray:
+    if min(g.shape) < 3:
+        return g.ravel()
+    return np.concatenate([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
+
+
+def mnist_format(image: np.ndarray, *, dataset: str = "mnist") -> np.ndarray:
+    """One grey image (H, W) of any size and polarity as MNIST's (28, 28) uint8: light
+    content on black, cropped, fitted into the dataset's box, centred (see the module doc)."""
+    from PIL import Image
+
+    g = np.asarray(image, dtype=np.float32)
+    if g.ndim == 3 and g.shape[-1] in (3, 4):  # RGB(A) arrays: ITU-R 601 luma, like Pillow
+        g = g[..., 0] * 0.299 + g[..., 1] * 0.587 + g[..., 2] * 0.114
+    if g.ndim != 2 or g.size == 0:
+        raise ImageError(f"Expected a grey (H, W) image, received shape {tuple(g.shape)}")
+    box, by_mass = RECIPES.get(dataset, RECIPES["mnist"])
+    lo, hi = float(g.min()), float(g.max())
+    background = float(np.median(_border(g)))
+    if background - lo > hi - background:  # light background: make the content light
+        g, background = 255.0 - g, 255.0 - background
+    g = np.clip(g - background, 0.0, None)
+    peak = float(g.max())
+    if peak < MIN_CONTRAST:
+        raise ImageError("blank image: nothing stands out from the background")
+    g *= 255.0 / peak
+    rows = np.flatnonzero((g > CONTENT_FLOOR * 255.0).any(axis=1))
+    cols = np.flatnonzero((g > CONTENT_FLOOR * 255.0).any(axis=0))
+    g = g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    h, w = g.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    crop = Image.fromarray(np.ascontiguousarray(g, dtype=np.float32))
+    fitted = np.asarray(crop.resize(size, Image.Resampling.LANCZOS))
+    fitted = np.clip(fitted, 0.0, 255.0)
+    fh, fw = fitted.shape
+    if by_mass and fitted.sum() > 0:
+        ys, xs = np.indices(fitted.shape)
+        cy, cx = (fitted * ys).sum() / fitted.sum(), (fitted * xs).sum() / fitted.sum()
+        top, left = round(FIELD / 2 - cy), round(FIELD / 2 - cx)
+    else:
+        top, left = (FIELD - fh) // 2, (FIELD - fw) // 2
+    top, left = min(max(top, 0), FIELD - fh), min(max(left, 0), FIELD - fw)
+    out = np.zeros((FIELD, FIELD), dtype=np.float32)
+    out[top:top + fh, left:left + fw] = fitted
+    return np.rint(out).astype(np.uint8)
+
+
+def _data_spec(model: TrainedModel | DataSpec) -> DataSpec:
+    return model if isinstance(model, DataSpec) else model.info.data
+
+
+def preprocess_images(images: np.ndarray | Sequence[np.ndarray], model: TrainedModel | DataSpec,
+                      *, mnist_style: bool = True) -> torch.Tensor:
+    """The input ``model`` expects, float32 (N, 1, 28, 28), from grey images.
+
+    With ``mnist_style`` (the default) each image, any size and polarity, first goes through
+    :func:`mnist_format`; without it, ``images`` must already be MNIST-like (N, 28, 28) uint8
+    (light on dark, 0-255), as the datasets are. Then the study's own preprocessing applies:
+    ``scale`` (x/255) or Keras's ``utils.normalize``. ``model`` is a
+    :func:`archlab.load_trained` model or the study's :class:`archlab.DataSpec`.
+    """
+    spec = _data_spec(model)
+    if mnist_style:
+        x = np.stack([mnist_format(im, dataset=spec.dataset) for im in images]) if len(images) \
+            else np.zeros((0, FIELD, FIELD), np.uint8)
+    else:
+        x = np.asarray(images)
+        if x.ndim != 3 or x.shape[1:] != (FIELD, FIELD):
+            raise ImageError(f"Expected MNIST-like images of shape (N, {FIELD}, {FIELD}), "
+                             f"received {tuple(x.shape)}; pass mnist_style=True to convert")
+    return preprocess(x, spec)
+
+
+def load_images(paths: Sequence[str | Path], model: TrainedModel | DataSpec) -> torch.Tensor:
+    """Read, MNIST-format and preprocess image files for ``model``: (N, 1, 28, 28) float32.
+    A blank image's error names its file."""
+    spec = _data_spec(model)
+    fielded = []
+    for path in paths:
+        try:
+            fielded.append(mnist_format(read_image(path), dataset=spec.dataset))
+        except ImageError as exc:
+            msg = str(exc)
+            raise ImageError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return preprocess_images(np.stack(fielded) if fielded else
+                             np.zeros((0, FIELD, FIELD), np.uint8), spec, mnist_style=False)
