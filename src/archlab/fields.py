@@ -1,10 +1,26 @@
-"""Field types shared by every schema: strict numbers, names, pairs, and the frozen base."""
+"""Field types shared by every schema: strict numbers, names, pairs, and the frozen base.
+
+This is the one place for field types: every float is finite (``.inf`` and ``.nan`` are
+refused), every count has an upper bound that keeps it inside what torch and SQLite hold, and
+names are safe as one path component.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+#: The largest size (filters, units, batch size, kernel, epochs): torch indexes with 32-bit
+#: integers in places; anything near this is refused by the memory estimate long before.
+MAX_SIZE = 2**31 - 1
+#: The largest seed: numpy's and Keras's seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+#: Repeats of one model: each is a run with its own store row and directory.
+MAX_REPEATS = 1000
+#: Study and model names become directory names; most file systems allow 255 bytes.
+MAX_NAME_LENGTH = 100
 
 
 class Strict(BaseModel):
@@ -21,13 +37,27 @@ def _pair(value: Any) -> Any:
     return value
 
 
-PosInt = Annotated[int, Field(strict=True, gt=0)]
-NonNegInt = Annotated[int, Field(strict=True, ge=0)]
-NonNegFloat = Annotated[float, Field(strict=True, ge=0)]
-PosFloat = Annotated[float, Field(strict=True, gt=0)]
-Fraction = Annotated[float, Field(strict=True, gt=0, lt=1)]
-Rate = Annotated[float, Field(strict=True, ge=0, lt=1)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1)]
+def _path_safe(name: str) -> str:
+    # The pattern already keeps out '/' and every other separator; '.' and '..' are the two
+    # names made of allowed characters that still point somewhere else on disk.
+    if name in (".", ".."):
+        raise PydanticCustomError("unsafe_name", "'{name}' is not a directory name",
+                                  {"name": name})
+    return name
+
+
+PosInt = Annotated[int, Field(strict=True, gt=0, le=MAX_SIZE)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+Repeats = Annotated[int, Field(strict=True, gt=0, le=MAX_REPEATS)]
+NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]
+Rate = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
+#: An axis of the raw (images, height, width) array, as numpy counts them.
+ImageAxis = Annotated[int, Field(strict=True, ge=-3, le=2)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1,
+                            max_length=MAX_NAME_LENGTH), AfterValidator(_path_safe)]
 Pair = Annotated[tuple[PosInt, PosInt],
                  BeforeValidator(_pair, json_schema_input_type=Union[PosInt,  # noqa: UP007
                                                                      tuple[PosInt, PosInt]])]

@@ -10,8 +10,7 @@ import torch
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from archlab.fields import Fraction, NonNegFloat, PosFloat, Strict
-from archlab.spec.suggest import did_you_mean
+from archlab.fields import Fraction, NonNegFloat, PosFloat, Rate, Strict
 
 
 class _Optimizer(Strict):
@@ -25,21 +24,30 @@ class _Optimizer(Strict):
         if isinstance(data, dict) and "lr" in data:
             data = dict(data)
             if "learning_rate" in data:
-                raise PydanticCustomError(
-                    "lr_twice", "Expected one of 'lr' and 'learning_rate', received both"
-                )
+                # spec/messages.py words every error; this one carries no data of its own.
+                raise PydanticCustomError("lr_twice", "'lr' and 'learning_rate' both given")
             data["learning_rate"] = data.pop("lr")
         return data
 
     def to_config(self) -> dict[str, Any]:
         return self.model_dump(exclude_defaults=True) | {"name": self.name}
 
+    @property
+    def state_slots(self) -> int:
+        """Tensors the torch optimizer keeps per parameter tensor, each the parameter's size
+        (Adam's two moments, SGD's momentum buffer, ...): the memory estimate counts them."""
+        return 0
+
 
 class SGD(_Optimizer):
     name: Literal["sgd"] = "sgd"
     learning_rate: PosFloat = 0.01
-    momentum: Annotated[float, Field(strict=True, ge=0, lt=1)] = 0.0
+    momentum: Rate = 0.0
     nesterov: bool = False
+
+    @property
+    def state_slots(self) -> int:
+        return 1 if self.momentum else 0  # torch keeps no momentum buffer at momentum 0
 
 
 class Adam(_Optimizer):
@@ -50,6 +58,10 @@ class Adam(_Optimizer):
     epsilon: PosFloat = 1e-7
     amsgrad: bool = False
 
+    @property
+    def state_slots(self) -> int:
+        return 3 if self.amsgrad else 2  # m, v (and max v)
+
 
 class Adadelta(_Optimizer):
     name: Literal["adadelta"] = "adadelta"
@@ -57,14 +69,22 @@ class Adadelta(_Optimizer):
     rho: Fraction = 0.95
     epsilon: PosFloat = 1e-7
 
+    @property
+    def state_slots(self) -> int:
+        return 2  # accumulated squared gradients and squared updates
+
 
 class RMSprop(_Optimizer):
     name: Literal["rmsprop"] = "rmsprop"
     learning_rate: PosFloat = 0.001
     rho: Fraction = 0.9
-    momentum: Annotated[float, Field(strict=True, ge=0, lt=1)] = 0.0
+    momentum: Rate = 0.0
     epsilon: PosFloat = 1e-7
     centered: bool = False
+
+    @property
+    def state_slots(self) -> int:
+        return 1 + int(self.centered) + int(self.momentum > 0)  # square avg (+ grad avg, buf)
 
 
 class Adagrad(_Optimizer):
@@ -72,6 +92,10 @@ class Adagrad(_Optimizer):
     learning_rate: PosFloat = 0.01
     initial_accumulator_value: NonNegFloat = 0.1
     epsilon: PosFloat = 1e-7
+
+    @property
+    def state_slots(self) -> int:
+        return 1  # the accumulator
 
 
 class Nadam(_Optimizer):
@@ -81,9 +105,14 @@ class Nadam(_Optimizer):
     beta_2: Fraction = 0.999
     epsilon: PosFloat = 1e-7
 
+    @property
+    def state_slots(self) -> int:
+        return 2  # m, v
 
-_OPTIMIZERS = {c.model_fields["name"].default: c for c in (SGD, Adam, Adadelta, RMSprop, Adagrad,
-                                                           Nadam)}
+
+#: Every optimizer spec by its Keras name (lower case).
+OPTIMIZERS: dict[str, type[_Optimizer]] = {
+    c.model_fields["name"].default: c for c in (SGD, Adam, Adadelta, RMSprop, Adagrad, Nadam)}
 
 
 def _optimizer_item(value: Any) -> Any:
@@ -92,12 +121,10 @@ def _optimizer_item(value: Any) -> Any:
         value = {"name": value}
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         name = value["name"].lower()
-        if name not in _OPTIMIZERS:
-            hint = did_you_mean(name, _OPTIMIZERS)
-            raise PydanticCustomError(
-                "unknown_optimizer", "Unknown optimizer '{name}'{hint}; expected one of {known}",
-                {"name": value["name"], "hint": hint, "known": ", ".join(_OPTIMIZERS)},
-            )
+        if name not in OPTIMIZERS:
+            # The name only: spec/messages.py adds the "did you mean" or the list.
+            raise PydanticCustomError("unknown_optimizer", "Unknown optimizer '{name}'",
+                                      {"name": value["name"]})
         value = {**value, "name": name}
     return value
 

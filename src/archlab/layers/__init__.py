@@ -66,7 +66,11 @@ Layer = Annotated[
 
 
 def layer_item(value: Any) -> Any:
-    """Turn the YAML form (``Flatten`` or ``{Conv2D: {...}}``) into ``{type: ..., **args}``."""
+    """Turn the YAML form (``Flatten`` or ``{Conv2D: {...}}``) into ``{type: ..., **args}``.
+
+    Errors carry only data (type and ctx): spec/messages.py words every message and hint, so
+    there is one wording and one "did you mean".
+    """
     if isinstance(value, LayerSpec):
         return value
     if isinstance(value, str):
@@ -78,18 +82,11 @@ def layer_item(value: Any) -> Any:
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            raise PydanticCustomError(
-                "layer_args", "Expected a mapping of arguments for {name}, received {args}",
-                {"name": name, "args": repr(args)},
-            )
+            raise PydanticCustomError("layer_args", "arguments of {name} are not a mapping",
+                                      {"name": name})
     else:
-        keys = list(value) if isinstance(value, dict) else value
-        raise PydanticCustomError(
-            "layer_item", "Expected one layer per list item, like `- Conv2D: {{filters: 32}}`, "
-            "received {keys}", {"keys": repr(keys)},
-        )
+        raise PydanticCustomError("layer_item", "not one layer")
     if name not in LAYER_TYPES:
-        # The message module words this (with a "did you mean"); the ctx carries the name.
         raise PydanticCustomError("unknown_layer", "Unknown layer '{name}'", {"name": name})
     return {"type": name, **args}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field
 from torch import nn
 
-from archlab.fields import Rate
+from archlab.fields import PosFloat, Rate
 from archlab.layers.base import (
     LayerSpec,
     Shape,
@@ -20,7 +19,7 @@ class BatchNormalization(LayerSpec):
     type: Literal["BatchNormalization"] = "BatchNormalization"
     axis: Literal[-1] = -1
     momentum: Rate = 0.99
-    epsilon: Annotated[float, Field(strict=True, gt=0)] = 1e-3
+    epsilon: PosFloat = 1e-3
     center: bool = True
     scale: bool = True
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from archlab.errors import SpecError
 from archlab.spec.messages import describe, merged, show, spec_error
 from archlab.spec.schema import Study, TrainOverride, TrainSpec
-from archlab.spec.suggest import closest, did_you_mean
+from archlab.suggest import closest, did_you_mean
 
 
 def override_training(study: Study, **fields: Any) -> Study:

@@ -1,6 +1,10 @@
 """Pydantic's validation errors as one line each: "<file>: model 'm', layer 3 (Conv2D), field
 'filters': Expected ..., received ...", in Keras's wording, with "did you mean" where a name is
-close."""
+close.
+
+The raising sites (validators in layers/, optimizers.py, fields.py) carry only data: an error
+type and its ctx. Every message and every hint is worded here, once.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,23 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from archlab.errors import SpecError
-from archlab.optimizers import _OPTIMIZERS
-from archlab.spec.schema import DataSpec, ModelSpec, Study, TrainOverride, TrainSpec
-from archlab.spec.suggest import closest, did_you_mean
+from archlab.layers import LAYER_TYPES, LayerSpec, Regularizer
+from archlab.optimizers import OPTIMIZERS
+from archlab.spec.locations import NOTHING, Place, is_call, raw_value, show, where
+from archlab.spec.schema import DataSpec, ModelSpec, NormalizeArgs, Study, TrainOverride, TrainSpec
+from archlab.suggest import closest, did_you_mean
+
+__all__ = ["describe", "merged", "show", "spec_error"]
 
 _PAIR_FIELDS = ("kernel_size", "strides", "pool_size")
 # Fields that are a literal or a mapping: what to say when the value is neither.
 _UNION_FORMS = {
     "validation": "'test' or {split: FRACTION} (e.g. {split: 0.1})",
     "preprocessing": "'scale' or {normalize: {axis: 1, order: 2}}",
+}
+# What a bare number means, for fields where the bounds alone do not say.
+_FIELD_NOTES: dict[tuple[type[BaseModel], str], str] = {
+    (NormalizeArgs, "axis"): " (an axis of the (images, height, width) array)",
 }
 # Names people bring from Keras aliases, PyTorch or other libraries.
 _LAYER_ALIASES = {
@@ -31,155 +43,10 @@ _LAYER_ALIASES = {
     "batchnorm1d": "BatchNormalization", "concat": "Concatenate",
 }
 _ACTIVATION_LAYERS = ("relu", "softmax", "elu", "sigmoid", "tanh", "gelu")
-_NOTHING = object()
-
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as the user wrote it in YAML (null, true, 'text', [1, 2], {a: 1}), shortened."""
-    def flow(v: Any) -> str:
-        if v is None:
-            return "null"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k}: {flow(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(flow(x) for x in v) + "]"
-        if isinstance(v, BaseModel):
-            return flow(v.model_dump())
-        return repr(v)
-
-    text = " ".join(flow(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _a(noun: str) -> str:
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
-
-
-def _members(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models a field's annotation admits (through Optional, Union, Annotated)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    found: list[type[BaseModel]] = []
-    for arg in get_args(annotation):
-        for m in _members(arg):
-            if m not in found:
-                found.append(m)
-    return found
-
-
-def _tag(cls: type[BaseModel]) -> str:
-    return str(cls.model_fields["name"].default) if cls in _OPTIMIZERS.values() else cls.__name__
-
-
-class _Place:
-    """Where a pydantic error location points: printable parts and the owning schema class."""
-
-    def __init__(self, loc: tuple[Any, ...]) -> None:
-        from archlab.layers import LAYER_TYPES
-
-        self.parts: list[str] = []  # "model 'm1'", "layer 3 (Conv2D)", "branch 2"
-        self.fields: list[str | int] = []  # field path inside the last part
-        self.owner: type[BaseModel] | None = None  # the class whose field fields[-1] is
-        cls: type[BaseModel] | None = Study
-        tags: dict[str, type[BaseModel]] = {}
-        i = 0
-        while i < len(loc):
-            key, nxt = loc[i], loc[i + 1] if i + 1 < len(loc) else None
-            if cls is Study and key == "models" and nxt is not None:
-                self.parts.append(f"model '{nxt}'")
-                self.fields, cls, tags, i = [], ModelSpec, {}, i + 2
-                continue
-            if key in ("layers", "branches") and isinstance(nxt, int) and cls is not None \
-                    and cls.__name__ in ("ModelSpec", "Concatenate"):
-                i += 2
-                index = nxt
-                if key == "branches":
-                    self.parts.append(f"branch {nxt + 1}")
-                    if not (i < len(loc) and isinstance(loc[i], int)):
-                        self.fields, cls, tags = [], None, {}
-                        continue
-                    index, i = loc[i], i + 1
-                tag = loc[i] if i < len(loc) and loc[i] in LAYER_TYPES else None
-                self.parts.append(f"layer {index + 1} ({tag})" if tag else f"layer {index + 1}")
-                i += 1 if tag else 0
-                self.fields, self.owner = [], None
-                cls, tags = (LAYER_TYPES[tag] if tag else None), {}
-                continue
-            i += 1
-            if isinstance(key, str) and key in tags:  # a union member's tag: sgd, Split, ...
-                cls, tags = tags[key], {}
-            elif isinstance(key, str) and (key.startswith(("literal[", "function-"))
-                                           or key == "[key]"):
-                cls, tags = None, {}
-            elif isinstance(key, str):
-                self.fields.append(key)
-                self.owner = cls
-                field = cls.model_fields.get(key) if cls is not None else None
-                members = _members(field.annotation) if field is not None else []
-                cls = members[0] if len(members) == 1 else None
-                tags = {_tag(m): m for m in members}
-            else:
-                self.fields.append(key)
-
-    @property
-    def field(self) -> str | None:
-        names = [f for f in self.fields if isinstance(f, str)]
-        return names[-1] if names else None
-
-    @property
-    def noun(self) -> str:
-        """Keras calls a layer's or an optimizer's settings arguments."""
-        owner = self.owner
-        is_call = owner is not None and (owner in _OPTIMIZERS.values()
-                                         or owner.model_fields.get("type") is not None)
-        return "argument" if is_call else "field"
-
-    def text(self) -> str:
-        segments = list(self.parts)
-        path = ""
-        for f in self.fields:
-            if isinstance(f, int):
-                if path:
-                    segments.append(f"field '{path}'")
-                    path = ""
-                segments.append(f"item {f + 1}")
-            else:
-                path = f"{path}.{f}" if path else f
-        if path:
-            segments.append(f"field '{path}'")
-        return ", ".join(segments)
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    """Turn a pydantic error location into "model 'm1', layer 3 (Conv2D), field 'filters'"."""
-    return _Place(tuple(loc)).text()
-
-
-def _raw(data: Any, loc: tuple[Any, ...]) -> Any:
-    """The value the user wrote at a pydantic error location (``_NOTHING`` if not found)."""
-    from archlab.layers import LAYER_TYPES
-
-    cur = data
-    for key in loc:
-        if isinstance(cur, dict) and key in cur:
-            cur = cur[key]
-            if key in LAYER_TYPES and cur is None:
-                cur = {}
-        elif isinstance(cur, list) and isinstance(key, int) and 0 <= key < len(cur):
-            cur = cur[key]
-        elif isinstance(key, str) and key in LAYER_TYPES and cur == key:
-            cur = {}  # a bare layer name
-        elif isinstance(key, str) and key in _OPTIMIZERS and isinstance(cur, str):
-            cur = {"name": cur}
-        elif isinstance(key, str) and (key in _OPTIMIZERS or key.startswith("literal[")
-                                       or key[:1].isupper()):
-            continue  # a union tag: same value
-        else:
-            return _NOTHING
-    return cur
 
 
 def _bounds(owner: type[BaseModel] | None, field: str | None,
@@ -209,18 +76,27 @@ def _bounds(owner: type[BaseModel] | None, field: str | None,
     return kind, bounds
 
 
-def _expected_number(place: _Place, err: Any) -> str:
+def _expected_number(place: Place, err: Any) -> str:
     kind, b = _bounds(place.owner, place.field, err.get("ctx") or {})
     if err["type"].startswith("int") or (err["type"] in ("float_type", "float_parsing")
                                          and kind == "integer"):
         kind = "integer"
-    lower = f"> {b['gt']:g}" if "gt" in b else f">= {b['ge']:g}" if "ge" in b else ""
-    upper = f"< {b['lt']:g}" if "lt" in b else f"<= {b['le']:g}" if "le" in b else ""
+
+    def num(x: float) -> str:  # integers in full (2147483647, not 2.14748e+09)
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    lower = f"> {num(b['gt'])}" if "gt" in b else f">= {num(b['ge'])}" if "ge" in b else ""
+    upper = f"< {num(b['lt'])}" if "lt" in b else f"<= {num(b['le'])}" if "le" in b else ""
+    # A large upper bound is a sanity limit (fields.MAX_SIZE): worth saying only to the value
+    # that crossed it; a small one (a fraction's 1, an axis's 2) is part of what the field is.
+    if err["type"] not in ("less_than", "less_than_equal") and b.get("lt", b.get("le", 0)) > 100:
+        upper = ""
+    finite = "finite " if err["type"] == "finite_number" else ""
     if lower == "> 0" and not upper:
-        return f"a positive {kind}"
+        return f"a positive {finite}{kind}"
     if lower and upper:
-        return f"{_a(kind)} {lower} and {upper}"
-    return f"{_a(kind)} {lower or upper}".rstrip()
+        return f"{_a(finite + kind)} {lower} and {upper}"
+    return f"{_a(finite + kind)} {lower or upper}".rstrip()
 
 
 def _unquote_hint(value: Any) -> str:
@@ -233,27 +109,23 @@ def _unquote_hint(value: Any) -> str:
     return ""
 
 
-def _layer_example(name: str, value: Any = _NOTHING) -> str:
+def _layer_example(name: str, value: Any = NOTHING) -> str:
     """``Dense: {units: ...}``: the layer with its required (else its first) argument."""
-    from archlab.layers import LAYER_TYPES
-
     cls = LAYER_TYPES[name]
     args = [f for f, info in cls.model_fields.items() if f != "type" and info.is_required()]
     if not args:
         first = next((f for f in cls.model_fields if f != "type"), None)
         return f"{name}: {{{first}: ...}}" if first else name
-    if value is not _NOTHING and len(args) == 1:
+    if value is not NOTHING and len(args) == 1:
         return f"{name}: {{{args[0]}: {value}}}"
     return f"{name}: {{" + ", ".join(f"{f}: ..." for f in args) + "}"
 
 
 def describe(err: Any, data: Any = None) -> str:
     """The message of one (already merged) error, Keras-style: Expected ..., received ...."""
-    from archlab.layers import LAYER_TYPES
-
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     loc = tuple(err["loc"])
-    place = _Place(loc)
+    place = Place(loc)
     field, got = place.field, show(value)
     if kind == "missing":
         return f"Missing required {place.noun} '{loc[-1]}'"
@@ -287,8 +159,8 @@ def describe(err: Any, data: Any = None) -> str:
         return f"Unknown layer '{name}'; expected one of {', '.join(LAYER_TYPES)}"
     if kind == "unknown_optimizer":
         name = ctx.get("name", value)
-        hint = did_you_mean(str(name), _OPTIMIZERS)
-        known = f"; expected one of {', '.join(_OPTIMIZERS)}"
+        hint = did_you_mean(str(name), OPTIMIZERS)
+        known = f"; expected one of {', '.join(OPTIMIZERS)}"
         return f"Unknown optimizer '{name}'" + (hint or known)
     if kind == "layer_item":
         if value is None:
@@ -306,7 +178,7 @@ def describe(err: Any, data: Any = None) -> str:
         if name in LAYER_TYPES:
             plausible = (isinstance(args, int | float) and not isinstance(args, bool)
                          or isinstance(args, str) and name == "Activation")
-            example = _layer_example(name, args if plausible else _NOTHING)
+            example = _layer_example(name, args if plausible else NOTHING)
             hint = f" (did you mean '{example}'?)" if plausible and "..." not in example \
                 else f" (write '{example}')"
         return f"Expected a mapping of arguments for {name}, received {show(args)}{hint}"
@@ -330,14 +202,24 @@ def describe(err: Any, data: Any = None) -> str:
     if kind in ("int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
                 "greater_than", "greater_than_equal", "less_than", "less_than_equal",
                 "finite_number", "multiple_of"):
-        return f"Expected {_expected_number(place, err)}, received {got}" + _unquote_hint(value)
+        note = _FIELD_NOTES.get((place.owner, place.field), "") if place.owner and place.field \
+            else ""
+        return (f"Expected {_expected_number(place, err)}, received {got}{note}"
+                + _unquote_hint(value))
     if kind in ("bool_type", "bool_parsing"):
         return f"Expected true or false, received {got}"
     if kind == "string_type":
         quote = " (put it in quotes)" if isinstance(value, int | float) else ""
         return f"Expected a string, received {got}{quote}"
-    if kind == "string_pattern_mismatch":
+    if kind in ("string_pattern_mismatch", "unsafe_name", "string_too_long", "string_too_short"):
         what = "model name" if "models" in loc[:1] and "[key]" in loc else "name"
+        if kind == "unsafe_name":
+            return (f"Expected {_a(what)} that can be a directory name, received {got} ('.' "
+                    "and '..' name the current and the parent directory)")
+        if kind == "string_too_long":
+            return (f"Expected {_a(what)} of at most {ctx.get('max_length')} characters, "
+                    f"received {len(value) if isinstance(value, str) else '?'} characters "
+                    f"({show(value, 30)})")
         return (f"Expected {_a(what)} made of letters, digits, '_', '.' and '-', "
                 f"received {got}")
     if kind == "list_type":
@@ -348,14 +230,12 @@ def describe(err: Any, data: Any = None) -> str:
             return f"Expected a list of branches, each a list of layers, received {got}"
         return f"Expected a list, received {got}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        cls_name = ctx.get("class_name", "")
         if field == "models" and not place.parts:
             return f"Expected a mapping of model names to models, received {got}"
-        if cls_name == "ModelSpec" or (place.parts[-1:] and place.parts[-1].startswith("model")
-                                       and not place.fields):
+        if place.target is ModelSpec:
             hint = " (put the layers under 'layers:')" if isinstance(value, list) else ""
             return f"Expected a model (a mapping with 'layers'), received {got}{hint}"
-        if cls_name == "Regularizer":
+        if place.target is Regularizer:
             hint = (f" (did you mean '{{l2: {value}}}'?)"
                     if isinstance(value, int | float) and not isinstance(value, bool) else "")
             return f"Expected a regularizer such as {{l2: 0.01}}, received {got}{hint}"
@@ -393,18 +273,18 @@ def _extra_hint(err: Any, data: Any = None) -> str:
         return ""
     loc = tuple(err["loc"])
     key = str(loc[-1])
-    owner = _Place(loc).owner
+    owner = Place(loc).owner
     if owner is None:
         return ""
     known = sorted((f for f in owner.model_fields if f != "type"),
                    key=lambda f: not owner.model_fields[f].is_required())
-    if owner in _OPTIMIZERS.values():
+    if is_call(owner) and not issubclass(owner, LayerSpec):  # an optimizer: Keras's alias
         known.append("lr")
     close = closest(key, known)
     if close:
         return f" (did you mean '{close}'?)"
-    optimizer_args = {f for c in _OPTIMIZERS.values() for f in c.model_fields} | {"lr"}
-    if owner.model_fields.get("type") is not None and key == "input_shape":
+    optimizer_args = {f for c in OPTIMIZERS.values() for f in c.model_fields} | {"lr"}
+    if issubclass(owner, LayerSpec) and key == "input_shape":
         return " (archlab takes the input shape from the dataset; remove it)"
     if owner is Study and key in TrainSpec.model_fields:
         return f" ('{key}' belongs under 'train:')"
@@ -416,9 +296,7 @@ def _extra_hint(err: Any, data: Any = None) -> str:
         return f" (a model's own '{key}' belongs under its 'train:')"
     if owner in (TrainSpec, TrainOverride) and key in optimizer_args:
         return (f" ('{key}' is an optimizer argument: 'optimizer: {{name: adam, {key}: ...}}')")
-    if owner.model_fields.get("type") is not None:
-        from archlab.layers import LAYER_TYPES
-
+    if issubclass(owner, LayerSpec):
         elsewhere = [n for n, c in LAYER_TYPES.items() if key in c.model_fields]
         if elsewhere:
             layer = owner.model_fields["type"].default
@@ -444,7 +322,7 @@ def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
     for err in raw:
         loc = tuple(err["loc"])
         pair = next((j for j in range(len(loc) - 1, 0, -1)
-                     if loc[j] in _PAIR_FIELDS and _Place(loc[: j + 1]).noun == "argument"),
+                     if loc[j] in _PAIR_FIELDS and Place(loc[: j + 1]).noun == "argument"),
                     None)
         if pair == len(loc) - 1 and err["type"] == "missing":
             pair = None  # the whole argument is missing: say so
@@ -456,9 +334,9 @@ def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
             if key in done:
                 continue
             done.add(key)
-            value = _raw(data, key)
+            value = raw_value(data, key)
             err = {"type": "pair", "loc": key, "msg": "",
-                   "input": err.get("input") if value is _NOTHING else value}
+                   "input": err.get("input") if value is NOTHING else value}
         elif union is not None:
             key = loc[:union]
             literal = next(e for e in raw if tuple(e["loc"][:union]) == key
@@ -500,15 +378,15 @@ def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError
             loc = loc[:-1]  # the message names the field
         elif err["type"] == "layer_args" and isinstance(err.get("input"), dict):
             loc = (*loc, *list(err["input"])[:1])  # the layer's name: "layer 2 (Dense)"
-        where = _where(loc)
+        place = where(loc)
         message = describe(err, data)
     except Exception:  # noqa: BLE001 - a message bug must not hide the user's mistake
         errors = exc.errors()
         err = errors[0]
-        where = ", ".join(str(k) for k in err["loc"])
+        place = ", ".join(str(k) for k in err["loc"])
         message = f"{err['msg']}, received {show(err.get('input'))}"
     more = len(errors) - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return SpecError(" ".join(f"{source}: {where + ': ' if where else ''}{message}".split()))
+    return SpecError(" ".join(f"{source}: {place + ': ' if place else ''}{message}".split()))
 

@@ -7,10 +7,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr
 
 from archlab.errors import SpecError
-from archlab.fields import Name, NonNegFloat, PosInt, Strict
+from archlab.fields import (
+    Fraction,
+    ImageAxis,
+    Name,
+    NonNegFloat,
+    NonNegInt,
+    PosInt,
+    Repeats,
+    Seed,
+    Strict,
+)
 from archlab.layers import LayerList
 from archlab.optimizers import Adam, Optimizer
-from archlab.spec.suggest import did_you_mean
+from archlab.suggest import did_you_mean
 
 # ---------------------------------------------------------------------------------------------
 # Data and training
@@ -19,11 +29,11 @@ from archlab.spec.suggest import did_you_mean
 class Split(Strict):
     """Hold out a stratified, seeded fraction of the training set for validation."""
 
-    split: Annotated[float, Field(strict=True, gt=0, lt=1)] = 0.1
+    split: Fraction = 0.1
 
 
 class NormalizeArgs(Strict):
-    axis: int = 1
+    axis: ImageAxis = 1
     order: PosInt = 2
 
 
@@ -47,7 +57,7 @@ class EarlyStopping(Strict):
     """Keras's EarlyStopping: stop after `patience` epochs without `min_delta` improvement."""
 
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: Annotated[int, Field(strict=True, ge=0)] = 0
+    patience: NonNegInt = 0
     min_delta: NonNegFloat = 0.0
 
 
@@ -59,7 +69,7 @@ class TrainSpec(Strict):
     batch_size: PosInt = 32  # Keras's fit() default
     epochs: PosInt = 1  # Keras's fit() default
     loss: Loss = "categorical_crossentropy"
-    repeats: PosInt = 1
+    repeats: Repeats = 1
     early_stopping: EarlyStopping | None = None
     restore_best: bool = False  # evaluate test on the best-validation-loss weights
 
@@ -76,7 +86,7 @@ class TrainOverride(Strict):
     batch_size: PosInt | None = None
     epochs: PosInt | None = None
     loss: Loss | None = None
-    repeats: PosInt | None = None
+    repeats: Repeats | None = None
     early_stopping: EarlyStopping | None = None
     restore_best: bool | None = None
 
@@ -104,7 +114,7 @@ class ModelSpec(Strict):
 class Study(Strict):
     name: Name
     description: str = ""
-    seed: Annotated[int, Field(strict=True, ge=0)] = 0
+    seed: Seed = 0
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
     models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
