@@ -22,11 +22,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from archlab.data import SAMPLE_TEST, SAMPLE_TRAIN, load_dataset  # noqa: E402
+from archlab.data import load_dataset  # noqa: E402
+from archlab.datasets import dataset_info  # noqa: E402
 
 DEFAULT_SOURCE = ROOT.parent / "shared" / "datasets" / "mnist"
 DEFAULT_OUT = ROOT / "src" / "archlab" / "data" / "mnist_sample.npz"
 SEED = 0
+# The sizes the mnist-sample record promises (the loader checks them).
+SAMPLE_TRAIN = dataset_info("mnist-sample").train_size
+SAMPLE_TEST = dataset_info("mnist-sample").test_size
 
 
 def build(source: Path) -> bytes:

@@ -1,4 +1,4 @@
-"""make_optimizer gives Keras's optimizers (names, defaults, update rules) and _preprocess gives
+"""make_optimizer gives Keras's optimizers (names, defaults, update rules) and preprocess gives
 Keras's input preprocessing.
 
 Update rules are checked step by step against Keras 2's formulas (keras/optimizers.py of
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from archlab import DataSpec, SpecError, TrainSpec, parse_study
-from archlab.data.tensors import _preprocess
+from archlab.data import preprocess
 from archlab.optimizers import make_optimizer
 
 
@@ -324,7 +324,7 @@ def test_normalize_is_keras_utils_normalize(axis: int, order: int) -> None:
     x = _raw_images()
     spec = DataSpec.model_validate({"preprocessing": {"normalize": {"axis": axis,
                                                                     "order": order}}})
-    out = _preprocess(x, spec)
+    out = preprocess(x, spec)
     assert out.dtype == torch.float32 and tuple(out.shape) == (6, 1, 28, 28)
     expected = keras_normalize(x, axis, order).astype(np.float32)  # fit() feeds float32
     np.testing.assert_array_equal(out[:, 0].numpy(), expected)
@@ -334,7 +334,7 @@ def test_normalize_is_keras_utils_normalize(axis: int, order: int) -> None:
 def test_normalize_default_is_l2_along_axis_1() -> None:
     # axis 1 of the raw (N, H, W) array is the height: each column x[n, :, w] gets unit L2 norm
     x = _raw_images()
-    out = _preprocess(x, DataSpec.model_validate({"preprocessing": {"normalize": {}}}))
+    out = preprocess(x, DataSpec.model_validate({"preprocessing": {"normalize": {}}}))
     norms = np.linalg.norm(out[:, 0].numpy().astype(np.float64), axis=1)
     nonzero = np.linalg.norm(x.astype(np.float64), axis=1) > 0
     np.testing.assert_allclose(norms[nonzero], 1.0, rtol=1e-6)
@@ -344,7 +344,7 @@ def test_normalize_default_is_l2_along_axis_1() -> None:
 def test_scale_is_x_over_255() -> None:
     x = _raw_images()
     for spec in (DataSpec(), DataSpec.model_validate({"preprocessing": "scale"})):
-        out = _preprocess(x, spec)
+        out = preprocess(x, spec)
         assert out.dtype == torch.float32 and tuple(out.shape) == (6, 1, 28, 28)
         np.testing.assert_array_equal(out[:, 0].numpy(), x.astype(np.float32) / 255)
         assert out.max().item() == 1.0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from archlab.datasets import dataset_info
 from archlab.errors import SpecError
 from archlab.layers import (
     Activation,
@@ -24,10 +25,6 @@ from archlab.layers import (
     ShapeProblem,
 )
 from archlab.spec import Study
-
-NUM_CLASSES: dict[str, int] = {"mnist": 10, "fashion-mnist": 10, "mnist-sample": 10}
-INPUT_SHAPES: dict[str, Shape] = {"mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1),
-                                  "mnist-sample": (28, 28, 1)}
 
 
 @dataclass(frozen=True)
@@ -175,7 +172,8 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
                         f"({', '.join(study.models)}), received '{model}'")
     spec = study.models[model]
     _check_output(study.source, model, spec.layers)
-    input_shape = INPUT_SHAPES[study.data.dataset]
+    dataset = dataset_info(study.data.dataset)
+    input_shape: Shape = dataset.image_shape
     walker = _Walker(study.source, model)
     if seed is not None:
         torch.manual_seed(seed)
@@ -187,7 +185,7 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
     if len(out_shape) != 1:
         raise SpecError(f"{here}: Expected a flat output (classes,), received {out_shape}; add "
                         "Flatten (or a global pooling) before the output Dense")
-    classes = NUM_CLASSES[study.data.dataset]
+    classes = dataset.num_classes
     if out_shape[0] != classes:
         field = ", field 'units'" if isinstance(last, Dense) else ""
         raise SpecError(f"{here}{field}: Expected {classes} outputs ({study.data.dataset} has "

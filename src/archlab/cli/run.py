@@ -23,10 +23,11 @@ def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
 
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
-    from archlab.run.projection import DATASET_SIZES, projected_seconds
+    from archlab.datasets import dataset_info
+    from archlab.run.projection import projected_seconds
 
     built = validate_study(study)
-    n_train = DATASET_SIZES[study.data.dataset][0]
+    n_train = dataset_info(study.data.dataset).train_size
     if study.data.validation != "test":
         n_train -= round(n_train * study.data.validation.split)  # type: ignore[union-attr]
     table = Table(title=f"{study.name} ({study.source}) — {study.data.dataset}",

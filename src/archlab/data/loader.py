@@ -1,156 +1,48 @@
-"""Datasets: MNIST and Fashion-MNIST from IDX files (found or downloaded), and an embedded sample.
+"""Finding and loading a dataset: local files (plain or .gz), the user cache, system directories,
+the mirrors, or the sample embedded in the package.
 
-Every IDX file is verified against the SHA-256 of its *decompressed* content before use, so the
-gzip'd files of any mirror (whose compressed bytes differ) and plain files are both accepted.
+Where a dataset is looked for, in order:
 
-Where `load_dataset` looks, in order:
+1. the ``data_dir`` argument, else ``$ARCHLAB_DATA_DIR`` (if either is given, it must exist and
+   hold the files: a mistyped directory is an error, never a silent fall-through);
+2. the user cache ``<cache>/<name>/`` (``cache_dir``, else ``$ARCHLAB_CACHE_DIR``, else
+   ``~/.cache/archlab``);
+3. the record's system directories (e.g. ``/usr/share/datasets/fashion-mnist`` from Debian);
+4. the record's mirrors, downloading ``<file>.gz`` atomically into the user cache.
 
-1. the `data_dir` argument, else `$ARCHLAB_DATA_DIR` (if either is given, it must hold the files);
-2. the user cache `<cache>/<name>/` (`cache_dir`, else `$ARCHLAB_CACHE_DIR`, else
-   `~/.cache/archlab`);
-3. a system place (`/usr/share/datasets/<name>`, e.g. Debian's `dataset-fashion-mnist`);
-4. the mirrors, downloading `<file>.gz` atomically into the user cache.
+:func:`locate_dataset` answers "where would it come from" with cheap checks only (files present,
+sizes right), so ``validate`` and ``run`` can report a missing or damaged dataset before any
+timing or output; :func:`load_dataset` then reads and verifies every byte.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
-import http.client
 import importlib.resources
-import logging
 import os
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
+from archlab.data.download import download_missing
+from archlab.data.idx import check_file, find_file, read_idx
+from archlab.datasets import DatasetInfo, dataset_info
 from archlab.errors import DataError
 
 __all__ = [
-    "DATASETS",
-    "DEFAULT_MIRRORS",
-    "SAMPLE_RESOURCE",
-    "SYSTEM_DIRS",
-    "DataFile",
+    "ENV_CACHE_DIR",
+    "ENV_DATA_DIR",
+    "DatasetLocation",
     "RawDataset",
-    "dataset_files",
     "default_cache_dir",
     "load_dataset",
+    "locate_dataset",
+    "sample_path",
 ]
-
-log = logging.getLogger(__name__)
-
-DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "mnist-sample")
 
 ENV_DATA_DIR = "ARCHLAB_DATA_DIR"
 ENV_CACHE_DIR = "ARCHLAB_CACHE_DIR"
-
-#: Seconds to wait on a mirror (connect and each read) before trying the next one.
-DOWNLOAD_TIMEOUT = 30.0
-#: Largest download accepted (the largest file, Fashion-MNIST train images, is ~26 MB gzip'd).
-MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
-
-DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
-    "mnist": (
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
-    ),
-    "fashion-mnist": (
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-    ),
-}
-
-#: Directories where a system package may have installed the files (checked after the cache).
-SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
-    "mnist": (Path("/usr/share/datasets/mnist"),),
-    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
-}
-
-#: The embedded sample, relative to the `archlab` package.
-SAMPLE_RESOURCE = ("data", "mnist_sample.npz")
-SAMPLE_TRAIN = 5000
-SAMPLE_TEST = 1000
-
-_DIGITS = tuple(str(d) for d in range(10))
-_FASHION = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "mnist": _DIGITS,
-    "mnist-sample": _DIGITS,
-    "fashion-mnist": _FASHION,
-}
-
-_IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dims
-_LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dim
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One canonical IDX file: its name (decompressed), SHA-256 of that content, kind and count."""
-
-    name: str
-    sha256: str
-    kind: str  # "images" or "labels"
-    count: int
-
-    @property
-    def gz_name(self) -> str:
-        """The name of the gzip'd file the mirrors serve."""
-        return self.name + ".gz"
-
-
-def _files(shas: tuple[str, str, str, str]) -> tuple[DataFile, ...]:
-    return (
-        DataFile("train-images-idx3-ubyte", shas[0], "images", 60000),
-        DataFile("train-labels-idx1-ubyte", shas[1], "labels", 60000),
-        DataFile("t10k-images-idx3-ubyte", shas[2], "images", 10000),
-        DataFile("t10k-labels-idx1-ubyte", shas[3], "labels", 10000),
-    )
-
-
-_FILES: dict[str, tuple[DataFile, ...]] = {
-    # Decompressed MD5s match those published for the original files (see the shared README).
-    "mnist": _files(
-        (
-            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        )
-    ),
-    # Decompressed MD5s: f4a8712d7a061bf5bd6d2ca38dc4d50a, 9018921c3c673c538a1fc5bad174d6f9,
-    # 8181f5470baa50b63fa0f6fddb340f0a, 15d484375f8d13e6eb1aabb0c3f46965 (the content of the
-    # published .gz files whose MD5s are 8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...).
-    "fashion-mnist": _files(
-        (
-            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        )
-    ),
-    "mnist-sample": (),
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,20 +68,89 @@ class RawDataset:
         return (int(self.x_train.shape[1]), int(self.x_train.shape[2]))
 
 
-def dataset_files(name: str) -> tuple[DataFile, ...]:
-    """The IDX files of dataset `name` (empty for the embedded `mnist-sample`)."""
-    _check_name(name)
-    return _FILES[name]
+@dataclass(frozen=True)
+class DatasetLocation:
+    """Where a dataset will be loaded from, as found by :func:`locate_dataset`."""
+
+    name: str
+    directory: Path | None  # None: embedded in the package
+    download: bool = False  # the files are not here yet: they will be downloaded into directory
+
+    @property
+    def embedded(self) -> bool:
+        """True for the dataset shipped inside the package."""
+        return self.directory is None
+
+    def __str__(self) -> str:
+        if self.directory is None:
+            return f"{self.name}: embedded in archlab"
+        if self.download:
+            return f"{self.name}: not on this machine; will be downloaded into {self.directory}"
+        return f"{self.name}: {self.directory}"
 
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """The user cache root: `cache_dir`, else `$ARCHLAB_CACHE_DIR`, else `~/.cache/archlab`."""
+    """The user cache root: ``cache_dir``, else ``$ARCHLAB_CACHE_DIR``, else ~/.cache/archlab."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     env = os.environ.get(ENV_CACHE_DIR)
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "archlab"
+
+
+def sample_path(name: str = "mnist-sample") -> Path:
+    """The file of an embedded dataset inside the installed package."""
+    info = dataset_info(name)
+    if info.embedded is None:
+        raise DataError(f"{name} is not embedded in archlab; it is loaded from files")
+    return Path(str(importlib.resources.files("archlab").joinpath(*info.embedded)))
+
+
+def locate_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+) -> DatasetLocation:
+    """Where dataset ``name`` would be loaded from, without reading it.
+
+    Checks that the files are present with the right sizes (a plain file's length, a gzip
+    file's recorded size) and raises a one-line :class:`DataError` naming the directory or
+    file otherwise. A dataset found nowhere locally is reported as to be downloaded when
+    downloading is allowed (the network itself is not tried here).
+    """
+    info = dataset_info(name)
+    names = ", ".join(f.name for f in info.files)
+    explicit, origin = _explicit_dir(data_dir)
+    # A directory named on the command line must exist even for the embedded dataset (it is a
+    # typo either way); a stale $ARCHLAB_DATA_DIR does not stop the embedded one from loading.
+    if explicit is not None and (data_dir is not None or not info.is_embedded):
+        if not explicit.exists():
+            holds = f" (it should hold {names}, each plain or .gz)" if names else ""
+            raise DataError(f"{name}: {origin} {explicit} does not exist{holds}")
+        if not explicit.is_dir():
+            raise DataError(f"{name}: {origin} {explicit} is not a directory")
+    if info.is_embedded:
+        return DatasetLocation(name, None)
+
+    if explicit is not None:
+        missing = _missing(explicit, info)
+        if missing:
+            raise DataError(f"{name}: {origin} {explicit} lacks {', '.join(missing)} "
+                            "(each may be plain or .gz)")
+        return _checked(info, explicit)
+
+    cache = default_cache_dir(cache_dir) / name
+    for directory in (cache, *info.system_dirs):
+        if not _missing(directory, info):
+            return _checked(info, directory)
+    urls = info.mirrors if mirrors is None else tuple(mirrors)
+    if download and urls:
+        return DatasetLocation(name, cache, download=True)
+    raise _not_found(info, cache, download, [] if urls else ["no mirrors given"])
 
 
 def load_dataset(
@@ -200,46 +161,21 @@ def load_dataset(
     mirrors: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
 ) -> RawDataset:
-    """Load dataset `name`, looking in the places listed in this module's docstring."""
-    _check_name(name)
-    if name == "mnist-sample":
-        return _load_sample()
-    files = _FILES[name]
-
-    explicit, origin = _explicit_dir(data_dir)
-    if explicit is not None:
-        missing = _missing(explicit, files)
-        if missing:
-            raise DataError(
-                f"{name}: {origin} {explicit} lacks {', '.join(missing)} (each may be plain or .gz)"
-            )
-        return _load_dir(name, explicit, files)
-
-    cache = default_cache_dir(cache_dir) / name
-    if not _missing(cache, files):
-        return _load_dir(name, cache, files)
-    for system in SYSTEM_DIRS.get(name, ()):
-        if not _missing(system, files):
-            return _load_dir(name, system, files)
-
-    failures: list[str] = []
-    if download:
-        urls = list(DEFAULT_MIRRORS[name] if mirrors is None else mirrors)
-        if urls:
-            failures = _download_missing(cache, files, urls)
-            if not failures:
-                return _load_dir(name, cache, files)
-        else:
-            failures = ["no mirrors given"]
-    raise _not_found(name, cache, files, download, failures)
+    """Load dataset ``name``, looking in the places listed in this module's docstring."""
+    info = dataset_info(name)
+    where = locate_dataset(name, data_dir, cache_dir=cache_dir, download=download,
+                           mirrors=mirrors)
+    if where.directory is None:
+        return _load_embedded(info)
+    if where.download:
+        urls = info.mirrors if mirrors is None else tuple(mirrors)
+        failures = download_missing(where.directory, info.files, urls)
+        if failures:
+            raise _not_found(info, where.directory, download, failures)
+    return _load_dir(info, where.directory)
 
 
 # -- resolution helpers -------------------------------------------------------------------------
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
 def _explicit_dir(data_dir: str | Path | None) -> tuple[Path | None, str]:
@@ -251,111 +187,67 @@ def _explicit_dir(data_dir: str | Path | None) -> tuple[Path | None, str]:
     return None, ""
 
 
-def _find(directory: Path, f: DataFile) -> Path | None:
-    """The plain file if present, else the .gz one, else None."""
-    for candidate in (directory / f.name, directory / f.gz_name):
-        if candidate.is_file():
-            return candidate
-    return None
+def _missing(directory: Path, info: DatasetInfo) -> list[str]:
+    return [f.name for f in info.files if find_file(directory, f) is None]
 
 
-def _missing(directory: Path, files: Sequence[DataFile]) -> list[str]:
-    return [f.name for f in files if _find(directory, f) is None]
+def _checked(info: DatasetInfo, directory: Path) -> DatasetLocation:
+    for f in info.files:
+        path = find_file(directory, f)
+        assert path is not None  # callers check presence first
+        check_file(path, f)
+    return DatasetLocation(info.name, directory)
 
 
-def _not_found(
-    name: str, cache: Path, files: Sequence[DataFile], download: bool, failures: list[str]
-) -> DataError:
+def _not_found(info: DatasetInfo, cache: Path, download: bool, failures: list[str]) -> DataError:
     places = [f"a directory given as data_dir or ${ENV_DATA_DIR}", str(cache)]
-    places += [str(p) for p in SYSTEM_DIRS.get(name, ())]
-    names = ", ".join(f.name for f in files)
-    msg = f"{name} not found: put {names} (plain or .gz) in one of: {'; '.join(places)}"
-    if name == "fashion-mnist":
+    places += [str(p) for p in info.system_dirs]
+    names = ", ".join(f.name for f in info.files)
+    msg = f"{info.name} not found: put {names} (plain or .gz) in one of: {'; '.join(places)}"
+    if info.name == "fashion-mnist":
         msg += " (Debian: apt-get install dataset-fashion-mnist)"
     if not download:
         msg += "; downloading is disabled"
     elif failures:
         msg += "; download failed: " + "; ".join(failures)
-    return DataError(_one_line(msg))
+    return DataError(" ".join(msg.split()))
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# -- loading ------------------------------------------------------------------------------------
 
 
-# -- reading and verifying ------------------------------------------------------------------------
-
-
-def _read_verified(path: Path, f: DataFile) -> bytes:
-    """The decompressed content of `path`, or DataError if it is corrupt or does not match."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if path.name.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(
-                _one_line(
-                    f"checksum mismatch: {path} is not a valid gzip file "
-                    f"(truncated or corrupt: {exc}); delete it and fetch it again"
-                )
-            ) from exc
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != f.sha256:
-        raise DataError(
-            f"checksum mismatch: {path} has SHA-256 {digest}, expected {f.sha256} for {f.name} "
-            "(truncated, corrupt or a different file); delete it and fetch it again"
-        )
-    return raw
-
-
-def _parse_idx(data: bytes, path: Path | str, f: DataFile) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes, checking magic number, dimensions and length."""
-    magic, ndim = (_IMAGES_MAGIC, 3) if f.kind == "images" else (_LABELS_MAGIC, 1)
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
-    got = int.from_bytes(data[:4], "big")
-    if got != magic:
-        raise DataError(f"{path}: IDX magic number {got}, expected {magic} ({f.kind})")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    if dims[0] != f.count:
-        raise DataError(f"{path}: {dims[0]} items, expected {f.count}")
-    expected = header + int(np.prod(dims))
-    if len(data) != expected:
-        raise DataError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def _load_dir(name: str, directory: Path, files: Sequence[DataFile]) -> RawDataset:
+def _load_dir(info: DatasetInfo, directory: Path) -> RawDataset:
     arrays: list[np.ndarray] = []
-    for f in files:
-        path = _find(directory, f)
-        if path is None:  # pragma: no cover - callers check first
-            raise DataError(f"{name}: {directory} lacks {f.name}")
-        arrays.append(_parse_idx(_read_verified(path, f), path, f))
+    for f in info.files:
+        path = find_file(directory, f)
+        if path is None:  # removed since it was located
+            raise DataError(f"{info.name}: {directory} lacks {f.name}")
+        arrays.append(read_idx(path, f))
     x_train, y_train, x_test, y_test = arrays
-    return _make(name, x_train, y_train, x_test, y_test, str(directory.resolve()))
+    return _make(info, x_train, y_train, x_test, y_test, str(directory.resolve()))
 
 
 def _make(
-    name: str,
+    info: DatasetInfo,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
     source: str,
 ) -> RawDataset:
-    classes = CLASS_NAMES[name]
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"{name} ({source}): malformed {split} arrays")
+    classes = info.class_names
+    h, w, _ = info.image_shape
+    for split, x, y, n in (("train", x_train, y_train, info.train_size),
+                           ("test", x_test, y_test, info.test_size)):
+        if x.dtype != np.uint8 or x.shape != (n, h, w) or y.shape != (n,):
+            raise DataError(f"{info.name} ({source}): malformed {split} arrays: images "
+                            f"{x.shape} {x.dtype}, labels {y.shape}, expected ({n}, {h}, {w}) "
+                            f"uint8 and ({n},)")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
-            raise DataError(f"{name} ({source}): {split} labels outside 0..{len(classes) - 1}")
+            raise DataError(f"{info.name} ({source}): {split} labels outside "
+                            f"0..{len(classes) - 1}")
     return RawDataset(
-        name=name,
+        name=info.name,
         x_train=x_train,
         y_train=y_train.astype(np.int64),
         x_test=x_test,
@@ -365,110 +257,10 @@ def _make(
     )
 
 
-def _load_sample() -> RawDataset:
-    resource = importlib.resources.files("archlab").joinpath(*SAMPLE_RESOURCE)
+def _load_embedded(info: DatasetInfo) -> RawDataset:
     try:
-        with importlib.resources.as_file(resource) as path, np.load(path) as npz:
+        with np.load(sample_path(info.name)) as npz:
             arrays = [npz[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"the embedded mnist-sample is missing or unreadable: {exc}") from exc
-    sample = _make("mnist-sample", *arrays, source="embedded")
-    if len(sample.x_train) != SAMPLE_TRAIN or len(sample.x_test) != SAMPLE_TEST:
-        raise DataError("the embedded mnist-sample has unexpected sizes")
-    return sample
-
-
-# -- downloading ----------------------------------------------------------------------------------
-
-
-class _DownloadError(Exception):
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable  # the mirror itself failed: skip it for the other files
-
-
-def _download_missing(cache: Path, files: Sequence[DataFile], mirrors: Sequence[str]) -> list[str]:
-    """Download every file missing from `cache`; return the failures (empty if all arrived)."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return [f"cannot create cache {cache}: {exc.strerror or exc}"]
-    dead: dict[str, str] = {}  # mirror -> why it cannot be reached
-    failures: list[str] = []
-    incomplete = False
-    for f in files:
-        if _find(cache, f) is not None:
-            continue
-        for mirror in mirrors:
-            if mirror in dead:
-                continue
-            url = mirror.rstrip("/") + "/" + f.gz_name
-            try:
-                _download_one(url, cache / f.gz_name, f)
-            except _DownloadError as exc:
-                log.info("could not fetch %s: %s", url, exc)
-                if exc.unreachable:
-                    dead[mirror] = str(exc)
-                else:
-                    failures.append(f"{url}: {exc}")
-                continue
-            break
-        else:
-            incomplete = True
-    if not incomplete:
-        return []
-    return [f"{mirror}: {why}" for mirror, why in dead.items()] + failures
-
-
-def _download_one(url: str, dest: Path, f: DataFile) -> None:
-    """Fetch `url` to a temp file beside `dest`, verify it, then atomically rename it to `dest`."""
-    log.info("downloading %s", url)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _fetch(url, out)
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            _verify_gz(tmp, f)
-        except DataError as exc:
-            raise _DownloadError(f"checksum mismatch ({exc})") from exc
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fetch(url: str, out: BinaryIO) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "archlab"})
-    total = 0
-    try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
-            while chunk := response.read(1 << 20):
-                total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
-                    raise _DownloadError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
-                out.write(chunk)
-            expected = response.headers.get("Content-Length")
-            if expected and expected.isdigit() and int(expected) != total:
-                raise _DownloadError(f"transfer cut off after {total} of {expected} bytes")
-    except urllib.error.HTTPError as exc:
-        raise _DownloadError(f"HTTP {exc.code}") from exc
-    except urllib.error.URLError as exc:  # DNS, refused connection, TLS
-        raise _DownloadError(str(exc.reason), unreachable=True) from exc
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, cut-offs
-        raise _DownloadError(str(exc) or type(exc).__name__, unreachable=True) from exc
-
-
-def _verify_gz(path: Path, f: DataFile) -> None:
-    """Check the decompressed SHA-256 of a downloaded .gz file, streaming."""
-    digest = hashlib.sha256()
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"not a valid gzip file (truncated or corrupt: {exc})") from exc
-    if digest.hexdigest() != f.sha256:
-        raise DataError(f"SHA-256 of content {digest.hexdigest()}, expected {f.sha256}")
+        raise DataError(f"the embedded {info.name} is missing or unreadable: {exc}") from exc
+    return _make(info, *arrays, source="embedded")

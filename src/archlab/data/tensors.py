@@ -4,12 +4,15 @@ seeded, stratified validation split, as float32 NCHW tensors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from archlab.data.loader import RawDataset
+from archlab.errors import DataError
 from archlab.spec import DataSpec, Normalize
+
+__all__ = ["Tensors", "prepare_tensors", "preprocess", "stratified_split"]
 
 
 @dataclass
@@ -32,7 +35,8 @@ class Tensors:
         return Tensors(**moved)
 
 
-def _preprocess(x: np.ndarray, spec: DataSpec) -> torch.Tensor:
+def preprocess(x: np.ndarray, spec: DataSpec) -> torch.Tensor:
+    """uint8 images (N, H, W) as float32 (N, 1, H, W), scaled or normalized as ``spec`` asks."""
     if isinstance(spec.preprocessing, Normalize):
         # keras.utils.normalize(x, axis, order) on the raw (N, H, W) array, as notebook 004 did.
         # On uint8 it computes in float64 (np.linalg.norm's dtype); Keras then feeds float32.
@@ -62,9 +66,13 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.flatnonzero(mask), val_idx
 
 
-def prepare_tensors(raw: Any, spec: DataSpec, split_seed: int) -> Tensors:
-    """Preprocess a RawDataset and carve out the validation set the spec asks for."""
-    x_train, x_test = _preprocess(raw.x_train, spec), _preprocess(raw.x_test, spec)
+def prepare_tensors(raw: RawDataset, spec: DataSpec, split_seed: int) -> Tensors:
+    """Preprocess a RawDataset and carve out the validation set the spec asks for.
+
+    Raises a one-line :class:`DataError` if the split leaves the validation or training set
+    empty.
+    """
+    x_train, x_test = preprocess(raw.x_train, spec), preprocess(raw.x_test, spec)
     y_train = torch.from_numpy(raw.y_train.astype(np.int64))
     y_test = torch.from_numpy(raw.y_test.astype(np.int64))
     if spec.validates_on_test:
@@ -72,6 +80,14 @@ def prepare_tensors(raw: Any, spec: DataSpec, split_seed: int) -> Tensors:
     else:
         fraction = spec.validation.split  # type: ignore[union-attr]
         tr, va = stratified_split(raw.y_train, fraction, split_seed)
+        if len(va) == 0 or len(tr) == 0:
+            # validate refuses such fractions from the record's sizes; this catches the rest
+            # (a dataset whose classes are smaller than its record suggests).
+            empty = "validation" if len(va) == 0 else "training"
+            raise DataError(f"{raw.name}: validation split {fraction} leaves the {empty} set "
+                            f"empty ({len(raw.y_train):,} training images in "
+                            f"{len(raw.class_names)} classes, split per class); change "
+                            "data.validation.split")
         x_val, y_val = x_train[va], y_train[va]
         x_train, y_train = x_train[tr], y_train[tr]
     return Tensors(x_train, y_train, x_val, y_val, x_test, y_test, tuple(raw.class_names),

@@ -7,11 +7,9 @@ import time
 import numpy as np
 import torch
 
+from archlab.datasets import dataset_info
 from archlab.model import build_model
 from archlab.spec import Study
-
-DATASET_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
-                 "mnist-sample": (5000, 1000)}
 
 
 def projected_seconds(study: Study, model: str, *, steps: int = 3,
@@ -28,7 +26,8 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3,
     built.module.to(device)
     prefer_channels_last(built.module)  # as fit() trains it
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
-    n_train, n_test = DATASET_SIZES[study.data.dataset]
+    info = dataset_info(study.data.dataset)
+    n_train, n_test = info.train_size, info.test_size
     split = study.data.validation
     n_val = n_test if split == "test" else round(n_train * split.split)  # type: ignore[union-attr]
     n_train -= 0 if split == "test" else n_val

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from archlab.datasets import DATASET_NAMES
 from archlab.errors import SpecError
 from archlab.fields import (
     Fraction,
@@ -44,7 +45,8 @@ class Normalize(Strict):
 
 
 class DataSpec(Strict):
-    dataset: Literal["mnist", "fashion-mnist", "mnist-sample"] = "mnist"
+    # The choices are the dataset registry's names: a new record is a new accepted value.
+    dataset: Literal[DATASET_NAMES] = "mnist"  # type: ignore[valid-type]
     validation: Literal["test"] | Split = Split()
     preprocessing: Literal["scale"] | Normalize = "scale"
 
