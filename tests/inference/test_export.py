@@ -1,0 +1,156 @@
+"""`archlab export`: the best run of a model, as ONNX (checked with onnxruntime), safetensors
+and TorchScript, each carrying its metadata."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import archlab
+from archlab.cli import main
+from archlab.inference import ModelInfo, load_trained, preprocess_images
+from archlab.inference.export import export_metadata, export_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _best_of(directory: Path, model: str | None = None) -> archlab.RunRecord:
+    with archlab.Store(directory) as store:
+        runs = [r for r in store.runs() if r.status == "finished"
+                and (model is None or r.model == model)]
+    return max(runs, key=lambda r: (r.metrics["val_accuracy"], -r.metrics["val_loss"]))
+
+
+@pytest.fixture(scope="module")
+def test_images(sample: archlab.RawDataset) -> np.ndarray:
+    return sample.x_test[:100]
+
+
+def test_onnx_equals_torch_on_100_test_images(quickstart_dir: Path, tmp_path: Path,
+                                              test_images: np.ndarray) -> None:
+    out = tmp_path / "conv3.onnx"
+    assert main(["export", str(quickstart_dir), "conv3", "--format", "onnx", "-o",
+                 str(out)]) == 0
+    trained = load_trained(quickstart_dir, "conv3")
+    x = preprocess_images(test_images, trained, mnist_style=False)
+    with torch.no_grad():
+        expected = trained(x).numpy()
+    assert np.allclose(expected.sum(1), 1.0, atol=1e-5)  # probabilities, not logits
+
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert inp.type == "tensor(float)" and inp.shape[1:] == [1, 28, 28]
+    assert isinstance(inp.shape[0], str) and isinstance(outp.shape[0], str)  # dynamic batch
+    got = session.run(None, {inp.name: x.numpy()})[0]
+    assert got.shape == (100, 10)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    one = session.run(None, {inp.name: x[:1].numpy()})[0]  # another batch size, same graph
+    np.testing.assert_allclose(one, expected[:1], rtol=0, atol=1e-5)
+    # The model is worth exporting: it classifies most of these real test images.
+    assert (got.argmax(1) == np.asarray(archlab.load_dataset("mnist-sample").y_test[:100])
+            ).mean() > 0.3
+
+
+def test_the_best_finished_run_is_exported(quickstart_dir: Path, tmp_path: Path,
+                                           tiny_config: dict) -> None:
+    tiny_config["train"]["epochs"] = 1
+    tiny = tmp_path / "tiny"
+    archlab.run_study(archlab.parse_study(tiny_config), tiny, repeats=3, threads=1, device="cpu")
+    with archlab.Store(tiny) as store:
+        assert len({r.metrics["val_accuracy"] for r in store.runs(models=["mlp"])}) > 1
+    for model in ("mlp", "cnn", None):
+        best = _best_of(tiny, model)
+        done = export_model(tiny, tmp_path / f"{model}.onnx", model=model)
+        assert (done.info.run_id, done.info.model) == (best.run_id, best.model)
+        assert done.info.metrics["val_accuracy"] == best.metrics["val_accuracy"]
+    for model in ("conv2", "conv3", "mlp32", None):
+        best = _best_of(quickstart_dir, model)
+        done = export_model(quickstart_dir, tmp_path / f"{model}.onnx", model=model)
+        assert (done.info.run_id, done.info.model) == (best.run_id, best.model)
+        assert done.info.metrics["val_accuracy"] == best.metrics["val_accuracy"]
+    # A run directory exports that run, whichever is best.
+    with archlab.Store(quickstart_dir) as store:
+        worst = min(store.runs(), key=lambda r: r.metrics["val_accuracy"])
+    run_dir = quickstart_dir / "runs" / worst.run_id
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "run.onnx")]) == 0
+    assert export_metadata(tmp_path / "run.onnx")["run_id"] == worst.run_id
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors", "torchscript"])
+def test_metadata_round_trips(quickstart_dir: Path, tmp_path: Path, fmt: str) -> None:
+    trained = load_trained(quickstart_dir, "conv2")
+    done = export_model(trained, tmp_path / "model.bin", format=fmt)  # type: ignore[arg-type]
+    meta = export_metadata(done.path)
+    assert ModelInfo.from_metadata(meta) == trained.info
+    assert meta["study"] == "quickstart" and meta["model"] == "conv2"
+    assert meta["run_id"] == _best_of(quickstart_dir, "conv2").run_id
+    assert json.loads(meta["class_names"]) == [str(d) for d in range(10)]
+    assert json.loads(meta["preprocessing"]) == "scale"
+    assert json.loads(meta["input_shape"]) == ["batch", 1, 28, 28]
+    assert trained.info.dataset == meta["dataset"] == "mnist-sample"
+
+
+def test_torchscript_file_runs_with_any_batch(quickstart_dir: Path, tmp_path: Path,
+                                              test_images: np.ndarray) -> None:
+    out = tmp_path / "m.pt"
+    assert main(["export", str(quickstart_dir), "conv3", "-o", str(out)]) == 0  # from suffix
+    trained = load_trained(quickstart_dir, "conv3")
+    x = preprocess_images(test_images, trained, mnist_style=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch
+        scripted = torch.jit.load(str(out))
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x).numpy(), trained(x).numpy(), atol=1e-6)
+        assert scripted(x[:3]).shape == (3, 10)
+
+
+def test_safetensors_export_is_plain_tensors_and_loads_back(quickstart_dir: Path,
+                                                            tmp_path: Path,
+                                                            test_images: np.ndarray) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(quickstart_dir), "mlp32", "-o", str(out)]) == 0
+    raw = out.read_bytes()
+    header = raw[8:8 + int.from_bytes(raw[:8], "little")]
+    assert json.loads(header)["__metadata__"]["model"] == "mlp32"  # a JSON header, no pickle
+    again, trained = load_trained(out), load_trained(quickstart_dir, "mlp32")
+    assert again.info == trained.info
+    x = preprocess_images(test_images, trained, mnist_style=False)
+    with torch.no_grad():
+        assert torch.equal(again(x), trained(x))
+
+
+def test_export_names_the_file_from_study_and_model(quickstart_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(quickstart_dir), "conv2", "--format", "safetensors"]) == 0
+    assert (tmp_path / "quickstart-conv2.safetensors").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{q}", "nope"], "Expected a model of study 'quickstart' (conv2, conv3, mlp32), "
+                      "received 'nope'"),
+    (["{q}/runs"], "not a study directory"),
+    (["{tmp}/absent"], "no such directory"),
+    (["{q}", "conv2", "-o", "{tmp}"], "is a directory"),
+])
+def test_export_errors_are_one_line(quickstart_dir: Path, tmp_path: Path, capsys, argv,
+                                    message) -> None:
+    args = [a.format(q=quickstart_dir, tmp=tmp_path) for a in argv]
+    assert main(["export", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_a_run_directory_of_another_model_is_refused(quickstart_dir: Path, capsys) -> None:
+    run = _best_of(quickstart_dir, "conv2")
+    assert main(["export", str(quickstart_dir / "runs" / run.run_id), "mlp32"]) == 2
+    assert "is of model 'conv2', not 'mlp32'" in capsys.readouterr().err
