@@ -21,6 +21,7 @@ from archlab.data import Tensors
 from archlab.model import BuiltModel
 from archlab.optimizers import make_optimizer
 from archlab.spec import TrainSpec
+from archlab.store import RunStatus
 
 EVAL_BATCH = 2000
 
@@ -73,7 +74,7 @@ class TrainState:
 
 @dataclass
 class TrainResult:
-    status: str  # "finished" | "diverged"
+    status: RunStatus  # FINISHED or DIVERGED
     history: list[dict[str, float]]
     final: dict[str, float]
     diverged_epoch: int | None
@@ -82,8 +83,13 @@ class TrainResult:
     samples_per_second: float
 
 
+#: Called at each epoch end with what a checkpoint needs (state, optimizer, scheduler, generator).
 EpochHook = Callable[[TrainState, torch.optim.Optimizer, Any, torch.Generator], None]
+#: Called every 20 batches with (done, total); may raise to stop training.
 BatchHook = Callable[[int, int], None]
+#: Restores a checkpoint into the fresh optimizer, scheduler and generator (and the model);
+#: returns the state to continue from. See :func:`archlab.run.checkpoint.load_checkpoint`.
+Resume = Callable[[torch.optim.Optimizer, Any, torch.Generator], TrainState]
 
 
 def fit(
@@ -92,24 +98,22 @@ def fit(
     train: TrainSpec,
     seed: int,
     *,
-    state: TrainState | None = None,
-    restore: Callable[[torch.optim.Optimizer, Any, torch.Generator], None] | None = None,
+    resume: Resume | None = None,
     on_epoch_end: EpochHook | None = None,
     on_batches: BatchHook | None = None,
 ) -> TrainResult:
     """Train ``built`` on ``data``; return history and final metrics.
 
-    ``state``/``restore`` resume from a checkpoint written by ``on_epoch_end`` (which gets the
-    optimizer, scheduler and shuffling generator to save). ``on_batches`` may raise to stop.
+    ``resume`` continues from a checkpoint written by ``on_epoch_end`` (which gets the
+    optimizer, scheduler and shuffling generator to save); it runs before the first batch, so
+    whatever it raises leaves nothing trained. ``on_batches`` may raise to stop.
     """
     module = built.module
     prefer_channels_last(module)
     opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
                                                   if p.requires_grad])
     gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: resumable
-    state = state or TrainState()
-    if restore is not None:
-        restore(opt, sched, gen)
+    state = resume(opt, sched, gen) if resume is not None else TrainState()
     x, y, n, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
     n_batches = math.ceil(n / bs)
     diverged_epoch = None
@@ -171,7 +175,7 @@ def fit(
         if stop_early:
             break
     if diverged_epoch is not None:
-        return TrainResult("diverged", state.history, {}, diverged_epoch, state.best_epoch,
+        return TrainResult(RunStatus.DIVERGED, state.history, {}, diverged_epoch, state.best_epoch,
                            state.train_seconds, 0.0)
     if train.restore_best and state.best_weights is not None:
         module.load_state_dict(state.best_weights)
@@ -181,5 +185,5 @@ def fit(
         final[f"{split}_loss"], final[f"{split}_accuracy"] = evaluate(built, xs, ys)
     seen = n * len(state.history)
     sps = seen / state.train_seconds if state.train_seconds > 0 else 0.0
-    return TrainResult("finished", state.history, final, None, state.best_epoch,
+    return TrainResult(RunStatus.FINISHED, state.history, final, None, state.best_epoch,
                        state.train_seconds, sps)

@@ -1,7 +1,10 @@
-"""One run: build, resume from its checkpoint if any, train, record."""
+"""One run: build, resume from its checkpoint if it can be trusted, train, record."""
 
 from __future__ import annotations
 
+import logging
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,19 +13,23 @@ from typing import Any
 
 import torch
 
-from archlab.analysis.predictions import (
-    PREDICTIONS_FILE,
-    compute_predictions,
-    save_predictions,
-)
+from archlab.analysis.predictions import compute_predictions, save_predictions
 from archlab.data import Tensors
-from archlab.model import build_model
-from archlab.run.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from archlab.errors import StoreError
+from archlab.model import BuiltModel, build_model
+from archlab.run.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from archlab.run.config import RunPlan
 from archlab.run.environment import environment
 from archlab.spec import Study
-from archlab.store import Store
-from archlab.train import TrainState, fit, predict_proba
+from archlab.store import CHECKPOINT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
+from archlab.train import TrainResult, TrainState, fit, predict_proba
+
+log = logging.getLogger("archlab")
 
 
 class Interrupted(Exception):
@@ -31,7 +38,10 @@ class Interrupted(Exception):
 
 @dataclass
 class RunContext:
-    """What a run needs besides its plan: where to write, the data, how to report progress."""
+    """What a run needs besides its plan: where to write, the data, how to report progress.
+
+    ``progress`` gets events ``{"kind": ...}``: ``batch``, ``epoch``, ``resumed``, ``warning``
+    (with ``message``: e.g. a checkpoint discarded) and ``done``."""
 
     directory: Path
     data: Tensors
@@ -41,33 +51,75 @@ class RunContext:
     device: str = "cpu"
 
 
-def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (a lifetime peak, never reset)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def failure_reason(exc: BaseException) -> str:
+    """How a failed run's cause is recorded: ``Class: message``, one line, at most 500 chars."""
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}"[-500:]
+
+
+def record_failure(directory: Path, plan: RunPlan, reason: str, environment: dict[str, Any],
+                   *, status: RunStatus = RunStatus.FAILED,
+                   peak_rss_bytes: int | None = None) -> None:
+    """Mark ``plan``'s run failed (or interrupted) with ``reason``, inserting it first if it
+    never started. A finished run is never overwritten."""
+    with Store(directory) as store:
+        if store.status(plan.run_id) is None:
+            store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
+                            plan.config.to_json(), environment)
+        store.fail_run(plan.run_id, reason, status=status, peak_rss_bytes=peak_rss_bytes)
+
+
+def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
     """Train one run to completion (resuming from its checkpoint if any); return its status."""
     t_wall = time.perf_counter()
-    run_dir = ctx.directory / "runs" / plan.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "checkpoint.safetensors"
     torch.set_num_threads(ctx.threads)
     with Store(ctx.directory) as store:
+        run_dir = store.run_dir(plan.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = run_dir / CHECKPOINT_FILE
         store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config.to_json(),
                         environment(ctx.threads, ctx.device))
         train = study.train_for(plan.model)
         store.set_meta(data_sizes={"train": len(ctx.data.x_train), "val": len(ctx.data.x_val),
                                    "test": len(ctx.data.x_test),
                                    "classes": len(ctx.data.class_names)})
-        # Initialized on the CPU (same initial weights whatever the device), then moved.
-        built = build_model(study, plan.model, seed=plan.seed)
-        built.module.to(ctx.device)
-        torch.manual_seed(plan.seed)  # dropout stream (seeds CUDA's generators too)
-        state, restore = None, None
-        if ckpt.exists():
-            state, restore = load_checkpoint(ckpt, built)
-            store.truncate_epochs(plan.run_id, state.epoch)
-            ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
+
+        def fresh_model() -> BuiltModel:
+            # Initialized on the CPU (same initial weights whatever the device), then moved.
+            built = build_model(study, plan.model, seed=plan.seed)
+            built.module.to(ctx.device)
+            torch.manual_seed(plan.seed)  # dropout stream (seeds CUDA's generators too)
+            return built
+
+        def discard_checkpoint(why: str) -> None:
+            # Restarting costs time; trusting a bad file costs wrong numbers, or a run that
+            # fails on every rerun. Say so, on the console and on the run.
+            message = f"checkpoint discarded, restarting from epoch 0: {why}"
+            log.warning("%s: %s", plan.run_id, message)
+            ckpt.unlink(missing_ok=True)
+            store.forget_file(plan.run_id, CHECKPOINT_FILE)
+            store.truncate_epochs(plan.run_id, 0)
+            store.add_warning(plan.run_id, message)
+            ctx.progress(plan.run_id, {"kind": "warning", "message": message})
+
+        def resume_from(data: bytes) -> Callable[..., TrainState]:
+            def resume(opt: torch.optim.Optimizer, sched: Any,
+                       gen: torch.Generator) -> TrainState:
+                state = load_checkpoint(data, built.module, opt, sched, gen)
+                store.truncate_epochs(plan.run_id, state.epoch)
+                ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
+                return state
+            return resume
 
         def on_epoch_end(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
-            save_checkpoint(ckpt, built, st, opt, sched, gen)
-            store.record_epoch(plan.run_id, st.history[-1])
+            save_checkpoint(ckpt, st, built.module, opt, sched, gen)
+            store.record_epoch(plan.run_id, st.history[-1], files=[CHECKPOINT_FILE])
             ctx.progress(plan.run_id, {"kind": "epoch", "epoch": st.epoch,
                                        "epochs": train.epochs, **st.history[-1]})
 
@@ -76,14 +128,33 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
                 raise Interrupted
             ctx.progress(plan.run_id, {"kind": "batch", "done": done, "total": total})
 
+        def run(resume: Callable[..., TrainState] | None) -> TrainResult:
+            return fit(built, ctx.data, train, plan.seed, resume=resume,
+                       on_epoch_end=on_epoch_end, on_batches=on_batches)
+
+        built = fresh_model()
+        resume = None
+        if ckpt.exists():
+            try:  # the bytes checked are the bytes loaded
+                resume = resume_from(store.read_verified(plan.run_id, CHECKPOINT_FILE))
+            except StoreError as exc:
+                discard_checkpoint(str(exc))
         try:
-            result = fit(built, ctx.data, train, plan.seed, state=state, restore=restore,
-                         on_epoch_end=on_epoch_end, on_batches=on_batches)
+            try:
+                result = run(resume)
+            except CheckpointError as exc:
+                # Raised before the first batch; the model, optimizer and RNGs it may have
+                # half-restored are all rebuilt, exactly as a run that never had a checkpoint.
+                discard_checkpoint(f"{ckpt}: {exc}")
+                built = fresh_model()
+                result = run(None)
         except Interrupted:
-            store.fail_run(plan.run_id, "interrupted by the user", status="interrupted")
-            return "interrupted"
-        if result.status == "finished":
-            save_weights(built.module, run_dir / "weights.safetensors",
+            store.fail_run(plan.run_id, "interrupted by the user", status=RunStatus.INTERRUPTED,
+                           peak_rss_bytes=peak_rss_bytes())
+            return RunStatus.INTERRUPTED
+        files = []
+        if result.status is RunStatus.FINISHED:
+            save_weights(built.module, run_dir / WEIGHTS_FILE,
                          {"model": plan.model, "run_id": plan.run_id})
             # The report's confusion matrix and mistakes: computed here, once, while the model
             # and the data are in memory, so the report never loads either.
@@ -91,16 +162,19 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> str:
             save_predictions(compute_predictions(proba, ctx.data.x_test, ctx.data.y_test,
                                                  ctx.data.class_names),
                              run_dir / PREDICTIONS_FILE)
+            files = [WEIGHTS_FILE, PREDICTIONS_FILE]
         counts = {"total_params": built.total_params, "trainable_params": built.trainable_params,
                   "non_trainable_params": built.non_trainable_params,
                   "macs_per_sample": built.macs_per_sample}
+        # One transaction: the run is final and its files' checksums recorded (the checkpoint's
+        # dropped), or neither; the checkpoint file goes only after that.
         store.finish_run(plan.run_id, status=result.status, metrics=result.final, counts=counts,
                          best_epoch=result.best_epoch, diverged_epoch=result.diverged_epoch,
                          train_seconds=result.train_seconds,
                          wall_seconds=time.perf_counter() - t_wall,
-                         samples_per_second=result.samples_per_second, history=result.history)
+                         samples_per_second=result.samples_per_second, history=result.history,
+                         peak_rss_bytes=peak_rss_bytes(), files=files)
         ckpt.unlink(missing_ok=True)
-        ctx.progress(plan.run_id, {"kind": "done", "status": result.status, **result.final})
+        ctx.progress(plan.run_id, {"kind": "done", "status": result.status.value,
+                                   **result.final})
         return result.status
-
-
