@@ -1,56 +1,143 @@
-"""archlab: declarative, reproducible neural-architecture studies (Keras spec, PyTorch engine)."""
+"""archlab: declarative, reproducible neural-architecture studies (Keras spec, PyTorch engine).
 
-from archlab.analysis.results import StudyResults
-from archlab.analysis.results import collect as collect_results
-from archlab.data import RawDataset, load_dataset
-from archlab.describe import summary_text
-from archlab.errors import ArchlabError, DataError, SpecError, StoreError
-from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
-from archlab.run import RunPlan, StudyOutcome, plan_runs, run_study
-from archlab.spec import (
-    DataSpec,
-    ModelSpec,
-    Study,
-    TrainSpec,
-    dump_study,
-    load_study,
-    override_training,
-    parse_study,
-    study_json_schema,
-    zoo_names,
-)
-from archlab.store import RunRecord, Store
+The public API is re-exported here under :data:`__all__`, each name imported on first use
+(PEP 562): ``import archlab`` (and so ``archlab --version`` or ``archlab --help``) costs
+milliseconds, and torch is imported only by what needs it.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from archlab.version import __version__
+
+#: Public name -> (module, attribute) it is imported from on first use.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "ArchlabError": ("archlab.errors", "ArchlabError"),
+    "BuiltModel": ("archlab.model", "BuiltModel"),
+    "DATASETS": ("archlab.datasets", "DATASETS"),
+    "DataError": ("archlab.errors", "DataError"),
+    "DataSpec": ("archlab.spec", "DataSpec"),
+    "DatasetInfo": ("archlab.datasets", "DatasetInfo"),
+    "DatasetLocation": ("archlab.data", "DatasetLocation"),
+    "ModelSpec": ("archlab.spec", "ModelSpec"),
+    "RawDataset": ("archlab.data", "RawDataset"),
+    "RunPlan": ("archlab.run", "RunPlan"),
+    "RunRecord": ("archlab.store", "RunRecord"),
+    "SpecError": ("archlab.errors", "SpecError"),
+    "Store": ("archlab.store", "Store"),
+    "StoreError": ("archlab.errors", "StoreError"),
+    "Study": ("archlab.spec", "Study"),
+    "StudyOutcome": ("archlab.run", "StudyOutcome"),
+    "StudyResults": ("archlab.analysis.results", "StudyResults"),
+    "SummaryRow": ("archlab.model", "SummaryRow"),
+    "TrainSpec": ("archlab.spec", "TrainSpec"),
+    "build_model": ("archlab.model", "build_model"),
+    "check_study_data": ("archlab.data", "check_study_data"),
+    "collect_results": ("archlab.analysis.results", "collect"),
+    "dataset_info": ("archlab.datasets", "dataset_info"),
+    "dump_study": ("archlab.spec", "dump_study"),
+    "load_dataset": ("archlab.data", "load_dataset"),
+    "load_study": ("archlab.spec", "load_study"),
+    "locate_dataset": ("archlab.data", "locate_dataset"),
+    "override_training": ("archlab.spec", "override_training"),
+    "parse_study": ("archlab.spec", "parse_study"),
+    "plan_runs": ("archlab.run", "plan_runs"),
+    "run_study": ("archlab.run", "run_study"),
+    "study_json_schema": ("archlab.spec", "study_json_schema"),
+    "summary_text": ("archlab.describe", "summary_text"),
+    "validate_study": ("archlab.model", "validate_study"),
+    "zoo_names": ("archlab.spec", "zoo_names"),
+}
 
 __all__ = [
+    "__version__",
     "ArchlabError",
     "BuiltModel",
+    "DATASETS",
     "DataError",
     "DataSpec",
+    "DatasetInfo",
+    "DatasetLocation",
     "ModelSpec",
     "RawDataset",
     "RunPlan",
     "RunRecord",
-    "Store",
-    "StudyOutcome",
-    "StudyResults",
-    "collect_results",
-    "load_dataset",
-    "override_training",
-    "plan_runs",
-    "run_study",
     "SpecError",
+    "Store",
     "StoreError",
     "Study",
+    "StudyOutcome",
+    "StudyResults",
     "SummaryRow",
     "TrainSpec",
     "build_model",
+    "check_study_data",
+    "collect_results",
+    "dataset_info",
     "dump_study",
+    "load_dataset",
     "load_study",
+    "locate_dataset",
+    "override_training",
     "parse_study",
+    "plan_runs",
+    "run_study",
     "study_json_schema",
     "summary_text",
     "validate_study",
     "zoo_names",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule such as ``archlab.store``) on first use."""
+    if name in _EXPORTS:
+        module, attribute = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if not name.startswith("_"):
+        # `import archlab; archlab.run.study_dir(...)` worked when everything was imported
+        # eagerly; keep it working for submodules.
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from archlab.analysis.results import StudyResults
+    from archlab.analysis.results import collect as collect_results
+    from archlab.data import (
+        DatasetLocation,
+        RawDataset,
+        check_study_data,
+        load_dataset,
+        locate_dataset,
+    )
+    from archlab.datasets import DATASETS, DatasetInfo, dataset_info
+    from archlab.describe import summary_text
+    from archlab.errors import ArchlabError, DataError, SpecError, StoreError
+    from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
+    from archlab.run import RunPlan, StudyOutcome, plan_runs, run_study
+    from archlab.spec import (
+        DataSpec,
+        ModelSpec,
+        Study,
+        TrainSpec,
+        dump_study,
+        load_study,
+        override_training,
+        parse_study,
+        study_json_schema,
+        zoo_names,
+    )
+    from archlab.store import RunRecord, Store

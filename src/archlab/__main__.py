@@ -1,3 +1,5 @@
+"""``python -m archlab``: the same as the ``archlab`` command."""
+
 import sys
 
 from archlab.cli import main

@@ -1,49 +1,86 @@
-"""The CLI as a user meets it: zoo list, summary, validate, dry-run compute projections."""
+"""The CLI as a user meets it: start-up (--version, Ctrl-C), dry-run compute projections, errors.
+
+`zoo` and `summary` are in test_zoo_cli.py.
+"""
 
 from __future__ import annotations
 
-import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+import archlab
 from archlab import build_model, load_study
 from archlab.cli import main
 
-
-def test_zoo_list_json_has_every_model_with_counts(capsys) -> None:
-    assert main(["zoo", "list", "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    keys = {"study", "model", "total_params", "trainable_params", "non_trainable_params"}
-    assert all(keys <= set(r) for r in rows)
-    assert all(r["total_params"] == r["trainable_params"] + r["non_trainable_params"]
-               for r in rows)
-    studies = {r["study"] for r in rows}
-    assert {"conv-depth", "conv-stacks", "kernels-padding", "depth-l2", "mlp-hparams",
-            "keras-mnist-cnn", "quickstart"} <= studies
-    by_ref = {(r["study"], r["model"]): r["total_params"] for r in rows}
-    assert by_ref["kernels-padding", "m10"] == 37_987_722
-    assert by_ref["keras-mnist-cnn", "cnn"] == 1_199_882
+SRC = str(Path(archlab.__file__).resolve().parents[1])
 
 
-def test_summary_is_keras_style(capsys) -> None:
-    assert main(["summary", "zoo:keras-mnist-cnn:cnn"]) == 0
-    text = capsys.readouterr().out
-    lines = text.splitlines()
-    assert "Layer (type)" in text and "Output Shape" in text and "Param #" in text
-    assert any("conv2d_1 (Conv2D)" in ln and "(None, 26, 26, 32)" in ln and "320" in ln
-               for ln in lines)
-    assert any("dense_1 (Dense)" in ln and "1,179,776" in ln for ln in lines)
-    assert "Total params: 1,199,882" in text
-    assert "Non-trainable params: 0" in text
+def python(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter on this checkout's archlab (as the console script would)."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False, **kwargs)  # type: ignore[call-overload]
 
 
-def test_summary_of_a_study_file_model(tmp_path: Path, capsys) -> None:
-    f = tmp_path / "s.yaml"
-    f.write_text("name: s\nmodels:\n  a:\n    layers: [Flatten, {Dense: {units: 10, "
-                 "activation: softmax}}]\n")
-    assert main(["summary", f"{f}:a"]) == 0
-    assert "Total params: 7,850" in capsys.readouterr().out
+def test_version_answers_fast_without_importing_torch() -> None:
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = python("-m", "archlab", "--version")
+        times.append(time.perf_counter() - start)
+        assert done.returncode == 0 and done.stdout == f"archlab {archlab.__version__}\n"
+    # Under 1 s on an idle machine (~0.1 s); the bound is generous for a loaded CI box, and
+    # importing torch alone takes longer.
+    assert statistics.median(times) < 2.0, times
+    probe = python("-c", "import sys, archlab, archlab.cli; "
+                   "print(archlab.__version__, 'torch' in sys.modules)")
+    assert probe.stdout == f"{archlab.__version__} False\n", probe.stderr
+
+
+def test_version_is_the_installed_distributions() -> None:
+    assert archlab.__version__ == metadata.version("archlab")
+
+
+def test_public_api_resolves_lazily() -> None:
+    for name in archlab.__all__:
+        assert getattr(archlab, name) is not None, name
+    assert archlab.collect_results.__name__ == "collect"
+    assert "load_study" in dir(archlab)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        archlab.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("during", ["numpy", "torch"])
+def test_ctrl_c_during_start_up_imports_is_quiet(during: str) -> None:
+    """SIGINT while the command modules import (seconds, mostly torch): exit 130, one line."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    # -X importtime reports each import as it completes: a submodule of `during` done means
+    # `during` itself is still loading.
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "archlab", "zoo",
+                             "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        if line.startswith("import time:") and line.rsplit("|", 1)[1].strip().startswith(
+                f"{during}."):
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        pytest.fail(f"{during} was never imported")
+    rest = proc.stderr.read()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130
+    messages = [ln for ln in rest.splitlines() if not ln.startswith("import time:")]
+    assert messages == ["interrupted"], rest[-2000:]
+    assert out == ""
 
 
 def test_dry_run_prints_compute_and_trains_nothing(tmp_path: Path, capsys) -> None:

@@ -1,9 +1,11 @@
-"""`archlab zoo`, `archlab summary` and `archlab schema`."""
+"""`archlab zoo list|show`, `archlab summary` and `archlab schema`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +18,41 @@ from archlab.model import build_model, validate_study
 from archlab.spec import load_study, study_json_schema, zoo_names
 
 
-def _split_model_ref(ref: str) -> tuple[str, str]:
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``(study source, model or None)`` from ``zoo:NAME[:MODEL]`` or ``FILE[:MODEL]``."""
     if ref.startswith("zoo:"):
         parts = ref.split(":")
-        if len(parts) != 3:
-            raise SpecError(f"{ref}: Expected zoo:STUDY:MODEL, received {ref!r}")
-        return f"zoo:{parts[1]}", parts[2]
+        if len(parts) not in (2, 3) or not all(parts[1:]):
+            raise SpecError(f"{ref}: Expected zoo:STUDY or zoo:STUDY:MODEL, received {ref!r}")
+        return f"zoo:{parts[1]}", parts[2] if len(parts) == 3 else None
+    # An existing file is a whole study even if its name has a ':' in it.
     if ":" not in ref or Path(ref).exists():
-        raise SpecError(f"{ref}: Expected STUDY_FILE:MODEL or zoo:STUDY:MODEL, received {ref!r}")
+        return ref, None
     source, model = ref.rsplit(":", 1)
+    if not model:
+        raise SpecError(f"{ref}: Expected STUDY_FILE or STUDY_FILE:MODEL, received {ref!r}")
     return source, model
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    source, model = _split_model_ref(args.ref)
+    source, model = split_ref(args.ref)
     study = load_study(source)
-    print(summary_text(build_model(study, model, device="meta")))
+    names = list(study.models) if model is None else [model]
+    print("\n\n".join(summary_text(build_model(study, name, device="meta")) for name in names))
+    return 0
+
+
+def zoo_text(name: str) -> str:
+    """The YAML of built-in study ``name`` (or ``zoo:name``), exactly as shipped."""
+    name = name.removeprefix("zoo:")
+    if name not in zoo_names():
+        load_study(f"zoo:{name}")  # raises the one-line "did you mean" error for unknown names
+    return resources.files("archlab").joinpath("zoo", f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def cmd_zoo_show(args: argparse.Namespace) -> int:
+    # Plain stdout, not rich: the text must come out byte for byte, ready to redirect to a file.
+    sys.stdout.write(zoo_text(args.name))
     return 0
 
 
@@ -49,7 +70,7 @@ def zoo_entries() -> list[dict[str, Any]]:
     return rows
 
 
-def cmd_zoo(args: argparse.Namespace) -> int:
+def cmd_zoo_list(args: argparse.Namespace) -> int:
     rows = zoo_entries()
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -72,17 +93,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def add_parsers(sub: Any) -> None:
-    s = sub.add_parser("summary", help="Keras-style layer table of one model")
-    s.add_argument("ref", help="zoo:STUDY:MODEL or STUDY_FILE:MODEL")
+    s = sub.add_parser("summary", help="Keras-style layer table of one model, or of every model "
+                       "of a study")
+    s.add_argument("ref", help="zoo:STUDY, zoo:STUDY:MODEL, STUDY_FILE or STUDY_FILE:MODEL")
     s.set_defaults(func=cmd_summary)
 
     z = sub.add_parser("zoo", help="built-in studies")
-    z.add_argument("action", choices=["list"])
-    z.add_argument("--format", choices=["table", "json"], default="table")
-    z.set_defaults(func=cmd_zoo)
+    actions = z.add_subparsers(dest="action", required=True)
+    zl = actions.add_parser("list", help="every built-in study and model, Keras param counts")
+    zl.add_argument("--format", choices=["table", "json"], default="table")
+    zl.set_defaults(func=cmd_zoo_list)
+    zs = actions.add_parser("show", help="print a built-in study's YAML (to copy and edit)")
+    zs.add_argument("name", help="NAME or zoo:NAME (see `archlab zoo list`)")
+    zs.set_defaults(func=cmd_zoo_show)
 
     sc = sub.add_parser("schema", help="print the study file's JSON Schema")
     sc.set_defaults(func=cmd_schema)
