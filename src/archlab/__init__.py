@@ -49,6 +49,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "summary_text": ("archlab.describe", "summary_text"),
     "validate_study": ("archlab.model", "validate_study"),
     "zoo_names": ("archlab.spec", "zoo_names"),
+    # Using a trained model (issue 10): load, prepare images, predict, export.
+    "ImageError": ("archlab.inference", "ImageError"),
+    "ModelInfo": ("archlab.inference", "ModelInfo"),
+    "TrainedModel": ("archlab.inference", "TrainedModel"),
+    "export_metadata": ("archlab.inference.export", "export_metadata"),
+    "export_model": ("archlab.inference.export", "export_model"),
+    "load_images": ("archlab.inference", "load_images"),
+    "load_trained": ("archlab.inference", "load_trained"),
+    "predict_images": ("archlab.inference.predict", "predict_images"),
+    "preprocess_images": ("archlab.inference", "preprocess_images"),
 }
 
 __all__ = [
@@ -88,6 +98,15 @@ __all__ = [
     "summary_text",
     "validate_study",
     "zoo_names",
+    "ImageError",
+    "ModelInfo",
+    "TrainedModel",
+    "export_metadata",
+    "export_model",
+    "load_images",
+    "load_trained",
+    "predict_images",
+    "preprocess_images",
 ]
 
 
@@ -126,6 +145,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from archlab.datasets import DATASETS, DatasetInfo, dataset_info
     from archlab.describe import summary_text
     from archlab.errors import ArchlabError, DataError, SpecError, StoreError
+    from archlab.inference import (
+        ImageError,
+        ModelInfo,
+        TrainedModel,
+        load_images,
+        load_trained,
+        preprocess_images,
+    )
+    from archlab.inference.export import export_metadata, export_model
+    from archlab.inference.predict import predict_images
     from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
     from archlab.run import RunPlan, StudyOutcome, plan_runs, run_study
     from archlab.spec import (
