@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import archlab
+from archlab import ModelInfo, export_metadata, export_model, load_trained, preprocess_images
 from archlab.cli import main
-from archlab.inference import ModelInfo, load_trained, preprocess_images
-from archlab.inference.export import export_metadata, export_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

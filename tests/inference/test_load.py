@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import archlab
+from archlab import TrainedModel, export_metadata, export_model, load_trained, preprocess_images
 from archlab.cli import main
-from archlab.inference import TrainedModel, load_trained, preprocess_images
-from archlab.inference.export import export_model
 
 
 def test_load_trained_outputs_probabilities_in_eval_mode(quickstart_dir: Path,
@@ -117,8 +116,6 @@ def test_exported_safetensors_are_checked_too(quickstart_dir: Path, tmp_path: Pa
     state = dict(model.network.state_dict())
     first = next(iter(state))
     state[first] = torch.full_like(state[first], np.nan)
-    from archlab.inference.export import export_metadata
-
     save_file(state, str(bad), metadata=export_metadata(bad))
     with pytest.raises(archlab.StoreError, match="non-finite"):
         load_trained(bad)

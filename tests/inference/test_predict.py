@@ -78,11 +78,8 @@ def test_text_output_lists_the_top_3_per_image(digits_dir: Path, sample: archlab
 
 def test_top_option_and_the_python_api(digits_dir: Path, sample: archlab.RawDataset,
                                        tmp_path: Path) -> None:
-    from archlab.inference import load_trained
-    from archlab.inference.predict import predict_images
-
-    model = load_trained(digits_dir)
-    (only,) = predict_images(model, make_pngs(sample.x_test[:1], tmp_path), top=10)
+    model = archlab.load_trained(digits_dir)
+    (only,) = archlab.predict_images(model, make_pngs(sample.x_test[:1], tmp_path), top=10)
     assert [s.index for s in only.top] != list(range(10))  # ranked, not in class order
     assert sorted(s.index for s in only.top) == list(range(10))
     assert sum(s.probability for s in only.top) == pytest.approx(1.0, abs=1e-5)

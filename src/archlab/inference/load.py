@@ -82,15 +82,17 @@ class ModelInfo:
 
 
 class TrainedModel(nn.Module):
-    """A trained run's network in eval mode. ``forward`` takes preprocessed float32 NCHW
-    images and returns class probabilities (the softmax of Keras's output layer, as Keras's
-    ``model.predict`` gives); ``network`` is the bare module, which returns logits."""
+    """A trained run's network, frozen, in eval mode. ``forward`` takes preprocessed float32
+    NCHW images and returns class probabilities (the softmax of Keras's output layer, as
+    Keras's ``model.predict`` gives); ``network`` is the bare module, which returns logits.
+    Its parameters do not require gradients (``requires_grad_(True)`` to fine-tune)."""
 
     def __init__(self, network: nn.Module, info: ModelInfo) -> None:
         super().__init__()
         self.network = network
         self.info = info
         self.eval()
+        self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.network(x), dim=1)
