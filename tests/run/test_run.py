@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 import archlab
 from archlab.analysis.results import collect
 from archlab.cli import main
 from archlab.data import load_dataset, prepare_tensors
+from archlab.errors import StoreError
 from archlab.run import RunContext, default_threads, execute_run, plan_runs, run_study
-from archlab.store import Store
+from archlab.run.execute import record_failure
+from archlab.store import (
+    CHECKPOINT_FILE,
+    PREDICTIONS_FILE,
+    WEIGHTS_FILE,
+    RunStatus,
+    Store,
+)
 
 TINY = {
     "name": "tiny",
@@ -58,6 +67,8 @@ def test_store_records_everything(finished: Path) -> None:
                                       "val_accuracy", "test_loss", "test_accuracy"}
             assert 0.1 < r.metrics["test_accuracy"] <= 1.0
             assert r.train_seconds > 0 and r.samples_per_second > 0
+            assert r.peak_rss_bytes is not None and r.peak_rss_bytes > 50 * 2**20  # torch alone
+            assert r.warnings == ()
             history = store.history(r.run_id)
             assert [h["epoch"] for h in history] == [1, 2]
             assert r.environment["torch"]
@@ -67,9 +78,9 @@ def test_store_records_everything(finished: Path) -> None:
 
 
 def test_weights_saved_as_safetensors_and_reload(finished: Path) -> None:
-    with Store(finished) as store:
+    with Store(finished, readonly=True) as store:
         run = next(r for r in store.runs() if r.model == "cnn")
-    tensors = load_file(str(finished / "runs" / run.run_id / "weights.safetensors"))
+        tensors = load(store.read_verified(run.run_id, WEIGHTS_FILE))  # the bytes checked
     study = archlab.load_study(finished / "study.yaml")
     built = archlab.build_model(study, "cnn")
     built.module.load_state_dict(tensors)
@@ -225,3 +236,45 @@ def test_a_run_that_raises_is_failed_and_the_study_goes_on(tmp_path: Path, monke
     monkeypatch.setattr(run_module, "execute_run", real)
     again = run_study(tiny(), tmp_path)  # the rerun retries the failed run only
     assert list(again.statuses.values()) == ["finished"] and len(again.skipped) == 1
+
+
+def test_finished_runs_point_to_checksummed_weights_and_predictions(finished: Path,
+                                                                    tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    with Store(copy) as store:
+        for run in store.runs():
+            run_dir = copy / "runs" / run.run_id
+            assert store.verify_file(run.run_id, WEIGHTS_FILE) == run_dir / WEIGHTS_FILE
+            assert store.verify_file(run.run_id, PREDICTIONS_FILE) == run_dir / PREDICTIONS_FILE
+            with pytest.raises(StoreError, match="no checksum"):  # gone once the run finished
+                store.verify_file(run.run_id, CHECKPOINT_FILE)
+        run = store.runs()[0]
+        weights = copy / "runs" / run.run_id / WEIGHTS_FILE
+        raw = bytearray(weights.read_bytes())
+        raw[-8:-4] = bytes(b ^ 0xFF for b in raw[-8:-4])  # 4 bytes of tensor data
+        weights.write_bytes(bytes(raw))
+        with pytest.raises(StoreError, match="SHA-256 differs"):
+            store.verify_file(run.run_id, WEIGHTS_FILE)
+
+
+def test_record_failure_inserts_a_run_that_never_started_and_keeps_finished_ones(
+        finished: Path, tmp_path: Path) -> None:
+    plans = plan_runs(tiny())
+    record_failure(tmp_path, plans[0], "RuntimeError: died at birth", {"torch": "x"})
+    with Store(tmp_path) as store:
+        (run,) = store.runs()
+    assert (run.run_id, run.model, run.status) == (plans[0].run_id, plans[0].model,
+                                                   RunStatus.FAILED)
+    assert run.error == "RuntimeError: died at birth" and run.environment == {"torch": "x"}
+    record_failure(tmp_path, plans[0], "stopped", {}, status=RunStatus.INTERRUPTED,
+                   peak_rss_bytes=1234)
+    with Store(tmp_path) as store:
+        (run,) = store.runs()
+    assert (run.status, run.error, run.peak_rss_bytes) == (RunStatus.INTERRUPTED, "stopped",
+                                                           1234)
+    copy = tmp_path / "finished"
+    shutil.copytree(finished, copy)
+    record_failure(copy, plans[0], "late", {})  # a finished run is never overwritten
+    with Store(copy) as store:
+        assert store.status(plans[0].run_id) is RunStatus.FINISHED
