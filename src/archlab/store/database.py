@@ -117,8 +117,8 @@ class Store:
             if wal.exists() and wal.stat().st_size > 0:
                 # immutable=1 would silently ignore the committed rows still in the WAL.
                 raise StoreError(f"{self.path}: read-only store with an un-checkpointed "
-                                 f"write-ahead log ({wal.name}); open it once where it is "
-                                 "writable (e.g. `archlab results` on a writable copy)") from None
+                                 f"write-ahead log ({wal.name}); copy the study directory "
+                                 "somewhere writable and read it there") from None
             # Nothing can change a file nobody may write: read it without locks or a WAL index.
             db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
         db.execute("PRAGMA query_only = ON")  # defence in depth: a stray write fails loudly
