@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from archlab.analysis.conclusions import (
@@ -13,56 +11,7 @@ from archlab.analysis.conclusions import (
     num_classes,
     stuck_at_chance,
 )
-from archlab.analysis.results import ModelResult, StudyResults
-from archlab.analysis.stats import Summary, rank, summarize
-from archlab.describe import describe_architecture
-from archlab.store import RunRecord
-
-LAYERS = ["Flatten", {"Dense": {"units": 32, "activation": "relu"}},
-          {"Dense": {"units": 10, "activation": "softmax"}}]
-
-
-def _run(name: str, i: int, status: str, acc: float | None, layers: list) -> RunRecord:
-    metrics = {} if acc is None else {"test_accuracy": acc}
-    return RunRecord(
-        run_id=f"{name}-{i}", model=name, repeat=i, seed=i, status=status,
-        config={"layers": layers, "data": {"dataset": "mnist", "validation": "test"}},
-        epochs_done=1, best_epoch=1, diverged_epoch=None, error=None, metrics=metrics,
-        total_params=100, trainable_params=100, non_trainable_params=0, macs_per_sample=100,
-        train_seconds=1.0, wall_seconds=1.0, samples_per_second=1.0, environment={})
-
-
-def model(name: str, accs: list[float], *, gap: float = 0.01, seconds: float = 10.0,
-          diverged: list[int] | None = None, failed: int = 0,
-          layers: list | None = None) -> ModelResult:
-    """A model with finished runs scoring ``accs``, plus ``diverged``/``failed`` runs."""
-    layers = layers or LAYERS
-    diverged = diverged or []
-    runs = [_run(name, i, "finished", a, layers) for i, a in enumerate(accs)]
-    runs += [_run(name, len(runs) + i, "diverged", None, layers) for i in range(len(diverged))]
-    runs += [_run(name, len(runs) + i, "failed", None, layers) for i in range(failed)]
-    statuses: dict[str, int] = {}
-    for r in runs:
-        statuses[r.status] = statuses.get(r.status, 0) + 1
-    metrics: dict[str, Summary] = {}
-    if accs:
-        metrics = {"test_accuracy": summarize(accs),
-                   "val_accuracy": summarize(accs),
-                   "train_accuracy": summarize([a + gap for a in accs])}
-    return ModelResult(
-        model=name, architecture=describe_architecture(layers), total_params=100,
-        macs_per_sample=100, n=len(accs), statuses=statuses, metrics=metrics,
-        train_seconds=summarize([seconds] * len(accs)) if accs else None,
-        overfit_gap=summarize([gap] * len(accs)) if accs else None,
-        best_epoch=summarize([1.0] * len(accs)) if accs else None,
-        diverged_epochs=list(diverged), runs=runs)
-
-
-def results(*models: ModelResult) -> StudyResults:
-    accs = {m.model: m.test_accuracies for m in models if m.test_accuracies}
-    seeds = {m.model: [r.seed for r in m.runs if r.status == "finished"] for m in models}
-    ranking = rank(accs, seeds=seeds) if len(accs) > 1 else []
-    return StudyResults(Path("."), "crafted", {}, list(models), True, ranking)
+from tests.analysis.crafted import model, results
 
 
 def kinds(found: list[Conclusion]) -> list[str]:

@@ -29,7 +29,7 @@ from archlab.cli import main as cli
 from archlab.describe import compact_architecture
 from archlab.errors import StoreError
 from archlab.report import REPORT_FILES, write_report
-from archlab.store import Store
+from archlab.store import RunStatus, Store
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -83,7 +83,7 @@ def _add_fake_runs(directory: Path) -> None:
         base = next(r for r in store.runs() if r.model == "conv2")
         env = base.environment
         for name in ("broken", "exploded"):
-            cfg = {**base.config, "model": name}
+            cfg = {**base.config_json, "model": name}
             store.start_run(f"{name}-run-000000", name, 0, 7, cfg, env)
         store.fail_run("broken-run-000000", "RuntimeError: out of memory <in a kernel>")
         store.finish_run(
@@ -151,9 +151,31 @@ def test_table_has_a_row_per_model(study: dict[str, Any]) -> None:
     assert [r["data-model"] for r in page.rows] == MODELS
     assert len(page.details) == len(MODELS)  # a collapsed section per model
     assert all("open" not in d for d in page.details)
-    for col in ("train loss", "val acc", "test acc", "time (s)", "params"):
+    for col in ("train loss (eval)", "train acc (eval)", "val acc", "test acc", "time (s)",
+                "params"):
         assert f">{col}</th>" in study["html"]
-    assert study["html"].count('class="num best"') >= 7  # best value of each metric column
+
+
+def test_only_validation_and_test_metrics_are_best(study: dict[str, Any]) -> None:
+    """Test accuracy comes right after the model name; "best" marks only validation and test
+    metrics (never train loss/accuracy, time or params), in the HTML and the Markdown."""
+    table = re.search(r'<table id="results">(.*?)</table>', study["html"], re.S).group(1)
+    headers = [html.unescape(h) for h in re.findall(r"<th [^>]*>([^<]*)</th>", table)]
+    assert headers[:2] == ["model", "test acc"]
+    best_columns = set()
+    for row in re.findall(r"<tr[^>]*data-model[^>]*>(.*?)</tr>", table, re.S):
+        cells = re.findall(r"<td ([^>]*)>", row)
+        assert len(cells) == len(headers)
+        best_columns |= {headers[j] for j, attrs in enumerate(cells) if "best" in attrs}
+    assert best_columns == {"test acc", "val acc", "val loss", "test loss"}
+    md_header = next(line for line in study["md"].splitlines() if line.startswith("| model"))
+    md_cols = [c.strip() for c in md_header.strip("|").split("|")]
+    assert md_cols[:2] == ["model", "test acc"]
+    for line in study["md"].splitlines():
+        if line.startswith("| conv") or line.startswith("| mlp32"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            bold = {md_cols[j] for j, c in enumerate(cells) if c.startswith("**")}
+            assert bold <= {"test acc", "val acc", "val loss", "test loss"}
 
 
 def test_markdown_references_pngs_that_exist(study: dict[str, Any]) -> None:
@@ -212,7 +234,7 @@ def test_predictions_agree_with_the_store(study: dict[str, Any]) -> None:
 
     checked = 0
     for run in Store(study["dir"]).runs():
-        if run.status != "finished":
+        if run.status is not RunStatus.FINISHED:
             continue
         pred = load_predictions(study["dir"] / "runs" / run.run_id / PREDICTIONS_FILE)
         cm = pred.confusion
@@ -254,28 +276,128 @@ def test_note_when_validating_on_test_and_missing_weights(tmp_path: Path) -> Non
             train_seconds=2.0, wall_seconds=2.5, samples_per_second=1.0,
             history=[{"epoch": 1, "loss": 0.4, "accuracy": 0.9, "val_loss": 0.3,
                       "val_accuracy": 0.91, "seconds": 2.0}])
-    html_path, md_path = write_report(tmp_path, data_dir=tmp_path / "nowhere")
+    warnings: list[str] = []
+    html_path, md_path = write_report(tmp_path, on_warning=warnings.append)
     text = html_path.read_text()
     assert 'class="note"' in text and TEST_AS_VALIDATION_NOTE in html.unescape(text)
     assert f"> ⚠ {TEST_AS_VALIDATION_NOTE}" in md_path.read_text()
     assert "weights.safetensors not found" in text
+    assert "predictions.safetensors not found" in text
+    assert len(warnings) == 2 and all(w.startswith("m: ") for w in warnings)
     assert "Only one model has results: m" in text
     assert len(_parse(text).images) == 4  # its curves + validation overlay + 2 scatters
+
+
+def _copy_with(study: dict[str, Any], tmp_path: Path, model: str, name: str,
+               data: bytes) -> tuple[Path, str]:
+    copy = tmp_path / "study"
+    shutil.copytree(study["dir"], copy)
+    run = next(r for r in Store(copy).runs() if r.model == model)
+    (copy / "runs" / run.run_id / name).write_bytes(data)
+    return copy, run.run_id
+
+
+def _section(text: str, model: str) -> str:
+    index = MODELS.index(model)
+    return text.split(f'id="model-{index}"', 1)[1].split("</details>", 1)[0]
 
 
 def test_weights_that_do_not_fit_are_reported_not_fatal(study: dict[str, Any],
                                                         tmp_path: Path) -> None:
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    copy, run_id = _copy_with(study, tmp_path, "mlp32", "weights.safetensors",
+                              save({"1.core.weight": torch.zeros(3, 3)}))
+    warnings: list[str] = []
+    html_path, md_path = write_report(copy, on_warning=warnings.append)
+    text, md = html_path.read_text(), md_path.read_text()
+    section = html.unescape(_section(text, "mlp32"))
+    assert f"The weights of run {run_id} are not used" in section
+    assert "No weight distributions." in section
+    assert len(warnings) == 1 and warnings[0].startswith("mlp32: The weights")
+    # only the violin is gone: the curves and the stored predictions are still drawn
+    assert len(_parse(text).images) == len(_parse(study["html"]).images) - 1
+    assert "mlp32_weights.png" not in md and "mlp32_confusion.png" in md
+
+
+def test_pickled_weights_are_refused_not_loaded(study: dict[str, Any], tmp_path: Path) -> None:
+    """A pickle renamed weights.safetensors is never unpickled: one line in the report, a
+    warning, and the report without that model's violins."""
+    import pickle
+
+    class Boom:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    copy, run_id = _copy_with(study, tmp_path, "conv2", "weights.safetensors",
+                              pickle.dumps({"w": Boom()}))
+    warnings: list[str] = []
+    html_path, md_path = write_report(copy, on_warning=warnings.append)
+    text, md = html_path.read_text(), md_path.read_text()
+    section = html.unescape(_section(text, "conv2"))
+    line = next(n for n in re.findall(r"<li>(.*?)</li>", section) if "weights" in n)
+    assert line.startswith(f"The weights of run {run_id} are not used: ")
+    assert "\n" not in line and line.endswith("No weight distributions.")
+    assert warnings == [f"conv2: {line}"]
+    assert "conv2_weights.png" not in md and "conv2_confusion.png" in md
+    assert len(_parse(text).images) == len(_parse(study["html"]).images) - 1
+
+
+def test_bad_predictions_file_is_refused(study: dict[str, Any], tmp_path: Path) -> None:
+    copy, run_id = _copy_with(study, tmp_path, "conv3", "predictions.safetensors",
+                              b"\x00" * 7 + b"not a safetensors file")
+    warnings: list[str] = []
+    text = write_report(copy, on_warning=warnings.append)[0].read_text()
+    section = html.unescape(_section(text, "conv3"))
+    assert f"The predictions of run {run_id} are not used" in section
+    assert "No confusion matrix or misclassified images." in section
+    assert "Per-class test accuracy" not in section
+    assert len(warnings) == 1 and warnings[0].startswith("conv3: The predictions")
+    # the confusion matrix and the mistakes of conv3 are gone, nothing else
+    assert len(_parse(text).images) == len(_parse(study["html"]).images) - 2
+
+
+def _temporaries(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob(".*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("at", [1, 4, -2])  # the first PNG, a later PNG, report.html
+def test_interrupted_write_leaves_no_temporary_file(study: dict[str, Any], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     at: int) -> None:
+    """Ctrl-C in the middle of writing (a KeyboardInterrupt from inside the rename that
+    publishes a file): no .tmp survives and the previous report is still whole."""
+    import os
 
     copy = tmp_path / "study"
     shutil.copytree(study["dir"], copy)
-    run = next(r for r in Store(copy).runs() if r.model == "mlp32")
-    save_file({"1.core.weight": torch.zeros(3, 3)},
-              str(copy / "runs" / run.run_id / "weights.safetensors"))
-    text = write_report(copy)[0].read_text()
-    assert "The saved weights do not fit the model rebuilt from its stored config" in text
-    assert len(_parse(text).images) == len(_parse(study["html"]).images) - 2
+    before = (copy / "report.html").read_bytes()
+    total = len(_parse(study["html"]).images) + 2  # every PNG, report.html, report.md
+    stop_at = at if at > 0 else total + at + 1
+    calls = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == stop_at:
+            assert Path(src).exists() and Path(src).name.endswith(".tmp")
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(copy)
+    monkeypatch.undo()
+    assert len(calls) == stop_at
+    assert _temporaries(copy) == []
+    assert (copy / "report.html").read_bytes() == before
+    assert not any(Path(c).name.endswith(".tmp") and Path(c).exists() for c in calls)
+    # a stale temporary of a writer killed outright (SIGKILL) is swept by the next write
+    dead = copy / REPORT_FILES / ".conv2_curves.png.999999999.tmp"
+    dead.write_bytes(b"half a png")
+    write_report(copy)
+    assert _temporaries(copy) == []
 
 
 def test_cli_report_and_missing_store(study: dict[str, Any], tmp_path: Path) -> None:
@@ -312,6 +434,9 @@ window.addEventListener("load", function () {
                                     function (r) { return r.getAttribute("data-model"); });
   var heads = Array.prototype.slice.call(document.querySelectorAll("#results thead th"));
   var col = heads.map(function (h) { return h.textContent; }).indexOf("test acc");
+  p.testAccColumn = col;
+  p.testAccRight = heads[col].getBoundingClientRect().right;
+  p.viewport = document.documentElement.clientWidth;
   function order() {
     return Array.prototype.map.call(document.querySelectorAll("#results tbody tr"),
       function (r) { return r.cells[col].getAttribute("data-sort"); });
@@ -359,7 +484,8 @@ def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> N
     text = study["html"]
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
-    run = _browser(tmp_path, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri())
+    run = _browser(tmp_path, "--virtual-time-budget=15000", "--window-size=1280,2000",
+                   "--dump-dom", probe.as_uri())
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
     assert found, f"no probe result (exit {run.returncode}): {run.stderr[-2000:]}"
     result = json.loads(html.unescape(found.group(1)))
@@ -376,6 +502,9 @@ def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> N
     assert result["ascending"][-2:] == ["", ""]  # models without a value sort last
     assert result["opened"] == len(MODELS) and result["collapsed"] == 0
     assert result["linked"] == ["model-1"]
+    # at 1280 px test accuracy is the column after the model name, in view without scrolling
+    assert result["testAccColumn"] == 1
+    assert 0 < result["testAccRight"] <= result["viewport"] <= 1280
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -8,21 +8,30 @@ model, models that diverged, failed or are stuck at chance level.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from archlab.analysis.results import ModelResult, StudyResults
+from archlab.analysis.stats import Comparison
+from archlab.layers import Dense
+from archlab.store import RunRecord, RunStatus
 
 __all__ = [
     "CHANCE_MARGIN",
     "OVERFIT_NOTICEABLE",
+    "SHARED_LOAD",
     "Conclusion",
+    "MachineLoad",
     "chance_level",
     "conclusions",
+    "machine_load",
     "num_classes",
     "stuck_at_chance",
+    "tests_used",
 ]
 
+SHARED_LOAD = 1.25  # load average per CPU at run start above which the CPU was oversubscribed
 CHANCE_MARGIN = 0.02  # "stuck at chance": test accuracy <= 1/classes + 2 pp (11.35 % on MNIST)
 OVERFIT_NOTICEABLE = 0.005  # a train - validation accuracy gap below 0.5 pp is not over-fitting
 _TIE = 1e-9  # accuracies are fractions of a test set: equal means are equal to rounding
@@ -73,23 +82,68 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _last_dense_units(layers: list[Any]) -> int | None:
-    for item in reversed(layers):
-        if isinstance(item, dict):
-            name, args = next(iter(item.items()))
-            if name == "Dense" and isinstance(args, dict) and "units" in args:
-                return int(args["units"])
-    return None
-
-
 def num_classes(results: StudyResults) -> int:
-    """The number of classes: the output Dense's units of the first model (10 if unknown)."""
+    """The number of classes: the dataset's (recorded at run time), else the output Dense's
+    units of the first model, else 10."""
+    sizes = results.meta.get("data_sizes")
+    if isinstance(sizes, dict) and isinstance(sizes.get("classes"), int) and sizes["classes"] > 1:
+        return int(sizes["classes"])
     for m in results.models:
         for r in m.runs:
-            units = _last_dense_units([layer.to_config() for layer in r.config.layers])
-            if units:
-                return units
+            dense = [layer for layer in r.config.layers if isinstance(layer, Dense)]
+            if dense:
+                return int(dense[-1].units)
     return 10
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine was when runs started (``environment["load_average"]`` and
+    ``environment["cpu_count"]``, recorded at run start; older stores lack them)."""
+
+    runs: int  # runs considered
+    recorded: int  # runs whose load average and CPU count are known
+    busy: int  # runs that started with the load average above SHARED_LOAD × CPUs
+    peak_load: float | None  # the highest load average recorded
+    cpus: int | None  # the CPU count that went with it
+
+    @property
+    def shared(self) -> bool:
+        return self.busy > 0
+
+    @property
+    def unknown(self) -> int:
+        return self.runs - self.recorded
+
+
+def _load_of(run: RunRecord) -> tuple[float, int] | None:
+    env = run.environment or {}
+    load, cpus = env.get("load_average"), env.get("cpu_count")
+    if isinstance(load, list | tuple):  # (1, 5, 15 min): the 1-minute average
+        load = load[0] if load else None
+    if not isinstance(load, int | float) or not isinstance(cpus, int) or cpus < 1:
+        return None
+    if not math.isfinite(load) or load < 0:
+        return None
+    return float(load), cpus
+
+
+def machine_load(runs: Iterable[RunRecord]) -> MachineLoad:
+    """Summarize the recorded load of ``runs``; missing records count as unknown."""
+    runs = list(runs)
+    known = [x for r in runs if (x := _load_of(r)) is not None]
+    busy = [x for x in known if x[0] > SHARED_LOAD * x[1]]
+    peak = max(known, key=lambda x: x[0] / x[1]) if known else None
+    return MachineLoad(runs=len(runs), recorded=len(known), busy=len(busy),
+                       peak_load=peak[0] if peak else None, cpus=peak[1] if peak else None)
+
+
+def tests_used(comparisons: Iterable[Comparison]) -> str:
+    """The t-test(s) actually used, named: "paired t-tests", "Welch's t-tests" or both."""
+    methods = {c.method for c in comparisons}
+    names = [name for method, name in (("paired", "paired t-tests (runs matched by seed)"),
+                                       ("welch", "Welch's t-tests")) if method in methods]
+    return " and ".join(names) or "t-tests"
 
 
 def chance_level(classes: int) -> float:
@@ -172,7 +226,7 @@ def _significance(results: StudyResults) -> list[Conclusion]:
         if len(tested) > 1 or first not in tested:
             out.append(Conclusion(
                 "significance",
-                f"By Welch's or paired t-tests at α = 0.05 over repeats (no multiple-comparison "
+                f"By {tests_used(tested)} at α = 0.05 over repeats (no multiple-comparison "
                 f"correction), {best} is {'; '.join(parts)}.", (best, *sig, *not_sig)))
     if untested:
         single = sorted({c.best for c in untested if c.n_best < 2}
@@ -217,22 +271,28 @@ def _overfit(models: list[ModelResult]) -> list[Conclusion]:
 
 def _efficiency(models: list[ModelResult], best_name: str | None, classes: int,
                 margin: float) -> list[Conclusion]:
+    """Seconds of training per accuracy point above chance, from each model's MEDIAN training
+    time over its finished runs (one slow run on a shared machine does not decide it)."""
     chance = chance_level(classes)
-    cands = [m for m in models if m.train_seconds is not None and "test_accuracy" in m.metrics
+    seconds = {m.model: t for m in models if (t := m.median_train_seconds) is not None and t > 0}
+    cands = [m for m in models if m.model in seconds and "test_accuracy" in m.metrics
              and not stuck_at_chance(m, classes, margin)
              and m.metrics["test_accuracy"].mean > chance]
     if len(cands) < 2:
         return []
 
-    def cost(m: ModelResult) -> float:  # seconds of training per accuracy point above chance
-        return m.train_seconds.mean / ((m.metrics["test_accuracy"].mean - chance) * 100)  # type: ignore[union-attr]
+    def cost(m: ModelResult) -> float:
+        return seconds[m.model] / ((m.metrics["test_accuracy"].mean - chance) * 100)
 
-    top = min(cands, key=cost)
+    def timing(m: ModelResult) -> str:
+        t = seconds[m.model]
+        return f"{t:.1f} s" if m.n < 2 else f"a median {t:.1f} s over {m.n} runs"
 
     def detail(m: ModelResult) -> str:
         return (f"{cost(m):.3g} s per point ({_pct(m.metrics['test_accuracy'].mean)} in "
-                f"{m.train_seconds.mean:.1f} s)")  # type: ignore[union-attr]
+                f"{timing(m)})")
 
+    top = min(cands, key=cost)
     text = (f"{top.model} is the most time-efficient, measured in seconds of training per test "
             f"accuracy point above chance ({_pct(chance)}): {detail(top)}.")
     names = [top.model]
@@ -242,17 +302,30 @@ def _efficiency(models: list[ModelResult], best_name: str | None, classes: int,
             text += (f" The most accurate model, {best.model}, needs {detail(best)}: "
                      f"{cost(best) / cost(top):.1f}× the time per point.")
             names.append(best.model)
-    fastest = min(cands, key=lambda m: m.train_seconds.mean)  # type: ignore[union-attr]
+    fastest = min(cands, key=lambda m: seconds[m.model])
     if fastest.model not in names:
-        text += (f" The fastest to train is {fastest.model} "
-                 f"({fastest.train_seconds.mean:.1f} s, "  # type: ignore[union-attr]
+        text += (f" The fastest to train is {fastest.model} ({timing(fastest)}, "
                  f"{_pct(fastest.metrics['test_accuracy'].mean)}).")
         names.append(fastest.model)
+    if any(m.n < 2 for m in cands):
+        text += (" Models that ran once have a single timing, which a busy moment can "
+                 "distort: repeats give a median.")
+    load = machine_load(r for m in cands for r in m.finished)
+    if load.shared:
+        text += (f" The machine was shared while these runs were timed: {load.busy} of "
+                 f"{load.runs} runs started with a load average above {SHARED_LOAD:g}× the "
+                 f"CPU count (up to {load.peak_load:.1f} on {load.cpus} CPUs), so the timings, "
+                 "and this comparison, are unreliable.")
+    elif load.unknown:
+        some = ("these runs" if load.unknown == load.runs
+                else f"{load.unknown} of these {load.runs} runs")
+        text += (f" The machine's load was not recorded for {some}, so whether they were "
+                 "timed on a shared machine is unknown.")
     return [Conclusion("efficiency", text, tuple(names))]
 
 
 def _diverged(m: ModelResult) -> Conclusion:
-    n_div = m.statuses.get("diverged", 0)
+    n_div = m.statuses.get(RunStatus.DIVERGED, 0)
     total = sum(m.statuses.values())
     epochs = sorted(m.diverged_epochs)
     at = (f"at epoch {epochs[0]}" if len(set(epochs)) == 1

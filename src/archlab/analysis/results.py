@@ -1,25 +1,59 @@
 """The comparison table the notebooks typed by hand, generated from the store.
 
 One row per model: architecture at a glance (from the stored spec), params, and every final
-metric as mean ± std over its finished repeats, with 95 % CIs and n. Written as a rich table
-(terminal), Markdown, CSV and JSON — plain files anyone can diff.
+metric as mean ± std over its finished repeats, with 95 % CIs and n. The report package writes
+it as a rich table (terminal), Markdown, CSV and JSON; this module only reads the store.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archlab.analysis.stats import Comparison, Summary, rank, summarize
 from archlab.describe import Architecture, describe_architecture
-from archlab.store import FINAL_METRICS, RunRecord, Store
+from archlab.errors import StoreError
+from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store
+
+if TYPE_CHECKING:
+    from archlab.run.config import RunConfig
+
+__all__ = [
+    "TEST_AS_VALIDATION_NOTE",
+    "ModelResult",
+    "StudyResults",
+    "architecture_of",
+    "collect",
+    "open_store",
+    "resolve_study_directory",
+    "run_file",
+]
 
 TEST_AS_VALIDATION_NOTE = (
     "Note: this study validates on the test set (`validation: test`, the notebooks' protocol): "
     "the test set was used for model selection, so test metrics are optimistic."
 )
+
+
+def open_store(directory: str | Path) -> Store:
+    """The store of an existing study directory, opened for reading only (so a read-only or
+    archived copy can be analysed). Raises :class:`StoreError` when there is none."""
+    return Store(directory, create=False, readonly=True)
+
+
+def run_file(store: Store, run_id: str, name: str) -> Path:
+    """The path of a file a run wrote (``weights.safetensors``, ``predictions.safetensors``),
+    checked against the checksum the store recorded. Raises :class:`StoreError` when it is
+    missing or does not match."""
+    return store.verify_file(run_id, name)
+
+
+def architecture_of(config: RunConfig) -> Architecture:
+    """The notebooks' architecture columns for a run's model (the one call into describe)."""
+    return describe_architecture(config.layers)
 
 
 @dataclass
@@ -31,7 +65,7 @@ class ModelResult:
     total_params: int | None
     macs_per_sample: int | None
     n: int
-    statuses: dict[str, int]
+    statuses: dict[RunStatus, int]
     metrics: dict[str, Summary]
     train_seconds: Summary | None
     overfit_gap: Summary | None  # final train accuracy − validation accuracy (evaluated)
@@ -40,9 +74,25 @@ class ModelResult:
     runs: list[RunRecord] = field(repr=False, default_factory=list)
 
     @property
+    def finished(self) -> list[RunRecord]:
+        """The runs that finished (diverged, failed and interrupted ones excluded)."""
+        return [r for r in self.runs if r.status is RunStatus.FINISHED]
+
+    @property
     def test_accuracies(self) -> list[float]:
-        return [r.metrics["test_accuracy"] for r in self.runs
-                if r.status == "finished" and "test_accuracy" in r.metrics]
+        return [r.metrics["test_accuracy"] for r in self.finished if "test_accuracy" in r.metrics]
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the finished runs that have a test accuracy (for paired tests)."""
+        return [r.seed for r in self.finished if "test_accuracy" in r.metrics]
+
+    @property
+    def median_train_seconds(self) -> float | None:
+        """The median training time of the finished runs: robust to one noisy timing."""
+        times = [r.train_seconds for r in self.finished
+                 if r.train_seconds is not None and math.isfinite(r.train_seconds)]
+        return float(statistics.median(times)) if times else None
 
 
 @dataclass
@@ -64,9 +114,42 @@ class StudyResults:
         return max(ranked, key=lambda m: m.metrics["test_accuracy"].mean) if ranked else None
 
 
-def _summ(values: list[float]) -> Summary | None:
+def _summ(values: list[float | None]) -> Summary | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return summarize(vals) if vals else None
+
+
+def model_result(name: str, runs: list[RunRecord]) -> ModelResult:
+    """Summarize one model's runs (finished ones count; the others are tallied by status)."""
+    finished = [r for r in runs if r.status is RunStatus.FINISHED]
+    statuses: dict[RunStatus, int] = {}
+    for r in runs:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    metrics = {k: s for k in FINAL_METRICS
+               if (s := _summ([r.metrics.get(k) for r in finished])) is not None}
+    gaps: list[float | None] = [r.metrics["train_accuracy"] - r.metrics["val_accuracy"]
+                                for r in finished
+                                if "train_accuracy" in r.metrics and "val_accuracy" in r.metrics]
+    done = [r for r in runs if r.status.is_finished()]
+    first = done[0] if done else runs[0]
+    return ModelResult(
+        model=name, architecture=architecture_of(runs[0].config),
+        total_params=first.total_params, macs_per_sample=first.macs_per_sample,
+        n=len(finished), statuses=statuses, metrics=metrics,
+        train_seconds=_summ([r.train_seconds for r in finished]),
+        overfit_gap=_summ(gaps),
+        best_epoch=_summ([None if r.best_epoch is None else float(r.best_epoch)
+                          for r in finished]),
+        diverged_epochs=[r.diverged_epoch for r in runs if r.diverged_epoch is not None],
+        runs=runs)
+
+
+def rank_models(models: list[ModelResult]) -> list[Comparison]:
+    """The best model (test accuracy) against each other one. Models that ran the same seeds
+    (common random numbers) are compared with a paired t-test, the others with Welch's."""
+    accs = {m.model: m.test_accuracies for m in models if m.test_accuracies}
+    seeds = {m.model: m.seeds for m in models if m.test_accuracies}
+    return rank(accs, seeds=seeds) if len(accs) > 1 else []
 
 
 def collect(directory: str | Path, *, models: list[str] | None = None,
@@ -75,8 +158,9 @@ def collect(directory: str | Path, *, models: list[str] | None = None,
 
     Only the runs of the latest plan count (``run_ids``, else the plan the last `archlab run`
     recorded): runs of an older version of a model stay in the store but out of the table.
+    The store is opened read-only: nothing is written.
     """
-    with Store(directory, create=False) as store:
+    with open_store(directory) as store:
         meta = store.meta()
         if run_ids is None:
             run_ids = meta.get("plan")
@@ -84,31 +168,29 @@ def collect(directory: str | Path, *, models: list[str] | None = None,
     order: dict[str, list[RunRecord]] = {}
     for r in runs:
         order.setdefault(r.model, []).append(r)
-    out: list[ModelResult] = []
-    validation_is_test = False
-    for name, rs in order.items():
-        finished = [r for r in rs if r.status == "finished"]
-        statuses: dict[str, int] = {}
-        for r in rs:
-            statuses[r.status] = statuses.get(r.status, 0) + 1
-        validation_is_test |= rs[0].config.data.validates_on_test
-        metrics = {k: s for k in FINAL_METRICS
-                   if (s := _summ([r.metrics.get(k) for r in finished])) is not None}
-        gaps = [r.metrics["train_accuracy"] - r.metrics["val_accuracy"] for r in finished
-                if "train_accuracy" in r.metrics and "val_accuracy" in r.metrics]
-        done = [r for r in rs if r.status in ("finished", "diverged")]
-        first = done[0] if done else rs[0]
-        out.append(ModelResult(
-            model=name,
-            architecture=describe_architecture([la.to_config() for la in rs[0].config.layers]),
-            total_params=first.total_params, macs_per_sample=first.macs_per_sample,
-            n=len(finished), statuses=statuses, metrics=metrics,
-            train_seconds=_summ([r.train_seconds for r in finished]),
-            overfit_gap=_summ(gaps), best_epoch=_summ([r.best_epoch for r in finished]),
-            diverged_epochs=[r.diverged_epoch for r in rs if r.diverged_epoch is not None],
-            runs=rs))
-    accs = {m.model: m.test_accuracies for m in out if m.test_accuracies}
-    seeds = {m.model: [r.seed for r in m.runs if r.status == "finished"] for m in out}
-    ranking = rank(accs, seeds=seeds) if len(accs) > 1 else []
+    out = [model_result(name, rs) for name, rs in order.items()]
+    validation_is_test = any(rs[0].config.data.validates_on_test for rs in order.values())
     return StudyResults(Path(directory), meta.get("study", Path(directory).name), meta, out,
-                        validation_is_test, ranking)
+                        validation_is_test, rank_models(out))
+
+
+def resolve_study_directory(source: str | Path) -> Path:
+    """The study directory ``archlab results``/``report`` read: ``source`` itself when it is a
+    directory, else the default directory (``archlab-runs/<study name>``) of the study file or
+    ``zoo:NAME`` it names. Raises :class:`StoreError` (or ``SpecError`` for a bad study file)."""
+    from archlab.run.layout import study_dir
+    from archlab.spec import load_study
+
+    path = Path(source)
+    text = str(source)
+    if path.is_dir():
+        return path
+    if text.startswith("zoo:") or path.is_file() or path.suffix in (".yaml", ".yml"):
+        study = load_study(text)
+        directory = study_dir(study)
+        if not directory.is_dir():
+            raise StoreError(f"{text}: no results for study {study.name!r} in its default "
+                             f"directory {directory} (run it with `archlab run {text}`, or "
+                             "name the directory it was run into)")
+        return directory
+    raise StoreError(f"{text}: no such study directory or study file")

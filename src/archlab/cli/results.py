@@ -1,63 +1,107 @@
-"""`archlab results` and `archlab report`."""
+"""`archlab results` and `archlab report`: read a finished study (never write into its store).
+
+Both take a study directory, a study file or ``zoo:NAME`` (its default directory,
+``archlab-runs/<name>``). The study directory may be read-only: the table is printed, and the
+files go where ``-o DIR`` says (or into the study directory when it is writable).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from archlab.cli.console import out
+from archlab.cli.console import err, out
+from archlab.errors import ArchlabError
 
 
-def print_results(results: Any) -> None:
-    from archlab.report.tables import (
-        TEST_AS_VALIDATION_NOTE,
-        ranking_lines,
-        rich_stats_table,
-        rich_table,
-    )
+def print_results(results: Any, *, wide: bool = False,
+                  tables: Path | Literal["study"] | None = "study") -> None:
+    """The comparison table (compact; every column with ``wide``), the ranking verdicts and,
+    unless ``tables`` is None, where results.md/csv/json are ("study": the study directory)."""
+    from archlab.analysis.results import TEST_AS_VALIDATION_NOTE
+    from archlab.report.tables import ranking_lines, rich_stats_table, rich_table
 
-    out.print(rich_table(results))
-    out.print(rich_stats_table(results))
+    out.print(rich_table(results, wide=wide))
+    if wide:
+        out.print(rich_stats_table(results))
     if results.validation_is_test:
         out.print(f"[yellow]{TEST_AS_VALIDATION_NOTE}[/]")
     for line in ranking_lines(results):
-        out.print(line)
-    out.print(f"tables: {results.directory}/results.md, results.csv, results.json")
+        out.print(line, markup=False)
+    where = results.directory if tables == "study" else tables
+    if where is not None:
+        out.print(f"tables: {where}/results.md, results.csv, results.json", markup=False)
+
+
+def _out_dir(path: str) -> Path:
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise ArchlabError(f"-o {path}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchlabError(f"-o {path}: cannot create it ({exc.strerror or exc})") from None
+    return directory
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from archlab.analysis.results import collect
-    from archlab.report.tables import write_tables
+    from archlab.analysis.results import collect, resolve_study_directory
+    from archlab.report.tables import json_text, to_csv, write_tables
 
-    results = collect(args.directory)
-    write_tables(results)
+    directory = resolve_study_directory(args.study)
+    results = collect(directory)
+    target = _out_dir(args.out) if args.out else directory
+    written: Path | None = target
+    try:
+        write_tables(results, target)
+    except OSError as exc:
+        if args.out:
+            raise ArchlabError(f"-o {args.out}: cannot write results.md/csv/json "
+                               f"({exc.strerror or exc})") from None
+        written = None
+        err.print(f"note: {directory} is not writable ({exc.strerror or exc}): results.md, "
+                  "results.csv and results.json were not written there; use -o DIR to write "
+                  "them elsewhere", markup=False)
     if args.format == "json":
-        print((Path(args.directory) / "results.json").read_text())
+        print(json_text(results), end="")
     elif args.format == "csv":
-        print((Path(args.directory) / "results.csv").read_text(), end="")
+        print(to_csv(results), end="")
     else:
-        print_results(results)
+        print_results(results, wide=args.wide, tables=written)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from archlab.analysis.results import resolve_study_directory
     from archlab.report import write_report
 
-    paths = write_report(args.directory)
-    for p in paths:
-        out.print(str(p))
+    directory = resolve_study_directory(args.study)
+    target = _out_dir(args.out) if args.out else None
+
+    def warn(message: str) -> None:
+        err.print(f"warning: {message}", markup=False)
+
+    for p in write_report(directory, out=target, on_warning=warn):
+        out.print(str(p), markup=False)
     return 0
 
 
-
-
 def add_parsers(sub: Any) -> None:
+    source = ("study directory, study file (YAML) or zoo:NAME (read from its default "
+              "directory, archlab-runs/NAME)")
     res = sub.add_parser("results", help="the comparison table again, from the store")
-    res.add_argument("directory")
+    res.add_argument("study", metavar="STUDY", help=source)
     res.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    res.add_argument("--wide", action="store_true",
+                     help="every column (validation, train, architecture) and the statistics")
+    res.add_argument("-o", "--out", metavar="DIR",
+                     help="write results.md/csv/json here (default: the study directory, when "
+                          "it is writable)")
     res.set_defaults(func=cmd_results)
 
-    rep = sub.add_parser("report", help="write report.html and report.md for a study dir")
-    rep.add_argument("directory")
+    rep = sub.add_parser("report", help="write report.html and report.md for a study")
+    rep.add_argument("study", metavar="STUDY", help=source)
+    rep.add_argument("-o", "--out", metavar="DIR",
+                     help="write the report here (default: the study directory)")
     rep.set_defaults(func=cmd_report)

@@ -1,17 +1,22 @@
 """The report's figures: matplotlib's object-oriented API on the Agg canvas (no pyplot state,
-no display). Each function takes typed data and returns a PNG :class:`Image`."""
+no display). Each function draws the typed data :mod:`archlab.report.gather` collected and
+returns a PNG :class:`Image`; none reads a file or the store."""
 
 from __future__ import annotations
 
 import base64
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from archlab.report.gather import Curves, Gallery, LayerWeights, ScatterPoint, short_label
+
+__all__ = ["DPI", "RC", "REPORT_FILES", "Image", "confusion_figure", "curves_figure",
+           "gallery_figure", "overlay_figure", "scatter_figure", "violin_figure"]
 
 REPORT_FILES = "report_files"  # the PNGs beside report.md
 DPI = 80
@@ -85,43 +90,6 @@ def _epoch_axis(ax: Any, epochs: int) -> None:
         ax.xaxis.get_major_locator().set_params(integer=True, nbins=6)
 
 
-@dataclass
-class Curves:
-    """Per-epoch mean, min and max over a model's runs for each history column."""
-
-    epochs: np.ndarray
-    mean: dict[str, np.ndarray]
-    low: dict[str, np.ndarray]
-    high: dict[str, np.ndarray]
-    n: int
-
-
-_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def gather_curves(histories: list[list[dict[str, float]]]) -> Curves | None:
-    histories = [h for h in histories if h]
-    if not histories:
-        return None
-    length = max(len(h) for h in histories)
-    epochs = np.arange(1, length + 1)
-    mean, low, high = {}, {}, {}
-    for key in _HISTORY_KEYS:
-        grid = np.full((len(histories), length), np.nan)
-        for i, h in enumerate(histories):
-            for row in h:
-                e = int(row["epoch"])
-                if 1 <= e <= length:
-                    grid[i, e - 1] = row[key]
-        finite = np.where(np.isfinite(grid), grid, np.nan)
-        with warnings.catch_warnings():  # an epoch no run reached finitely stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean[key] = np.nanmean(finite, axis=0)
-            low[key] = np.nanmin(finite, axis=0)
-            high[key] = np.nanmax(finite, axis=0)
-    return Curves(epochs, mean, low, high, len(histories))
-
-
 def curves_figure(name: str, curves: Curves) -> Image:
     fig, (ax_loss, ax_acc) = _figure(7.2, 2.5, 2, margins=(0.07, 0.99, 0.16, 0.9))
     marker = "o" if len(curves.epochs) <= 15 else None
@@ -155,18 +123,17 @@ def _density(values: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * z * z).sum(axis=1) / (values.size * bw * math.sqrt(2 * math.pi))
 
 
-def violin_figure(name: str, layers: list[tuple[str, np.ndarray | None, np.ndarray | None]],
-                   ) -> Image:
+def violin_figure(name: str, layers: list[LayerWeights]) -> Image:
     """Violins drawn as one PolyCollection per axes (matplotlib's violinplot makes a patch per
     violin and a KDE that fails on constant data, e.g. a 1-unit bias)."""
     from matplotlib.collections import PolyCollection
 
     fig, axes = _figure(7.2, 2.8, 2, margins=(0.07, 0.99, 0.3, 0.91), wspace=0.18)
     rng = np.random.default_rng(0)
-    for ax, idx, title in ((axes[0], 1, "weights"), (axes[1], 2, "biases")):
+    for ax, title in ((axes[0], "weights"), (axes[1], "biases")):
         verts, medians, extremes, labels = [], [], [], []
         for layer in layers:
-            v = layer[idx]
+            v = layer.weights if title == "weights" else layer.biases
             if v is None or v.size == 0:
                 continue
             if v.size > VIOLIN_SAMPLE:
@@ -183,7 +150,7 @@ def violin_figure(name: str, layers: list[tuple[str, np.ndarray | None, np.ndarr
                                          np.column_stack([pos + d, ys])[::-1]]))
             medians.append((pos, float(np.median(v))))
             extremes.append((pos, float(v.min()), float(v.max())))
-            labels.append(layer[0])
+            labels.append(layer.name)
         if not labels:
             ax.text(0.5, 0.5, f"no {title}", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
@@ -234,7 +201,8 @@ def confusion_figure(name: str, cm: np.ndarray, classes: Sequence[str]) -> Image
                 "fraction of the true class; per-class accuracy beside each true class)")
 
 
-def gallery_figure(name: str, images: np.ndarray, captions: list[str]) -> Image:
+def gallery_figure(name: str, gallery: Gallery) -> Image:
+    images, captions = gallery.images, gallery.captions
     k = len(images)
     cols = min(k, 6)
     rows = math.ceil(k / cols)
@@ -291,20 +259,21 @@ def _count_label(x: float, _pos: Any = None) -> str:
     return f"{x:g}"
 
 
-def scatter_figure(points: list[tuple[str, float, float, float]], colors: dict[str, int],
-                    xlabel: str, title: str, name: str, seconds: bool) -> Image:
+def scatter_figure(points: list[ScatterPoint], colors: dict[str, int], xlabel: str, title: str,
+                   name: str, seconds: bool) -> Image:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, (ax,) = _figure(4.8, 3.4, margins=(0.12, 0.97, 0.14, 0.91))
     small = len(points) > 12
-    for label, x, y, err in points:
+    for p in points:
+        label, x, y, err = p.label, p.x, p.accuracy, p.error
         color = _style(colors.get(label, 0))["color"]
         ax.errorbar([x], [y * 100], yerr=[err * 100] if err else None, fmt="o", ms=4,
                     color=color, capsize=2)
         ax.annotate(label, (x, y * 100), xytext=(3, 2), textcoords="offset points",
                     fontsize=6 if small else 7, color="0.25")
     ax.set_xscale("log")
-    xs = [p[1] for p in points]
+    xs = [p.x for p in points]
     lo, hi = min(xs), max(xs)
     span = max(hi / lo, 1.5)
     ax.set_xlim(lo / span ** 0.08, hi * span ** 0.25)  # room for the labels on the right
@@ -317,8 +286,3 @@ def scatter_figure(points: list[tuple[str, float, float, float]], colors: dict[s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _png(fig, name, title)
-
-
-def short_label(label: str) -> str:
-    """A class name short enough for a gallery caption."""
-    return label if len(label) <= 7 else label[:6] + "…"

@@ -1,24 +1,106 @@
-"""The comparison table as a rich table (terminal), Markdown, CSV and JSON files."""
+"""The comparison table: one column model shared by the terminal (rich), the report page,
+Markdown, CSV and JSON.
+
+Test accuracy comes first after the model name. Only validation and test metrics can be
+"best": train metrics say how well a model fits what it saw, not how good it is. The terminal
+shows a compact table (model, test accuracy ± std and CI, n, params, time) that fits 80
+columns; ``--wide`` and the files carry every column.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from dataclasses import asdict
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from archlab.analysis.results import TEST_AS_VALIDATION_NOTE, ModelResult, StudyResults
 from archlab.analysis.stats import Summary
+from archlab.report.files import atomic_write
 from archlab.store import FINAL_METRICS
+
+__all__ = [
+    "COLUMNS",
+    "COMPACT_COLUMNS",
+    "EVAL_NOTE",
+    "STATS_COLUMNS",
+    "Cell",
+    "Column",
+    "fmt_metric",
+    "format_duration",
+    "json_text",
+    "ranking_lines",
+    "rich_stats_table",
+    "rich_table",
+    "table_cells",
+    "to_csv",
+    "to_markdown",
+    "to_records",
+    "write_tables",
+]
+
+EVAL_NOTE = (
+    "train loss/acc (eval): the final model evaluated on the training set after training "
+    "(dropout off, final weights), like val and test. The progress bar's running accuracy is "
+    "averaged over the batches while training (dropout on, weights still changing), so it "
+    "reads lower."
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column. ``best`` (min or max) marks the best value; only validation and test
+    metrics have one."""
+
+    header: str
+    numeric: bool = False
+    best: Callable[[Sequence[float]], float] | None = None
+
+
+CI_HEADER = "test acc 95% CI"
+COLUMNS: tuple[Column, ...] = (
+    Column("model"),
+    Column("test acc", True, max),
+    Column(CI_HEADER, True),
+    Column("n", True),
+    Column("params", True),
+    Column("time (s)", True),
+    Column("val acc", True, max),
+    Column("val loss", True, min),
+    Column("test loss", True, min),
+    Column("train acc (eval)", True),
+    Column("train loss (eval)", True),
+    Column("conv", True),
+    Column("kernels"),
+    Column("channels"),
+    Column("pooling"),
+    Column("dropout"),
+    Column("BN", True),
+    Column("L2"),
+)
+COMPACT_COLUMNS = ("model", "test acc", CI_HEADER, "n", "params", "time (s)")
+_METRIC_COLUMN = {"test_accuracy": "test acc", "val_accuracy": "val acc", "val_loss": "val loss",
+                  "test_loss": "test loss", "train_accuracy": "train acc (eval)",
+                  "train_loss": "train loss (eval)"}
+
+
+@dataclass
+class Cell:
+    """A table cell: its text, the value the in-page sort uses ("" for none) and whether it is
+    the best value of its column."""
+
+    text: str
+    sort: str
+    numeric: bool = False
+    best: bool = False
+
 
 # ---------------------------------------------------------------------------------------------
 # Formatting
-
-COLUMNS = ("model", "n", "conv", "kernels", "channels", "pooling", "dropout", "BN", "L2",
-           "params", "train loss", "train acc", "val loss", "val acc", "test loss", "test acc",
-           "time (s)")
 
 
 def format_duration(seconds: float, precise: bool = False) -> str:
@@ -32,6 +114,7 @@ def format_duration(seconds: float, precise: bool = False) -> str:
 
 
 def fmt_metric(s: Summary | None, *, pct: bool) -> str:
+    """'98.12%' (n = 1), '98.12 ± 0.10%', '0.0612 ± 0.0031'; '-' for no value."""
     if s is None:
         return "-"
     scale, digits = (100.0, 2) if pct else (1.0, 4)
@@ -41,20 +124,70 @@ def fmt_metric(s: Summary | None, *, pct: bool) -> str:
     return text + ("%" if pct else "")
 
 
-def row_cells(m: ModelResult) -> list[str]:
-    a = m.architecture
-    status = ""
+def _ci(s: Summary | None) -> tuple[str, float | None]:
+    if s is None or s.n < 2 or not math.isfinite(s.ci_low):
+        return "-", None
+    return f"{s.ci_low * 100:.2f} to {s.ci_high * 100:.2f}%", s.ci_low
+
+
+def _model_label(m: ModelResult) -> str:
     if m.diverged_epochs:
-        status = f" (diverged @{m.diverged_epochs[0]})"
-    elif m.n == 0:
-        status = " (" + ", ".join(f"{k}" for k in m.statuses) + ")"
-    cells = [m.model + status, str(m.n), str(a.conv_layers), a.kernels, a.channels, a.pooling,
-             a.dropout, str(a.batch_norm), a.l2,
-             f"{m.total_params:,}" if m.total_params else "-"]
-    for k in FINAL_METRICS:
-        cells.append(fmt_metric(m.metrics.get(k), pct=k.endswith("accuracy")))
-    cells.append(f"{m.train_seconds.mean:.1f}" if m.train_seconds else "-")
-    return cells
+        return f"{m.model} (diverged @{m.diverged_epochs[0]})"
+    if m.n == 0:
+        return f"{m.model} (" + ", ".join(str(k) for k in m.statuses) + ")"
+    return m.model
+
+
+def _values(m: ModelResult) -> dict[str, tuple[str, Any]]:
+    """Every column's (text, sort key) for one model."""
+    a = m.architecture
+    out: dict[str, tuple[str, Any]] = {
+        "model": (_model_label(m), m.model),
+        CI_HEADER: _ci(m.metrics.get("test_accuracy")),
+        "n": (str(m.n), m.n),
+        "params": (f"{m.total_params:,}" if m.total_params else "-", m.total_params),
+        "time (s)": (f"{m.train_seconds.mean:.1f}" if m.train_seconds else "-",
+                     m.train_seconds.mean if m.train_seconds else None),
+        "conv": (str(a.conv_layers), a.conv_layers), "kernels": (a.kernels, a.kernels),
+        "channels": (a.channels, a.channels), "pooling": (a.pooling, a.pooling),
+        "dropout": (a.dropout, a.dropout), "BN": (str(a.batch_norm), a.batch_norm),
+        "L2": (a.l2, a.l2),
+    }
+    for key, header in _METRIC_COLUMN.items():
+        s = m.metrics.get(key)
+        out[header] = (fmt_metric(s, pct=key.endswith("accuracy")), s.mean if s else None)
+    return out
+
+
+def table_cells(results: StudyResults, headers: Sequence[str] | None = None,
+                ) -> tuple[list[Column], list[list[Cell]]]:
+    """The columns (all, or those named in ``headers``; the CI column only when some model has
+    repeats) and one row of cells per model, the best value of each validation and test metric
+    column marked (when at least two models have one)."""
+    with_ci = any(s is not None and s.n > 1
+                  for m in results.models if (s := m.metrics.get("test_accuracy")))
+    wanted = set(headers) if headers is not None else None
+    cols = [c for c in COLUMNS if (wanted is None or c.header in wanted)
+            and (with_ci or c.header != CI_HEADER)]
+    rows: list[list[Cell]] = []
+    for m in results.models:
+        values = _values(m)
+        row = []
+        for c in cols:
+            text, key = values[c.header]
+            sort = "" if key is None else repr(float(key)) if c.numeric else str(key)
+            row.append(Cell(text, sort, numeric=c.numeric))
+        rows.append(row)
+    for j, c in enumerate(cols):
+        if c.best is None:
+            continue
+        vals = [float(r[j].sort) for r in rows if r[j].sort != ""]
+        if len(vals) < 2:
+            continue
+        target = c.best(vals)
+        for r in rows:
+            r[j].best = r[j].sort != "" and float(r[j].sort) == target
+    return cols, rows
 
 
 STATS_COLUMNS = ("model", "n", "test acc (mean)", "95 % CI", "train − val gap", "best epoch",
@@ -64,7 +197,7 @@ STATS_COLUMNS = ("model", "n", "test acc (mean)", "95 % CI", "train − val gap"
 def stats_cells(m: ModelResult) -> list[str]:
     """Per-model statistics: CI of test accuracy and the over-fitting indicators."""
     acc = m.metrics.get("test_accuracy")
-    ci = (f"{acc.ci_low * 100:.2f} to {acc.ci_high * 100:.2f}%" if acc is not None and acc.n > 1
+    ci = (_ci(acc)[0] if acc is not None and acc.n > 1
           else "n/a (n = 1)" if acc is not None else "-")
     gap = (f"{m.overfit_gap.mean * 100:+.2f} pp" if m.overfit_gap is not None else "-")
     best = f"{m.best_epoch.mean:.1f}" if m.best_epoch is not None else "-"
@@ -85,13 +218,22 @@ def ranking_lines(results: StudyResults) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
 def to_markdown(results: StudyResults) -> str:
+    cols, rows = table_cells(results)
     lines = [f"# {results.study}: results", ""]
     if results.validation_is_test:
         lines += [f"> {TEST_AS_VALIDATION_NOTE}", ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_cells(m)) + " |" for m in results.models]
-    lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %.", ""]
+    lines += ["| " + " | ".join(c.header for c in cols) + " |",
+              "|" + "".join("---:|" if c.numeric else "---|" for c in cols)]
+    lines += ["| " + " | ".join(f"**{x.text}**" if x.best else x.text for x in r) + " |"
+              for r in rows]
+    lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %; time: mean "
+              "training seconds. Bold: the best validation or test value.", "",
+              f"{EVAL_NOTE}", ""]
     lines += ["## Statistics", "", "| " + " | ".join(STATS_COLUMNS) + " |",
               "|" + "---|" * len(STATS_COLUMNS)]
     lines += ["| " + " | ".join(stats_cells(m)) + " |" for m in results.models]
@@ -104,15 +246,21 @@ def to_markdown(results: StudyResults) -> str:
     return "\n".join(lines)
 
 
+def _finite(v: Any) -> Any:
+    """NaN and ±inf become None: JSON has no NaN (``JSON.parse`` rejects it)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def _summary_fields(prefix: str, s: Summary | None) -> dict[str, Any]:
     if s is None:
-        return {f"{prefix}_{k}": "" for k in ("mean", "std", "ci_low", "ci_high")}
-    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_ci_low": s.ci_low,
-            f"{prefix}_ci_high": s.ci_high}
+        return {f"{prefix}_{k}": None for k in ("mean", "std", "ci_low", "ci_high")}
+    return {f"{prefix}_mean": _finite(s.mean), f"{prefix}_std": _finite(s.std),
+            f"{prefix}_ci_low": _finite(s.ci_low), f"{prefix}_ci_high": _finite(s.ci_high)}
 
 
 def to_records(results: StudyResults) -> list[dict[str, Any]]:
-    """One flat dict per model (the CSV/JSON rows)."""
+    """One flat dict per model (the CSV/JSON rows). Values with no meaning (the std and CI of a
+    single run, say) are None."""
     rows = []
     for m in results.models:
         row: dict[str, Any] = {"model": m.model, "n": m.n,
@@ -122,6 +270,7 @@ def to_records(results: StudyResults) -> list[dict[str, Any]]:
         for k in FINAL_METRICS:
             row |= _summary_fields(k, m.metrics.get(k))
         row |= _summary_fields("train_seconds", m.train_seconds)
+        row["train_seconds_median"] = m.median_train_seconds
         row |= _summary_fields("overfit_gap", m.overfit_gap)
         row["validation_is_test"] = results.validation_is_test
         rows.append(row)
@@ -138,18 +287,27 @@ def to_csv(results: StudyResults) -> str:
     return buf.getvalue()
 
 
-def write_tables(results: StudyResults) -> list[Path]:
-    """Write results.md, results.csv and results.json into the study directory."""
-    d = results.directory
+def json_text(results: StudyResults) -> str:
+    """results.json: strict JSON (``null`` where a value is undefined, never ``NaN``)."""
+    ranking = [{k: _finite(v) for k, v in asdict(c).items()} for c in results.ranking]
+    return json.dumps({"study": results.study, "validation_is_test": results.validation_is_test,
+                       "models": to_records(results), "ranking": ranking},
+                      indent=2, allow_nan=False) + "\n"
+
+
+def write_tables(results: StudyResults, directory: str | Path | None = None) -> list[Path]:
+    """Write results.md, results.csv and results.json into ``directory`` (default: the study
+    directory), each atomically. An unwritable directory raises ``OSError``."""
+    d = Path(directory) if directory is not None else results.directory
     files = {"results.md": to_markdown(results), "results.csv": to_csv(results),
-             "results.json": json.dumps({"study": results.study,
-                                         "validation_is_test": results.validation_is_test,
-                                         "models": to_records(results),
-                                         "ranking": [asdict(c) for c in results.ranking]},
-                                        indent=2, default=str)}
+             "results.json": json_text(results)}
     for name, text in files.items():
-        (d / name).write_text(text)
+        atomic_write(d / name, text)
     return [d / n for n in files]
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal
 
 
 def rich_stats_table(results: StudyResults) -> Any:
@@ -163,15 +321,33 @@ def rich_stats_table(results: StudyResults) -> Any:
     return table
 
 
-def rich_table(results: StudyResults) -> Any:
+def rich_table(results: StudyResults, *, wide: bool = False) -> Any:
+    """The comparison table for the terminal. Compact (the default) fits 80 columns: numbers
+    never wrap or shorten, and a long model name folds onto more lines instead of being cut.
+    ``wide`` adds every other column."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{results.study}", title_justify="left")
-    for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("model", "kernels", "channels", "pooling",
-                                                     "dropout", "L2") else "right")
+    cols, rows = table_cells(results, None if wide else COMPACT_COLUMNS)
+    any_ci = any(c.header == CI_HEADER for c in cols)
+    caption = ["test acc: mean ± std over the n finished runs"
+               + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
+               "time: mean training seconds"]
+    if wide:
+        caption.append(EVAL_NOTE)
+    else:
+        caption.append("validation, train and architecture columns: --wide, results.md")
+    table = Table(title=results.study, title_justify="left", box=box.SIMPLE_HEAD,
+                  caption="\n".join(caption), caption_justify="left", pad_edge=False)
+    for c in cols:
+        if not c.numeric:  # text folds onto more lines; it is never cut
+            table.add_column(c.header, overflow="fold", min_width=min(len(c.header), 6))
+        else:
+            width = max([len(c.header)] + [len(r[cols.index(c)].text) for r in rows])
+            table.add_column(c.header, justify="right" if c.numeric else "left",
+                             no_wrap=True, min_width=width)
     best = results.best()
-    for m in results.models:
+    for m, r in zip(results.models, rows, strict=True):
         style = "bold green" if best is not None and m is best else None
-        table.add_row(*row_cells(m), style=style)
+        table.add_row(*(x.text for x in r), style=style)
     return table

@@ -1,0 +1,211 @@
+"""The typed data behind each figure, gathered from the store and the files runs wrote; the
+drawing is in :mod:`archlab.report.figures` (gather, then draw, as Optuna's plots do).
+
+Reading a run's files never trusts them: weights that are not safetensors, that do not fit the
+model, or a predictions file that is not one, raise a one-line :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from archlab.analysis.predictions import Predictions, load_predictions
+from archlab.analysis.results import StudyResults
+from archlab.describe import ARROW
+from archlab.errors import StoreError
+from archlab.model import BuiltModel
+
+__all__ = [
+    "Curves",
+    "Gallery",
+    "LayerWeights",
+    "ScatterPoint",
+    "gather_curves",
+    "gather_gallery",
+    "gather_scatter",
+    "gather_weights",
+    "read_predictions",
+    "read_weights",
+    "short_label",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves
+
+
+@dataclass
+class Curves:
+    """Per-epoch mean, min and max over a model's runs for each history column."""
+
+    epochs: np.ndarray
+    mean: dict[str, np.ndarray]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    n: int
+
+
+_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def gather_curves(histories: list[list[dict[str, float]]]) -> Curves | None:
+    """Mean and min-max band per epoch over the runs' stored histories (None for no epoch)."""
+    histories = [h for h in histories if h]
+    if not histories:
+        return None
+    length = max(len(h) for h in histories)
+    epochs = np.arange(1, length + 1)
+    mean, low, high = {}, {}, {}
+    for key in _HISTORY_KEYS:
+        grid = np.full((len(histories), length), np.nan)
+        for i, h in enumerate(histories):
+            for row in h:
+                e = int(row["epoch"])
+                if 1 <= e <= length:
+                    grid[i, e - 1] = row[key]
+        finite = np.where(np.isfinite(grid), grid, np.nan)
+        with warnings.catch_warnings():  # an epoch no run reached finitely stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean[key] = np.nanmean(finite, axis=0)
+            low[key] = np.nanmin(finite, axis=0)
+            high[key] = np.nanmax(finite, axis=0)
+    return Curves(epochs, mean, low, high, len(histories))
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One weighted layer (Conv2D or Dense): its Keras name and its flattened values."""
+
+    name: str
+    weights: np.ndarray | None
+    biases: np.ndarray | None
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a ``weights.safetensors`` file, as numpy arrays. Anything that is not a
+    readable safetensors file (a pickle renamed, a truncated file) raises :class:`StoreError`;
+    it is never unpickled."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as fh:
+            return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError, TypeError, KeyError) as exc:
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise StoreError(f"{path.name} is not a readable safetensors file ({reason})") from None
+
+
+def gather_weights(built: BuiltModel, weights: dict[str, np.ndarray]) -> list[LayerWeights]:
+    """Each Conv2D/Dense layer's weights and biases, in model order. Weights that do not fit
+    ``built`` (other tensor names or shapes) raise :class:`StoreError`."""
+    expected = {k: tuple(v.shape) for k, v in built.module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        shaped = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", extra), ("of another shape", shaped))
+                 if v]
+        raise StoreError("the saved weights do not fit the model rebuilt from its stored "
+                         f"config: tensors {', '.join(parts)}")
+    order = [k[: -len(".core.weight")] for k in expected if k.endswith(".core.weight")]
+    names = [r.name for r in built.rows if r.layer in ("Conv2D", "Dense")]
+    if len(names) != len(order):
+        names = order
+    out = []
+    for prefix, label in zip(order, names, strict=True):
+        w = weights.get(prefix + ".core.weight")
+        b = weights.get(prefix + ".core.bias")
+        out.append(LayerWeights(label, None if w is None else w.astype(np.float64).ravel(),
+                                None if b is None else b.astype(np.float64).ravel()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions: confusion matrix and the most confident mistakes
+
+
+def read_predictions(path: Path) -> Predictions:
+    """A run's stored predictions; a file that is not one raises :class:`StoreError`."""
+    from safetensors import SafetensorError
+
+    try:
+        pred = load_predictions(path)
+        k = len(pred.class_names)
+        if pred.confusion.shape != (k, k) or len(pred.mistake_images) != len(pred.mistake_true):
+            raise ValueError("inconsistent shapes")
+        return pred
+    except (SafetensorError, OSError, ValueError, TypeError, KeyError) as exc:
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise StoreError(f"{path.name} is not a readable predictions file ({reason})") from None
+
+
+def short_label(label: str) -> str:
+    """A class name short enough for a gallery caption."""
+    return label if len(label) <= 7 else label[:6] + "…"
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """The most confidently misclassified test images, with 'true→predicted confidence'."""
+
+    images: np.ndarray  # (m, H, W) uint8, 0 black to 255 white, each image stretched
+    captions: list[str]
+
+
+def _to_gray(images: np.ndarray) -> np.ndarray:
+    """Preprocessed images (x/255, or normalized to any range) stretched to 0..255 each."""
+    x = images.astype(np.float64)
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(x.max(axis=(1, 2), keepdims=True) - lo, 1e-12)
+    return np.rint((x - lo) / span * 255).astype(np.uint8)
+
+
+def gather_gallery(pred: Predictions) -> Gallery | None:
+    """The gallery of ``pred``'s stored mistakes (None when the model made none)."""
+    if not len(pred.mistake_true):
+        return None
+    names = pred.class_names
+    captions = [f"{short_label(names[t])}{ARROW}{short_label(names[p])} {c * 100:.0f}%"
+                for t, p, c in zip(pred.mistake_true, pred.mistake_pred,
+                                   pred.mistake_confidence, strict=True)]
+    return Gallery(_to_gray(pred.mistake_images), captions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overview scatter plots
+
+
+@dataclass(frozen=True)
+class ScatterPoint:
+    """One model in an accuracy-vs-cost plot: x (params or seconds), mean test accuracy and its
+    std over repeats (0 with one run)."""
+
+    label: str
+    x: float
+    accuracy: float
+    error: float
+
+
+def gather_scatter(results: StudyResults, by: Literal["params", "time"]) -> list[ScatterPoint]:
+    """Test accuracy against parameters or against median training time, one point per model
+    with a test accuracy (and a positive x)."""
+    out = []
+    for m in results.models:
+        s = m.metrics.get("test_accuracy")
+        if s is None:
+            continue
+        x = m.total_params if by == "params" else m.median_train_seconds
+        if x is None or x <= 0:
+            continue
+        out.append(ScatterPoint(m.model, float(x), s.mean, s.std if s.n > 1 else 0.0))
+    return out
