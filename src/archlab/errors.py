@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ArchlabError(Exception):
     """Base class for every error caused by user input (spec, data, store)."""
@@ -19,3 +21,27 @@ class DataError(ArchlabError):
 
 class StoreError(ArchlabError):
     """The run store cannot be opened or does not hold what was asked for."""
+
+
+class DiskFullError(ArchlabError):
+    """The disk (or quota) holding the study directory is full: free space and rerun."""
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How the wrapped cases say it: safetensors re-raises io errors as SafetensorError text,
+# SQLite as "database or disk is full".
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it wraps, says the disk (or quota) is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(current).lower() for text in _DISK_FULL_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

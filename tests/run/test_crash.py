@@ -7,6 +7,7 @@ same seeds, same threads per job).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -156,24 +157,36 @@ def _worker_pids(parent: int) -> list[int]:
     return [pid for server in servers for pid, _ in _children(server)]
 
 
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # it ended since it was listed
+            os.kill(pid, sig)
+
+
 def test_dead_worker_marks_run_failed_and_rerun_retries(study_file: Path, tmp_path: Path,
                                                         reference: dict[str, tuple]) -> None:
-    # A kill can land in the instant a worker is between its last write and its exit; such
-    # an attempt shows no failed run and proves nothing, so it is tried again (3 at most).
-    for attempt in range(3):
-        out = tmp_path / f"study{attempt}"
-        proc = _start(study_file, out, jobs=2)
-        # A run mid-training (an epoch recorded, not finished) and its worker alive.
-        _wait_for(proc, lambda o=out, p=proc: bool(_query(
-            o, "SELECT 1 FROM runs WHERE status='running' AND epochs_done BETWEEN 1 AND 2"))
-            and bool(_worker_pids(p.pid)))
-        for victim in _worker_pids(proc.pid):
-            os.kill(victim, signal.SIGKILL)  # as the OOM killer would
-        assert proc.wait(timeout=TIMEOUT) == 0  # the study goes on without them
-        failed = _query(out, "SELECT error FROM runs WHERE status='failed'")
-        if failed:
+    out = tmp_path / "study"
+    proc = _start(study_file, out, jobs=2)
+    mid_run = "SELECT 1 FROM runs WHERE status='running' AND epochs_done BETWEEN 1 AND 2"
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        # A run mid-training (an epoch recorded, not finished) and its worker alive. The
+        # workers are frozen before the store is read again, so what is read is still true
+        # when they die: a kill cannot land after a run's last write.
+        _wait_for(proc, lambda: bool(_query(out, mid_run)) and bool(_worker_pids(proc.pid)))
+        victims = _worker_pids(proc.pid)
+        _signal(victims, signal.SIGSTOP)
+        if _query(out, mid_run):
             break
+        _signal(victims, signal.SIGCONT)  # the moment passed before the freeze: go on
+        assert time.monotonic() < deadline, "no run was ever caught mid-training"
+    _signal(victims, signal.SIGKILL)  # as the OOM killer would
+    # The study goes on without them, and says which runs failed and why.
+    assert proc.wait(timeout=TIMEOUT) == 1
+    stderr = proc.stderr.read().decode()
+    failed = _query(out, "SELECT error FROM runs WHERE status='failed'")
     assert failed and all("signal 9" in e for (e,) in failed)
+    assert f"{len(failed)} run(s) failed" in stderr and "signal 9" in stderr
     statuses = _query(out, "SELECT status FROM runs")
     assert len(statuses) == 3 and {s for (s,) in statuses} == {"failed", "finished"}
     _finish(study_file, out, jobs=2)  # the rerun retries the failed runs

@@ -1,8 +1,13 @@
-"""Repeats across seeds: 3 models x 5 repeats on mnist-sample, checked against scipy by hand."""
+"""Repeats across seeds: 3 models x 5 repeats on mnist-sample, checked against scipy by hand.
+
+Repeat i of every model uses the same seed (common random numbers), so the comparisons are
+paired t-tests: scipy's ttest_rel on the values matched by seed.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +52,17 @@ def test_three_models_five_repeats_match_scipy(study_dir, capsys) -> None:
     with Store(out) as store:
         runs = store.runs()
     acc: dict[str, list[float]] = {}
+    by_seed: dict[str, dict[int, float]] = {}
     for r in runs:
         assert r.status == "finished"
         acc.setdefault(r.model, []).append(r.metrics["test_accuracy"])
+        by_seed.setdefault(r.model, {})[r.seed] = r.metrics["test_accuracy"]
     assert {m: len(v) for m, v in acc.items()} == {"wide": 5, "narrow": 5, "linear": 5}
-    assert len({r.seed for r in runs}) == 15
+    # Common random numbers: five seeds, the same five for every model, one per repeat.
+    seeds = {r.seed for r in runs}
+    assert len(seeds) == 5
+    assert all(set(v) == seeds for v in by_seed.values())
+    assert all(r.seed == next(q.seed for q in runs if q.repeat == r.repeat) for r in runs)
 
     table = {row["model"]: row for row in json.loads((out / "results.json").read_text())["models"]}
     for model, values in acc.items():
@@ -65,17 +76,21 @@ def test_three_models_five_repeats_match_scipy(study_dir, capsys) -> None:
         assert row["test_accuracy_ci_low"] == pytest.approx(lo, abs=1e-12)
         assert row["test_accuracy_ci_high"] == pytest.approx(hi, abs=1e-12)
         # The terminal table shows mean ± std in percent, and the CI.
-        line = next(ln for ln in printed.splitlines() if ln.startswith(f"│ {model} ")
+        line = next(ln for ln in printed.splitlines() if ln.split()[:1] == [model] and "±" in ln
                     and " to " in ln)  # the statistics table's row
-        lo_shown, hi_shown = (float(v.strip(" %")) for v in line.split("│")[4].split(" to "))
+        ci = re.search(r"(-?[\d.]+)%? to (-?[\d.]+)%", line)
+        assert ci, line
+        lo_shown, hi_shown = float(ci[1]), float(ci[2])
         assert (lo_shown, hi_shown) == pytest.approx((lo * 100, hi * 100), abs=0.006)
 
     best = max(acc, key=lambda m: np.mean(acc[m]))
     ranking = json.loads((out / "results.json").read_text())["ranking"]
     assert {c["other"] for c in ranking} == set(acc) - {best}
+    order = sorted(seeds)
     for c in ranking:
-        assert c["best"] == best and c["method"] == "welch"
-        t = stats.ttest_ind(acc[best], acc[c["other"]], equal_var=False)
+        assert c["best"] == best and c["method"] == "paired"
+        t = stats.ttest_rel([by_seed[best][s] for s in order],
+                            [by_seed[c["other"]][s] for s in order])
         assert c["p_value"] == pytest.approx(t.pvalue, rel=1e-9)
         ci = t.confidence_interval(0.95)
         assert (c["ci_low"], c["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)

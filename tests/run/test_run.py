@@ -132,14 +132,17 @@ def test_same_seed_same_numbers(finished: Path, tmp_path: Path) -> None:
             assert a.history(rid)[-1]["val_loss"] == b.history(rid)[-1]["val_loss"]
 
 
-def test_seeds_depend_on_model_and_repeat_not_on_other_models() -> None:
-    one = {p.model: p.seed for p in plan_runs(tiny())}
+def test_seeds_depend_on_repeat_only_shared_by_models() -> None:
+    # Common random numbers: repeat i of every model gets the same seed (paired comparisons).
+    plans = plan_runs(tiny(), repeats=3)
+    by_repeat = {r: {p.seed for p in plans if p.repeat == r} for r in range(3)}
+    assert all(len(seeds) == 1 for seeds in by_repeat.values())
+    assert len({s for seeds in by_repeat.values() for s in seeds}) == 3
     cfg = tiny().to_config()
     cfg["models"]["extra"] = cfg["models"]["mlp"]
-    two = {p.model: p.seed for p in plan_runs(archlab.parse_study(cfg))}
-    assert one["mlp"] == two["mlp"] and one["cnn"] == two["cnn"]
-    seeds = [p.seed for p in plan_runs(tiny(), repeats=3) if p.model == "mlp"]
-    assert len(set(seeds)) == 3
+    two = {(p.model, p.repeat): p.run_id for p in plan_runs(archlab.parse_study(cfg), repeats=3)}
+    # Adding a model changes no other run.
+    assert all(two[(p.model, p.repeat)] == p.run_id for p in plans)
 
 
 def test_diverging_run_is_recorded_and_study_continues(tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ import argparse
 import sys
 
 from archlab.cli import export, results, run, zoo
-from archlab.cli.console import err
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, is_disk_full
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,16 +32,31 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; return its exit code: 0 done, 1 some run failed, 2 a user error (one
+    line on stderr: spec, data, store, a full disk), 130 interrupted (Ctrl-C)."""
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except ArchlabError as exc:
-        # One line, never wrapped or styled: scripts and tests read it.
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted")
+        sys.stderr.write("interrupted\n")
         return 130
+    except Exception as exc:
+        # A full disk can surface anywhere something is written (tables, report, store):
+        # one line, as for any other condition the user has to fix.
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None)
+        _error(f"disk full: no space left to write {where or 'the output'} "
+               f"({' '.join(str(exc).split())}); free some space and rerun the same command")
+        return 2
+
+
+def _error(message: str) -> None:
+    # One line, never wrapped or styled: scripts and tests read it.
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

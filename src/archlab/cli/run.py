@@ -3,22 +3,75 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
+from archlab.errors import ArchlabError, is_disk_full
 from archlab.model import validate_study
 from archlab.report.tables import format_duration
 from archlab.spec import Study, load_study, override_training
 
+if TYPE_CHECKING:
+    from archlab.run import StudyOutcome
+
 
 def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
     study = load_study(source)
-    if models:
-        study = study.select([m.strip() for m in models.split(",") if m.strip()])
+    if models is not None:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if not names:
+            raise ArchlabError(f"--models: no model name in {models!r}; give comma-separated "
+                               "names, e.g. --models m1,m2")
+        study = study.select(names)
     return override_training(study, **overrides)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Counts that must be whole numbers >= 1 (argparse has checked that they are integers)."""
+    for option in ("jobs", "threads", "repeats", "epochs", "batch_size"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ArchlabError(f"--{option.replace('_', '-')}: expected a whole number >= 1, "
+                               f"received {value}")
+
+
+class _StopOnCtrlC:
+    """The CLI's Ctrl-C policy while training (the library installs no handler).
+
+    First Ctrl-C: finish cleanly: runs stop at their next batch, checkpoints are kept, and the
+    command exits 130 after writing the tables. Second Ctrl-C: stop at once (KeyboardInterrupt:
+    workers are killed, exit 130); runs resume from their last epoch on the next run.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._old: Any = None
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():  # signals need the main one
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self.event
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        # os.write, not the console: a handler may run while the console holds its lock.
+        os.write(2, b"\nstopping after the current batch (checkpoints are kept); "
+                    b"Ctrl-C again to stop at once\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
@@ -61,22 +114,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from archlab.data import check_study_data
+    from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
+    from archlab.run.projection import projection_note
+
+    _check_counts(args)
+    study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
+    directory = study_dir(study, args.out)
+    try:  # before any timing: a bad path must not cost the user a projection first
+        check_output_dir(directory)
+    except ArchlabError as exc:
+        raise ArchlabError(f"--out: {exc}" if args.out else str(exc)) from None
+    device = resolve_device(args.device)
+    check_study_data(study, args.data_dir)  # cheap (no image read); run_study verifies fully
+    lock = StudyLock(directory, command=f"archlab {shlex.join(sys.argv[1:])}")
+    with contextlib.ExitStack() as held:
+        if not args.dry_run and directory.is_dir():
+            held.enter_context(lock)  # another process on this study: say so before timing
+        out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
+                                 device=device))
+        note = None if args.no_timing else projection_note()
+        if note:
+            err.print(f"warning: {note}", markup=False)
+        if args.dry_run:
+            return 0
+        held.enter_context(lock)  # reentrant: held until the tables and report are written
+        return _train_and_report(study, args, device)
+
+
+def _train_and_report(study: Study, args: argparse.Namespace, device: str) -> int:
     from archlab.analysis.results import collect
     from archlab.cli.progress import ProgressView
     from archlab.report.tables import write_tables
-    from archlab.run import resolve_device, run_study, study_dir
+    from archlab.run import run_study
 
-    study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
-    device = resolve_device(args.device)
-    out.print(_compute_table(study, project=True, repeats=args.repeats, device=device))
-    if args.dry_run:
-        return 0
-    outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
-                        jobs=args.jobs, threads=args.threads, device=device,
-                        progress=None if args.quiet else ProgressView(err))
+    with _StopOnCtrlC() as stop:
+        outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
+                            jobs=args.jobs, threads=args.threads, device=device,
+                            progress=None if args.quiet else ProgressView(err), stop=stop)
+    directory = outcome.directory
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
-    directory = study_dir(study, args.out)
     results = collect(directory, run_ids=[p.run_id for p in outcome.planned])
     print_results(results)
     write_tables(results)
@@ -87,15 +165,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             paths = write_report(directory)
             out.print(f"report: {paths[0]}")
         except Exception as exc:  # noqa: BLE001 - training results are safe in the store
+            if is_disk_full(exc):
+                raise
             err.print(f"warning: the report failed ({exc.__class__.__name__}: {exc}); the "
                       f"results are in the store: retry with `archlab report {directory}`",
                       markup=False)
+    out.print(f"study directory: {directory}")
+    _print_failures(outcome)
     if outcome.interrupted:
         err.print("interrupted: rerun the same command to resume")
         return 130
-    return 0
+    return 1 if outcome.failed else 0
 
 
+def _print_failures(outcome: StudyOutcome) -> None:
+    """Which runs failed and why, on the console (the store has it too)."""
+    if not outcome.failed:
+        return
+    names = {p.run_id: f"{p.model}#{p.repeat}" for p in outcome.planned}
+    err.print(f"{len(outcome.failed)} run(s) failed:", markup=False)
+    for rid in outcome.failed:
+        why = " ".join(outcome.errors.get(rid, "no reason recorded").split())
+        err.print(f"  {names.get(rid, rid)} (run {rid}): {why}", markup=False)
+    err.print("rerun the same command to retry them; finished runs are kept", markup=False)
 
 
 def add_parsers(sub: Any) -> None:
@@ -112,6 +204,8 @@ def add_parsers(sub: Any) -> None:
                    help="cpu, cuda, cuda:N or auto (CUDA when torch sees it; default)")
     r.add_argument("--out", help="study directory (default archlab-runs/NAME)")
     r.add_argument("--dry-run", action="store_true", help="validate, print compute, stop")
+    r.add_argument("--no-timing", action="store_true",
+                   help="skip the timed projection (step timings are cached per machine)")
     r.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)

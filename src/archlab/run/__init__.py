@@ -10,15 +10,21 @@ from archlab.run.config import RunPlan, canonical_json, derive_seed, plan_runs
 from archlab.run.environment import default_threads, environment, resolve_device
 from archlab.run.execute import RunContext, execute_run
 from archlab.run.layout import DEFAULT_ROOT, study_dir
+from archlab.run.lock import LOCK_FILE, StudyBusyError, StudyLock, check_output_dir
 from archlab.run.projection import projected_seconds
-from archlab.run.study import StudyOutcome, run_study
+from archlab.run.study import Stop, StudyOutcome, run_study
 
 __all__ = [
     "DEFAULT_ROOT",
+    "LOCK_FILE",
     "RunContext",
     "RunPlan",
+    "Stop",
+    "StudyBusyError",
+    "StudyLock",
     "StudyOutcome",
     "canonical_json",
+    "check_output_dir",
     "default_threads",
     "derive_seed",
     "environment",

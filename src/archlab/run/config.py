@@ -7,14 +7,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from archlab.errors import ArchlabError
 from archlab.fields import Strict
 from archlab.layers import LayerList
 from archlab.spec import DataSpec, Study, TrainSpec
 
 
-def derive_seed(study_seed: int, model: str, repeat: int) -> int:
-    """A run's seed from the study seed, model name and repeat index (stable across edits)."""
-    digest = hashlib.sha256(f"{study_seed}/{model}/{repeat}".encode()).digest()
+def derive_seed(study_seed: int, repeat: int) -> int:
+    """A run's seed from the study seed and the repeat index only.
+
+    Common random numbers: repeat ``i`` of every model in a study uses the same seed (same
+    data order; the split already uses the study seed), so comparisons between models are
+    paired. See docs/statistics.md. Adding or removing a model changes no other run.
+    """
+    digest = hashlib.sha256(f"{study_seed}/repeat/{repeat}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
@@ -65,12 +71,14 @@ class RunPlan:
 
 def plan_runs(study: Study, *, repeats: int | None = None) -> list[RunPlan]:
     """Every run the study asks for, in study order (model by model, repeat by repeat)."""
+    if repeats is not None and (isinstance(repeats, bool) or repeats < 1):
+        raise ArchlabError(f"repeats: expected a whole number >= 1, received {repeats!r}")
     plans = []
     for name, spec in study.models.items():
         train = study.train_for(name)
-        n = repeats or train.repeats
+        n = train.repeats if repeats is None else repeats
         for r in range(n):
-            seed = derive_seed(study.seed, name, r)
+            seed = derive_seed(study.seed, r)
             config = RunConfig(model=name, layers=spec.layers, train=train.model_copy(
                 update={"repeats": 1}), data=study.data, seed=seed, split_seed=study.seed)
             plans.append(RunPlan(config.run_id, name, r, seed, config))

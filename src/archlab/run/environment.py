@@ -26,13 +26,27 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes, machine-wide), None where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not every platform has one
+        return None
+
+
 def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """What a run ran on, recorded at its start.
+
+    ``load_average`` (1 minute) over ``cpu_count`` says whether the machine was shared while
+    the run's timings were taken (the report uses it to qualify time comparisons).
+    """
     from archlab import __version__
 
     env = {"archlab": __version__, "torch": torch.__version__,
            "python": platform.python_version(), "machine": platform.machine(),
            "processor": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count(), "threads": threads, "device": device}
+           "cpu_count": os.cpu_count(), "load_average": load_average(), "threads": threads,
+           "device": device}
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
@@ -42,5 +56,3 @@ def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
 
 def default_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-

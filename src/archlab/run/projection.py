@@ -1,51 +1,250 @@
-"""Projected training time: a few timed steps on synthetic input, scaled to the whole run."""
+"""Projected training time: a few timed steps on synthetic input, scaled to the whole run.
+
+Timing steps is slow for heavy models (minutes for a whole zoo study) and noisy on a shared
+machine, so each measurement is cached per architecture and machine: a JSON file in the user
+cache (``$ARCHLAB_CACHE_DIR`` or ``~/.cache/archlab``), keyed by the model's layers, batch size
+and optimizer, the dataset (input shape), device, torch threads, torch and archlab versions
+and CPU model. A second projection of the same model on the same machine times nothing.
+
+A measurement taken while the machine was busy (1-minute load average per core above
+:data:`BUSY_LOAD_PER_CORE`) or whose steps varied a lot (spread above :data:`SPREAD_LIMIT`)
+is flagged unreliable; the CLI says so under the table. An entry measured on a busy machine
+is measured again once the machine is quiet.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from archlab.datasets import dataset_info
 from archlab.model import build_model
 from archlab.spec import Study
 
+__all__ = ["BUSY_LOAD_PER_CORE", "CACHE_FILE", "SPREAD_LIMIT", "StepTiming",
+           "load_per_core", "projected_seconds", "projection_note", "step_timing",
+           "timings_cache_path"]
 
-def projected_seconds(study: Study, model: str, *, steps: int = 3,
-                      device: str = "cpu") -> float:
-    """Time a few training steps on synthetic input; project the model's whole training.
+CACHE_FILE = "step-timings.json"
+#: Spread of the timed steps ((slowest - fastest) / median) above which they "vary a lot".
+SPREAD_LIMIT = 0.5
+#: 1-minute load average per core above which the machine counts as busy.
+BUSY_LOAD_PER_CORE = 0.8
+#: Entries kept in the cache file (oldest dropped first).
+MAX_ENTRIES = 1000
+#: Timed steps stop after this many seconds (at least two are timed, to see the spread).
+STEP_BUDGET_S = 3.0
 
-    Counts the training steps of every epoch plus the evaluation passes (validation each
-    epoch, train/val/test at the end; a forward pass costs about a third of a training step).
-    """
-    from archlab.train import make_optimizer, prefer_channels_last
 
+@dataclass(frozen=True)
+class StepTiming:
+    """One model's measured training step, per sample, and how far to trust it."""
+
+    seconds_per_sample: float
+    spread: float  # (max - min) / median of the timed steps; interquartile range from 8 steps
+    load_per_core: float | None  # when it was measured
+    measured_at: float
+    cached: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.load_per_core is not None and self.load_per_core > BUSY_LOAD_PER_CORE
+
+    @property
+    def reliable(self) -> bool:
+        return self.spread <= SPREAD_LIMIT and not self.busy
+
+
+def load_per_core() -> float | None:
+    """The machine's 1-minute load average divided by its CPU count (None where unknown)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return None
+
+
+def timings_cache_path() -> Path:
+    from archlab.data import default_cache_dir
+
+    return default_cache_dir() / CACHE_FILE
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _key(study: Study, model: str, device: str) -> str:
+    from archlab import __version__
+
+    train = study.train_for(model)
+    ident = {"layers": [layer.to_config() for layer in study.models[model].layers],
+             "batch_size": train.batch_size, "optimizer": train.optimizer.to_config(),
+             "dataset": study.data.dataset, "device": device,
+             "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "archlab": __version__, "cpu": _cpu_model()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, unreadable or damaged: start afresh
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
+    entries = _read_cache(path)
+    entries[key] = {k: v for k, v in asdict(timing).items() if k != "cached"}
+    if len(entries) > MAX_ENTRIES:
+        ordered = sorted(entries.items(), key=lambda kv: kv[1].get("measured_at", 0.0))
+        entries = dict(ordered[-MAX_ENTRIES:])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic: a reader (another archlab) sees the old file or the new one, never half.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(entries, fh)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    except OSError:  # a cache is an optimisation: a read-only home must not stop a run
+        pass
+
+
+def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
+    from archlab.optimizers import make_optimizer
+    from archlab.train import prefer_channels_last
+
+    load = load_per_core()
     train = study.train_for(model)
     built = build_model(study, model, seed=0)
     built.module.to(device)
     prefer_channels_last(built.module)  # as fit() trains it
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
-    info = dataset_info(study.data.dataset)
-    n_train, n_test = info.train_size, info.test_size
-    split = study.data.validation
-    n_val = n_test if split == "test" else round(n_train * split.split)  # type: ignore[union-attr]
-    n_train -= 0 if split == "test" else n_val
     bs = train.batch_size
     h, w, c = built.input_shape
     gen = torch.Generator().manual_seed(0)
     xb = torch.rand(bs, c, h, w, generator=gen).to(device)
     yb = torch.randint(0, built.output_shape[0], (bs,), generator=gen).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
-    for _ in range(steps + 2):
+
+    def step() -> float:
         t0 = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(built.module(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sync()
-        times.append(time.perf_counter() - t0)
-    per_sample = float(np.median(times[2:])) / bs  # the first steps pay one-off costs
+        return time.perf_counter() - t0
+
+    warm = step()  # the first steps pay one-off costs (allocation, kernel selection)
+    if warm < 0.5:
+        step()
+    # Small models take milliseconds a step, where one scheduler hiccup doubles a step: they
+    # get more steps (a quarter second's worth, up to 50), and a spread that ignores outliers.
+    times: list[float] = []
+    started = time.perf_counter()
+    while True:
+        times.append(step())
+        elapsed = time.perf_counter() - started
+        if len(times) >= 2 and elapsed > STEP_BUDGET_S:
+            break
+        if len(times) >= max(2, steps) and (elapsed > 0.25 or len(times) >= 50):
+            break
+    median = statistics.median(times)
+    if len(times) >= 8:
+        q1, _, q3 = statistics.quantiles(times, n=4)
+        spread = (q3 - q1) / median
+    else:
+        spread = (max(times) - min(times)) / median
+    return StepTiming(median / bs, spread, load, time.time())
+
+
+def step_timing(study: Study, model: str, *, steps: int = 3, device: str = "cpu",
+                use_cache: bool = True) -> StepTiming:
+    """One training step of ``model``, per sample: from the cache, else timed (and cached)."""
+    path = timings_cache_path()
+    key = _key(study, model, device)
+    cached: StepTiming | None = None
+    if use_cache:
+        entry = _read_cache(path).get(key)
+        if isinstance(entry, dict):
+            try:
+                cached = StepTiming(**entry, cached=True)
+            except TypeError:  # written by another version: measure again
+                cached = None
+            if cached is not None:
+                now = load_per_core()
+                quiet_now = now is not None and now <= BUSY_LOAD_PER_CORE
+                # Steps that vary on a quiet machine vary anyway (a tiny model, say): only a
+                # timing taken while the machine was busy is worth taking again.
+                if not cached.busy or not quiet_now:
+                    _seen.append((model, cached))
+                    return cached
+    timing = _measure(study, model, steps, device)
+    if use_cache and (cached is None or not timing.busy):
+        _write_cache(path, key, timing)
+    _seen.append((model, timing))
+    return timing
+
+
+def projected_seconds(study: Study, model: str, *, steps: int = 3,
+                      device: str = "cpu", use_cache: bool = True) -> float:
+    """Project the model's whole training from its step time (see :func:`step_timing`).
+
+    Counts the training steps of every epoch plus the evaluation passes (validation each
+    epoch, train/val/test at the end; a forward pass costs about a third of a training step).
+    """
+    per_sample = step_timing(study, model, steps=steps, device=device,
+                             use_cache=use_cache).seconds_per_sample
+    train = study.train_for(model)
+    info = dataset_info(study.data.dataset)
+    n_train, n_test = info.train_size, info.test_size
+    split = study.data.validation
+    n_val = n_test if split == "test" else round(n_train * split.split)  # type: ignore[union-attr]
+    n_train -= 0 if split == "test" else n_val
     forward_samples = n_val * train.epochs + n_train + n_val + n_test
     return per_sample * (n_train * train.epochs + forward_samples / 3)
+
+
+# The timings used since the last projection_note(): the CLI prints the table first (row by
+# row, through projected_seconds) and says afterwards whether to trust it.
+_seen: list[tuple[str, StepTiming]] = []
+
+
+def projection_note() -> str | None:
+    """Why the projections made since the last call are unreliable, or None; then forget them."""
+    seen = list(_seen)
+    _seen.clear()
+    reasons = []
+    busy = [t.load_per_core for _, t in seen if t.busy and t.load_per_core is not None]
+    if busy:
+        cores = os.cpu_count() or 1
+        reasons.append(f"the machine was busy while timing (load average {max(busy) * cores:.1f}"
+                       f" on {cores} cores)")
+    noisy = sorted({m for m, t in seen if t.spread > SPREAD_LIMIT})
+    if noisy:
+        reasons.append(f"the timed steps of {', '.join(noisy)} varied by more than "
+                       f"{SPREAD_LIMIT:.0%}")
+    if not reasons:
+        return None
+    return ("the projection is unreliable: " + "; ".join(reasons) + ". Timings are cached "
+            "per machine and are measured again when it is quiet")

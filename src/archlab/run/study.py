@@ -4,37 +4,53 @@ A run's identity is a hash of everything that determines its numbers (resolved m
 training config, data config, seed), so re-running a study only trains what is missing or
 changed. Each run checkpoints at every epoch end (weights, optimizer, scheduler and RNG
 states, history) with an atomic rename, so a killed run resumes from its last epoch.
+
+The library installs no signal handler: the caller says when to stop (``stop``), and the
+CLI decides what Ctrl-C means.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.data import load_dataset, prepare_tensors
-from archlab.errors import ArchlabError
+from archlab.data import RawDataset, load_dataset, prepare_tensors
+from archlab.errors import ArchlabError, DiskFullError, is_disk_full
 from archlab.run.config import RunPlan, plan_runs
-from archlab.run.environment import default_threads, environment, resolve_device
-from archlab.run.execute import RunContext, execute_run
-from archlab.run.layout import study_dir
-from archlab.run.pool import run_parallel
+from archlab.run.environment import default_threads, resolve_device
+from archlab.run.execute import RunContext, execute_run, failure_reason
+from archlab.run.layout import STUDY_FILE, study_dir
+from archlab.run.lock import StudyLock, check_output_dir, disk_full_error
+from archlab.run.pool import record_unfinished, run_parallel
 from archlab.spec import Study, dump_study
-from archlab.store import DONE, Store
+from archlab.store import DONE, STORE_FILE, RunStatus, Store
+
+__all__ = ["Stop", "StudyOutcome", "run_study"]
+
+#: When to stop: a callable polled before every batch, an Event, or None (never).
+Stop = Callable[[], bool] | threading.Event | None
 
 
 @dataclass
 class StudyOutcome:
+    """What a call to :func:`run_study` did."""
+
     directory: Path
     planned: list[RunPlan]
     skipped: list[str]
     statuses: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # why each failed run failed
     interrupted: bool = False
 
-
+    @property
+    def failed(self) -> list[str]:
+        """Run ids that failed in this call (the store holds why)."""
+        return [rid for rid, s in self.statuses.items() if s == RunStatus.FAILED.value]
 
 
 def run_study(
@@ -47,82 +63,126 @@ def run_study(
     threads: int | None = None,
     progress: Any = None,
     device: str | None = None,
+    stop: Stop = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` that the store in ``out`` does not already hold.
 
     Finished (and diverged) runs are skipped; failed, interrupted and half-done runs are
     retried, resuming from their last epoch checkpoint. ``progress`` is a
-    :class:`archlab.cli.progress.ProgressView` (or None for silence).
-    """
+    :class:`archlab.cli.progress.ProgressView` (or None for silence). When ``stop`` becomes
+    true, runs stop at their next batch (checkpoints kept) and ``interrupted`` is set.
 
+    Raises :class:`ArchlabError` (nothing written) for bad counts, an unusable output path or
+    a missing or corrupt dataset; :class:`~archlab.run.lock.StudyBusyError` when another
+    process uses the directory; :class:`~archlab.errors.DiskFullError` when the disk fills
+    up (finished runs are kept: free space and call again).
+    """
+    _check_count("jobs", jobs)
+    if threads is not None:
+        _check_count("threads", threads)
+    plans = plan_runs(study, repeats=repeats)  # checks repeats
     directory = study_dir(study, out)
-    directory.mkdir(parents=True, exist_ok=True)
-    plans = plan_runs(study, repeats=repeats)
+    check_output_dir(directory)
+    device = resolve_device(device)
+    stop_requested = _as_callable(stop)
+    # Data errors are raised here, once, before any output exists (not by each worker).
+    raw = None if (directory / STORE_FILE).exists() else _load(study, data_dir)
+    with StudyLock(directory):
+        try:
+            return _run_locked(study, directory, plans, raw, data_dir=data_dir, jobs=jobs,
+                               threads=threads or default_threads(jobs), progress=progress,
+                               device=device, stop_requested=stop_requested)
+        except DiskFullError:
+            raise
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(directory, _one_line(exc)) from None
+            raise
+
+
+def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDataset | None,
+                *, data_dir: str | Path | None, jobs: int, threads: int, progress: Any,
+                device: str, stop_requested: Callable[[], bool]) -> StudyOutcome:
+    with Store(directory) as store:
+        done = {r.run_id for r in store.runs() if r.status in DONE}
+    todo = [p for p in plans if p.run_id not in done]
+    if todo and raw is None:
+        raw = _load(study, data_dir)  # an existing study: only needed if there is work
     with Store(directory) as store:
         store.set_meta(study=study.name, source=study.source, spec=dump_study(study),
-                       plan=[p.run_id for p in plans],
-                       updated_at=time.time())
-        done = {r.run_id for r in store.runs() if r.status in DONE}
-    (directory / "study.yaml").write_text(dump_study(study))
-    todo = [p for p in plans if p.run_id not in done]
+                       plan=[p.run_id for p in plans], updated_at=time.time())
+    _write_atomic(directory / STUDY_FILE, dump_study(study))
     outcome = StudyOutcome(directory, plans, [p.run_id for p in plans if p.run_id in done])
     if not todo:
         return outcome
-    threads = threads or default_threads(jobs)
-    device = resolve_device(device)
     report = progress.event if progress is not None else (lambda rid, ev: None)
     if progress is not None:
         progress.start(todo, len(outcome.skipped))
-    stopper = _StopOnSigint()
     try:
         if jobs <= 1:
-            raw = load_dataset(study.data.dataset, data_dir)
+            assert raw is not None
             data = prepare_tensors(raw, study.data, study.seed).to(device)
-            ctx = RunContext(directory, data, threads, report, stopper.requested, device)
+            ctx = RunContext(directory, data, threads, report, stop_requested, device)
             for plan in todo:
-                if stopper.requested():
+                if stop_requested():
                     break
-                try:
-                    outcome.statuses[plan.run_id] = execute_run(study, plan, ctx)
-                except ArchlabError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one broken run must not end the study
-                    reason = f"{exc.__class__.__name__}: {str(exc).strip()[-500:]}"
-                    with Store(directory) as store:  # recorded even if it died before start
-                        store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
-                                        plan.config.to_json(), environment(threads, device))
-                        store.fail_run(plan.run_id, reason)
-                    report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
-                    outcome.statuses[plan.run_id] = "failed"
+                outcome.statuses[plan.run_id] = _run_one(study, plan, ctx, report,
+                                                         outcome.errors)
         else:
+            del raw  # verified; each worker loads its own copy
             run_parallel(study, todo, directory, data_dir, jobs, threads, report,
-                         stopper.requested, outcome.statuses, device)
+                         stop_requested, outcome.statuses, outcome.errors, device)
     finally:
-        stopper.restore()
         if progress is not None:
             progress.stop()
-    outcome.interrupted = stopper.requested()
+    outcome.interrupted = stop_requested()
     return outcome
 
 
-class _StopOnSigint:
-    """First Ctrl-C: finish cleanly (runs stop at the next batch; checkpoints are kept).
-    Second Ctrl-C: stop at once."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._old = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, *_: Any) -> None:
-        self.count += 1
-        if self.count >= 2:
-            os._exit(130)
-
-    def requested(self) -> bool:
-        return self.count > 0
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGINT, self._old)
+def _run_one(study: Study, plan: RunPlan, ctx: RunContext,
+             report: Callable[[str, dict[str, Any]], None], errors: dict[str, str]) -> str:
+    try:
+        return execute_run(study, plan, ctx)
+    except Exception as exc:
+        if isinstance(exc, ArchlabError) or is_disk_full(exc):
+            # The study stops here (the caller says why, once); this run is not at fault.
+            record_unfinished(ctx.directory, plan, ctx.threads, ctx.device,
+                              f"stopped: {_one_line(exc)}", RunStatus.INTERRUPTED)
+            raise
+        # One broken run must not end the study: it is recorded, and the next one starts.
+        reason = failure_reason(exc)
+        record_unfinished(ctx.directory, plan, ctx.threads, ctx.device, reason,
+                          RunStatus.FAILED)
+        report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
+        errors[plan.run_id] = reason
+        return RunStatus.FAILED.value
 
 
+def _load(study: Study, data_dir: str | Path | None) -> RawDataset:
+    return load_dataset(study.data.dataset, data_dir)
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArchlabError(f"{name}: expected a whole number >= 1, received {value!r}")
+
+
+def _as_callable(stop: Stop) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
