@@ -2,11 +2,14 @@
 
 Shape problems become one-line :class:`SpecError` s naming file, model, layer, field and the
 input shape. Counting is done on torch's ``meta`` device, so listing a 38M-parameter model
-allocates nothing.
+allocates nothing; so is the memory estimate, which :func:`validate_study` checks against the
+memory available before anything is trained.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +27,7 @@ from archlab.layers import (
     Shape,
     ShapeProblem,
 )
+from archlab.optimizers import Optimizer
 from archlab.spec import Study
 
 
@@ -37,6 +41,89 @@ class SummaryRow:
     params: int
     macs: int
     spec: LayerSpec
+    where: str = ""  # the layer in error-message words: "layer 5 (Concatenate), branch 2, layer 1"
+
+
+#: Bytes per value: archlab trains in float32.
+BYTES_PER_VALUE = 4
+#: Activation memory per output value of a training batch: the forward pass keeps each layer's
+#: output for the backward pass, which holds a gradient of the same size.
+ACTIVATION_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """The memory one summary row accounts for in a training step."""
+
+    name: str  # the summary row's name (conv2d_1)
+    layer: str  # Keras class
+    where: str  # "layer 3", as errors name it
+    parameter_bytes: int  # weights, gradients, optimizer slots (and buffers)
+    activation_bytes: int  # its output for one batch, forward and backward
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.activation_bytes
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What one training step of a model needs, estimated from shapes before allocating.
+
+    Parameters: ``params × 4 B × (1 weight + 1 gradient + the optimizer's slots)`` (Adam 2,
+    SGD with momentum 1, ...: :attr:`Optimizer.state_slots`); non-trainable values (moving
+    statistics) once. Activations: every layer's output for one batch, ``× 4 B × 2`` (kept
+    for the backward pass, and its gradient), plus the input batch. Not counted: the dataset
+    itself, torch's workspace and allocator slack.
+    """
+
+    batch_size: int
+    optimizer: str
+    input_bytes: int
+    layers: tuple[LayerMemory, ...]
+
+    @property
+    def parameter_bytes(self) -> int:
+        return sum(m.parameter_bytes for m in self.layers)
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.input_bytes + sum(m.activation_bytes for m in self.layers)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.activation_bytes
+
+    @property
+    def largest(self) -> LayerMemory:
+        """The layer with the largest share."""
+        return max(self.layers, key=lambda m: m.total_bytes)
+
+
+def format_bytes(n: float) -> str:
+    """``512 B``, ``1.5 MiB``, ``3.2 GiB``, ``4.0 TiB``: binary units, as memory is sold."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover - the loop returns at PiB
+
+
+def available_memory(device: str | torch.device = "cpu") -> int:
+    """Bytes a run could use now: free GPU memory on CUDA; else MemAvailable from
+    /proc/meminfo (what Linux can hand out without swapping), else total physical memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file says kB, meaning KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass
@@ -51,6 +138,7 @@ class BuiltModel:
     trainable_params: int
     non_trainable_params: int
     macs_per_sample: int
+    memory: MemoryEstimate  # one training step at the model's batch size and optimizer
     regularized: list[tuple[nn.Parameter, Regularizer]] = field(default_factory=list)
 
     @property
@@ -81,6 +169,13 @@ def _count(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen + moving
 
 
+def _held(module: nn.Module) -> tuple[int, int]:
+    """Values a module holds: (trainable parameters, everything else: frozen, buffers)."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    other = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return trainable, other + sum(b.numel() for b in module.buffers())
+
+
 class _Walker:
     def __init__(self, where: str, model: str) -> None:
         self.where = where
@@ -88,6 +183,7 @@ class _Walker:
         self.rows: list[SummaryRow] = []
         self.regularized: list[tuple[nn.Parameter, Regularizer]] = []
         self.counters: dict[str, int] = {}
+        self.values: list[tuple[int, int]] = []  # per row: (trainable, other) values held
 
     def _name(self, layer: LayerSpec, prefix: str) -> str:
         base = "".join("_" + c.lower() if c.isupper() else c for c in layer.type).lstrip("_")
@@ -99,6 +195,19 @@ class _Walker:
         field = "" if problem.field == "input" else f", field '{problem.field}'"
         return SpecError(f"{self.where}: model '{self.model}', {path} ({layer.type}){field}: "
                          f"{problem.message} (input shape {shape})")
+
+    def _build(self, layer: LayerSpec, here: str, shape: Shape) -> nn.Module:
+        try:
+            return layer.build(shape)
+        except RuntimeError as exc:
+            # Even on the meta device torch refuses a tensor of more than 2^63 bytes; the schema
+            # bounds each number, not their product (a 2^31-unit Dense after another).
+            if "overflow" not in str(exc).lower():
+                raise
+            raise SpecError(f"{self.where}: model '{self.model}', {here} ({layer.type}): "
+                            "Expected weights that torch can index (under 2^63 bytes), "
+                            f"received a layer too large to build (input shape {shape})") \
+                from None
 
     def walk(self, layers: list[LayerSpec], shape: Shape, path: str, prefix: str,
              last_is_output: bool) -> tuple[list[nn.Module], Shape]:
@@ -136,13 +245,14 @@ class _Walker:
                 if is_output and isinstance(layer, Activation) and layer.activation == "softmax":
                     module = nn.Identity()
                 else:
-                    module = built_spec.build(shape)
+                    module = self._build(built_spec, here, shape)
                 self.regularized += built_spec.regularized(module)
                 macs = layer.macs(shape)
             # A Concatenate row holds no params of its own: its branches' rows list them.
             params = 0 if isinstance(layer, Concatenate) else sum(_count(module))
             self.rows.append(SummaryRow(self._name(layer, prefix), layer.type, out_shape, params,
-                                        macs, layer))
+                                        macs, layer, f"{here} ({layer.type})"))
+            self.values.append((0, 0) if isinstance(layer, Concatenate) else _held(module))
             modules.append(module)
             shape = out_shape
         return modules, shape
@@ -191,13 +301,50 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
         raise SpecError(f"{here}{field}: Expected {classes} outputs ({study.data.dataset} has "
                         f"{classes} classes), received {out_shape[0]}")
     trainable, frozen = _count(module)
+    train = study.train_for(model)
     return BuiltModel(
         name=model, module=module, input_shape=input_shape, output_shape=out_shape,
         rows=walker.rows, trainable_params=trainable, non_trainable_params=frozen,
-        macs_per_sample=sum(r.macs for r in walker.rows), regularized=walker.regularized,
+        macs_per_sample=sum(r.macs for r in walker.rows),
+        memory=_estimate(walker, input_shape, train.batch_size, train.optimizer),
+        regularized=walker.regularized,
     )
 
 
-def validate_study(study: Study) -> dict[str, BuiltModel]:
-    """Check every model's shapes (on the meta device); raise the first problem as SpecError."""
-    return {name: build_model(study, name, device="meta") for name in study.models}
+def _estimate(walker: _Walker, input_shape: Shape, batch: int, optimizer: Optimizer) -> \
+        MemoryEstimate:
+    per_weight = BYTES_PER_VALUE * (2 + optimizer.state_slots)  # weight, gradient, slots
+    per_output = BYTES_PER_VALUE * ACTIVATION_FACTOR * batch
+    layers = tuple(
+        LayerMemory(row.name, row.layer, row.where,
+                    trainable * per_weight + other * BYTES_PER_VALUE,
+                    math.prod(row.output_shape) * per_output)
+        for row, (trainable, other) in zip(walker.rows, walker.values, strict=True))
+    return MemoryEstimate(batch, optimizer.name, math.prod(input_shape) * BYTES_PER_VALUE * batch,
+                          layers)
+
+
+def check_memory(study: Study, built: BuiltModel, available: int) -> None:
+    """Raise a one-line SpecError when ``built``'s training step would not fit in ``available``
+    bytes, naming the layer with the largest share."""
+    memory = built.memory
+    if memory.total_bytes <= available:
+        return
+    top = memory.largest
+    share = top.total_bytes / memory.total_bytes
+    raise SpecError(
+        f"{study.source}: model '{built.name}', {top.where}: Expected a model whose training "
+        f"step fits in the {format_bytes(available)} of memory available, received an "
+        f"estimated {format_bytes(memory.total_bytes)}, of which {format_bytes(top.total_bytes)} "
+        f"({share:.0%}) in this layer (batch_size {memory.batch_size}, {memory.optimizer})")
+
+
+def validate_study(study: Study, *, memory_limit: int | None = None) -> dict[str, BuiltModel]:
+    """Check every model's shapes (on the meta device) and, given ``memory_limit`` (bytes, e.g.
+    :func:`available_memory`), that its training step fits; raise the first problem as
+    SpecError."""
+    built = {name: build_model(study, name, device="meta") for name in study.models}
+    if memory_limit is not None:
+        for b in built.values():
+            check_memory(study, b, memory_limit)
+    return built

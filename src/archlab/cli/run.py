@@ -77,23 +77,26 @@ class _StopOnCtrlC:
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
     from archlab.datasets import dataset_info
+    from archlab.model import available_memory, format_bytes
     from archlab.run.projection import projected_seconds
 
-    built = validate_study(study)
+    # Refuses a model whose training step would not fit (one line naming model and layer).
+    built = validate_study(study, memory_limit=available_memory(device))
     n_train = dataset_info(study.data.dataset).train_size
     if study.data.validation != "test":
         n_train -= round(n_train * study.data.validation.split)  # type: ignore[union-attr]
     table = Table(title=f"{study.name} ({study.source}) — {study.data.dataset}",
                   title_justify="left")
     for col in ("model", "params", "trainable", "non-trainable", "MACs/sample", "MACs/epoch",
-                "epochs", "batch", "optimizer") + (("projected",) if project else ()):
+                "memory", "epochs", "batch", "optimizer") + (("projected",) if project else ()):
         table.add_column(col, justify="left" if col in ("model", "optimizer") else "right")
     total = 0.0
     for name, b in built.items():
         train = study.train_for(name)
         row = [name, f"{b.total_params:,}", f"{b.trainable_params:,}",
                f"{b.non_trainable_params:,}", f"{b.macs_per_sample / 1e6:,.2f} M",
-               f"{b.macs_per_sample * n_train / 1e9:,.1f} G", str(train.epochs),
+               f"{b.macs_per_sample * n_train / 1e9:,.1f} G",
+               format_bytes(b.memory.total_bytes), str(train.epochs),
                str(train.batch_size), train.optimizer.name]
         if project:
             secs = projected_seconds(study, name, device=device) * (repeats or train.repeats)

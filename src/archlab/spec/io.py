@@ -50,13 +50,69 @@ def zoo_names() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
 
 
+#: Deeper YAML is refused: a study nests about 12 levels (a layer in a branch of a
+#: Concatenate), and PyYAML's composer recurses once per level (5,000 levels: RecursionError).
+MAX_DEPTH = 100
+#: Values a study may hold once every alias is expanded. A "billion laughs" (anchors of lists
+#: of aliases of anchors ...) is a few lines that expand to 10^9 values; a real study has a
+#: few thousand. Long strings count one value per KiB.
+MAX_VALUES = 100_000
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with two fixes for hand-written studies.
+    """PyYAML's safe loader with fixes for hand-written studies, and limits for hostile ones.
 
     Floats follow YAML 1.2, so ``lr: 1e-3`` is a number (YAML 1.1 reads it as the string
     '1e-3'), and a key given twice in one mapping is an error (YAML would silently keep the
     second, so a copied model that was not renamed would replace the first).
+
+    The composer is where aliases resolve (to the anchored node itself, shared, so loading a
+    billion laughs is cheap; walking the result is what explodes). It counts each node's
+    expanded size as it is built and stops at :data:`MAX_VALUES` or :data:`MAX_DEPTH`.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+
+    def fetch_flow_collection_start(self, token_class: type[yaml.Token]) -> None:
+        # The scanner keeps a possible key per open '[' or '{' and rescans them all for each
+        # token: 5,000 nested brackets take seconds before the composer sees the first one.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(token_class)  # type: ignore[misc]
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = self.anchors.get(event.anchor)
+            if node is not None and id(node) not in self._sizes:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the alias '*{event.anchor}' is inside its own anchor (a "
+                    "structure that contains itself)", event.start_mark)
+            return super().compose_node(parent, index)  # its size is already counted
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.ScalarNode):
+            size = 1 + len(node.value) // 1024
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1 + sum(self._sizes[id(child)] for child in node.value)
+        if size > MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_VALUES:,} values once its aliases are expanded "
+                "(aliases of aliases: a 'billion laughs'?)", node.start_mark)
+        self._sizes[id(node)] = size
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[str, int] = {}
@@ -159,6 +215,18 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _check_depth(data: Any) -> None:
+    """Raise RecursionError for JSON nested deeper than a YAML study may be (MAX_DEPTH)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RecursionError
+        children = value.values() if isinstance(value, dict) else value \
+            if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+
+
 def load_study(source: str | Path) -> Study:
     """Load and validate a study from a YAML (or JSON) file, or a built-in one as ``zoo:NAME``.
 
@@ -169,6 +237,10 @@ def load_study(source: str | Path) -> Study:
     if where.endswith(".json"):
         try:
             data = json.loads(text, object_pairs_hook=_json_object)
+            _check_depth(data)
+        except RecursionError:  # json's decoder recurses per level, like PyYAML's composer
+            raise SpecError(f"{where}: invalid JSON: nested more than {MAX_DEPTH} levels deep") \
+                from None
         except json.JSONDecodeError as exc:
             raise SpecError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}") from None
@@ -177,6 +249,9 @@ def load_study(source: str | Path) -> Study:
         return parse_study(data, where)
     try:
         data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
+    except RecursionError:  # a last resort: the composer's depth limit comes first
+        raise SpecError(f"{where}: invalid YAML: nested more than {MAX_DEPTH} levels deep") \
+            from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
