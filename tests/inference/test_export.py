@@ -153,3 +153,67 @@ def test_a_run_directory_of_another_model_is_refused(quickstart_dir: Path, capsy
     run = _best_of(quickstart_dir, "conv2")
     assert main(["export", str(quickstart_dir / "runs" / run.run_id), "mlp32"]) == 2
     assert "is of model 'conv2', not 'mlp32'" in capsys.readouterr().err
+
+
+EVERY_LAYER = {
+    "name": "layers",
+    "data": {"dataset": "mnist-sample"},
+    "models": {
+        "branchy": {"layers": [
+            {"Conv2D": {"filters": 6, "kernel_size": 4, "padding": "same", "strides": 2,
+                        "activation": "gelu"}},  # TF-style asymmetric same padding
+            "BatchNormalization",
+            {"Concatenate": {"branches": [
+                [],
+                [{"Conv2D": {"filters": 4, "kernel_size": 1, "activation": "selu"}}],
+                [{"MaxPooling2D": {"pool_size": 3, "strides": 1, "padding": "same"}}],
+            ]}},
+            {"Activation": {"activation": "softsign"}},
+            "GlobalAveragePooling2D",
+            {"Dropout": {"rate": 0.5}},
+            {"Dense": {"units": 10, "activation": "softmax"}},
+        ]},
+        "pools": {"layers": [
+            {"Conv2D": {"filters": 3, "kernel_size": 3, "activation": "tanh"}},
+            {"AveragePooling2D": {"pool_size": 2}},
+            "GlobalMaxPooling2D",
+            {"Dense": {"units": 10, "activation": "softmax"}},
+        ]},
+    },
+}
+
+
+def _untrained(network: torch.nn.Module, model: str) -> archlab.TrainedModel:
+    info = ModelInfo(study="layers", model=model, run_id="-", dataset="mnist-sample",
+                     preprocessing="scale", class_names=tuple("0123456789"),
+                     input_shape=(1, 28, 28))
+    return archlab.TrainedModel(network, info)
+
+
+@pytest.mark.parametrize("model", ["branchy", "pools"])
+def test_every_layer_kind_exports_to_onnx(tmp_path: Path, model: str) -> None:
+    study = archlab.parse_study(EVERY_LAYER)
+    network = archlab.build_model(study, model, seed=0).module
+    network.train()
+    with torch.no_grad():  # BatchNormalization statistics that are not 0 and 1
+        network(torch.rand(32, 1, 28, 28))
+    trained = _untrained(network, model)
+    path = export_model(trained, tmp_path / "m.onnx").path
+    x = torch.rand(5, 1, 28, 28)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0],
+                                   trained(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_an_unfaithful_onnx_graph_is_refused(tmp_path: Path) -> None:
+    # torch's exporter drops `divisor_override`: the window sums become means in the file.
+    network = torch.nn.Sequential(torch.nn.AvgPool2d(3, 1, divisor_override=1),
+                                  torch.nn.Flatten(), torch.nn.Linear(26 * 26, 10))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(archlab.ArchlabError, match=r"m\.onnx: torch's ONNX exporter does not "
+                       "translate model 'm' faithfully .* export it with --format "
+                       "safetensors or torchscript"):
+        export_model(_untrained(network, "m"), out)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left behind
+    export_model(_untrained(network, "m"), tmp_path / "m.pt", format="torchscript")

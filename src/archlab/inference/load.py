@@ -25,9 +25,7 @@ from archlab.errors import StoreError
 from archlab.model import build_model
 from archlab.run.config import RunConfig
 from archlab.spec import DataSpec
-from archlab.store import STORE_FILE, RunRecord, RunStatus, Store
-
-WEIGHTS_FILE = "weights.safetensors"
+from archlab.store import RUNS_DIR, STORE_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
 
 #: How the best run of a model is chosen: highest validation accuracy, then lowest val loss.
 SELECTION = "best val_accuracy (ties: lower val_loss)"
@@ -122,12 +120,12 @@ def _study_name(store: Store, directory: Path) -> str:
     return name if isinstance(name, str) and name else directory.resolve().name
 
 
-def _weights_bytes(store: Store, study_dir: Path, run_id: str) -> bytes:
-    path = study_dir / "runs" / run_id / WEIGHTS_FILE
-    # Checked against the SHA-256 and size the store recorded when it wrote the file; a store
-    # that records none (schema v1, opened read-only) leaves only the structural checks.
-    if getattr(store, "version", 1) >= 2 and hasattr(store, "read_verified"):
-        return bytes(store.read_verified(run_id, WEIGHTS_FILE))
+def _weights_bytes(store: Store, run_id: str) -> bytes:
+    # Checked against the SHA-256 and size the store recorded when it wrote the file. A v1
+    # store (from before checksums) opened read-only records none: structural checks only.
+    if store.version >= 2:
+        return store.read_verified(run_id, WEIGHTS_FILE)
+    path = store.run_dir(run_id) / WEIGHTS_FILE
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -145,7 +143,7 @@ def find_run(directory: str | Path, model: str | None = None) -> RunSource:
                          "STUDY_DIR/runs/<run id>)")
     if (path / STORE_FILE).is_file():
         study_dir, run_id = path, None
-    elif path.parent.name == "runs" and (path.parent.parent / STORE_FILE).is_file():
+    elif path.parent.name == RUNS_DIR and (path.parent.parent / STORE_FILE).is_file():
         study_dir, run_id = path.parent.parent, path.name
     else:
         raise StoreError(f"{path}: not a study directory (no {STORE_FILE}) nor a run directory "
@@ -175,8 +173,9 @@ def find_run(directory: str | Path, model: str | None = None) -> RunSource:
                 raise StoreError(f"{study_dir}: no finished run of {which} with a validation "
                                  "accuracy; train it first with `archlab run`")
             record = best
-        data = _weights_bytes(store, study_dir, record.run_id)
-    return RunSource(study, record, study_dir / "runs" / record.run_id / WEIGHTS_FILE, data)
+        data = _weights_bytes(store, record.run_id)
+        path = store.run_dir(record.run_id) / WEIGHTS_FILE
+    return RunSource(study, record, path, data)
 
 
 def read_weights(data: bytes, where: Path, run_id: str | None = None
