@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,27 @@ def train(study: archlab.Study, directory: Path, **kwargs: Any) -> Path:
     return directory
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A trained study and the roles its models play in the tests (names come from the zoo)."""
+
+    directory: Path
+    name: str
+    models: tuple[str, ...]  # in study order
+    conv: str  # the deepest model with a Conv2D
+    mlp: str  # a model without one
+
+
 @pytest.fixture(scope="session")
-def quickstart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """zoo:quickstart trained for one epoch (three models, ~5 s)."""
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """zoo:quickstart trained for one epoch, one seed per model (a few seconds)."""
     study = archlab.override_training(archlab.load_study("zoo:quickstart"), epochs=1)
-    return train(study, tmp_path_factory.mktemp("quickstart"))
+    directory = train(study, tmp_path_factory.mktemp("quickstart"), repeats=1)
+    convs = [m for m, spec in study.models.items()
+             if any(layer.type == "Conv2D" for layer in spec.layers)]
+    return Trained(directory, study.name, tuple(study.models),
+                   max(convs, key=lambda m: len(study.models[m].layers)),
+                   next(m for m in study.models if m not in convs))
 
 
 @pytest.fixture(scope="session")

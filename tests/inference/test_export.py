@@ -14,6 +14,7 @@ import torch
 import archlab
 from archlab import ModelInfo, export_metadata, export_model, load_trained, preprocess_images
 from archlab.cli import main
+from tests.inference.conftest import Trained
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -31,12 +32,12 @@ def test_images(sample: archlab.RawDataset) -> np.ndarray:
     return sample.x_test[:100]
 
 
-def test_onnx_equals_torch_on_100_test_images(quickstart_dir: Path, tmp_path: Path,
+def test_onnx_equals_torch_on_100_test_images(quickstart: Trained, tmp_path: Path,
                                               test_images: np.ndarray) -> None:
-    out = tmp_path / "conv3.onnx"
-    assert main(["export", str(quickstart_dir), "conv3", "--format", "onnx", "-o",
-                 str(out)]) == 0
-    trained = load_trained(quickstart_dir, "conv3")
+    out = tmp_path / "conv.onnx"
+    assert main(["export", str(quickstart.directory), quickstart.conv, "--format", "onnx",
+                 "-o", str(out)]) == 0
+    trained = load_trained(quickstart.directory, quickstart.conv)
     x = preprocess_images(test_images, trained, mnist_style=False)
     with torch.no_grad():
         expected = trained(x).numpy()
@@ -59,8 +60,9 @@ def test_onnx_equals_torch_on_100_test_images(quickstart_dir: Path, tmp_path: Pa
             ).mean() > 0.3
 
 
-def test_the_best_finished_run_is_exported(quickstart_dir: Path, tmp_path: Path,
+def test_the_best_finished_run_is_exported(quickstart: Trained, tmp_path: Path,
                                            tiny_config: dict) -> None:
+    quickstart_dir = quickstart.directory
     tiny_config["train"]["epochs"] = 1
     tiny = tmp_path / "tiny"
     archlab.run_study(archlab.parse_study(tiny_config), tiny, repeats=3, threads=1, device="cpu")
@@ -71,7 +73,7 @@ def test_the_best_finished_run_is_exported(quickstart_dir: Path, tmp_path: Path,
         done = export_model(tiny, tmp_path / f"{model}.onnx", model=model)
         assert (done.info.run_id, done.info.model) == (best.run_id, best.model)
         assert done.info.metrics["val_accuracy"] == best.metrics["val_accuracy"]
-    for model in ("conv2", "conv3", "mlp32", None):
+    for model in (*quickstart.models, None):
         best = _best_of(quickstart_dir, model)
         done = export_model(quickstart_dir, tmp_path / f"{model}.onnx", model=model)
         assert (done.info.run_id, done.info.model) == (best.run_id, best.model)
@@ -85,24 +87,26 @@ def test_the_best_finished_run_is_exported(quickstart_dir: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors", "torchscript"])
-def test_metadata_round_trips(quickstart_dir: Path, tmp_path: Path, fmt: str) -> None:
-    trained = load_trained(quickstart_dir, "conv2")
+def test_metadata_round_trips(quickstart: Trained, tmp_path: Path, fmt: str) -> None:
+    model = quickstart.models[0]
+    trained = load_trained(quickstart.directory, model)
     done = export_model(trained, tmp_path / "model.bin", format=fmt)  # type: ignore[arg-type]
     meta = export_metadata(done.path)
     assert ModelInfo.from_metadata(meta) == trained.info
-    assert meta["study"] == "quickstart" and meta["model"] == "conv2"
-    assert meta["run_id"] == _best_of(quickstart_dir, "conv2").run_id
+    assert meta["study"] == "quickstart" and meta["model"] == model
+    assert meta["run_id"] == _best_of(quickstart.directory, model).run_id
     assert json.loads(meta["class_names"]) == [str(d) for d in range(10)]
     assert json.loads(meta["preprocessing"]) == "scale"
     assert json.loads(meta["input_shape"]) == ["batch", 1, 28, 28]
     assert trained.info.dataset == meta["dataset"] == "mnist-sample"
 
 
-def test_torchscript_file_runs_with_any_batch(quickstart_dir: Path, tmp_path: Path,
+def test_torchscript_file_runs_with_any_batch(quickstart: Trained, tmp_path: Path,
                                               test_images: np.ndarray) -> None:
     out = tmp_path / "m.pt"
-    assert main(["export", str(quickstart_dir), "conv3", "-o", str(out)]) == 0  # from suffix
-    trained = load_trained(quickstart_dir, "conv3")
+    assert main(["export", str(quickstart.directory), quickstart.conv, "-o",
+                 str(out)]) == 0  # the format from the suffix
+    trained = load_trained(quickstart.directory, quickstart.conv)
     x = preprocess_images(test_images, trained, mnist_style=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch
@@ -112,47 +116,51 @@ def test_torchscript_file_runs_with_any_batch(quickstart_dir: Path, tmp_path: Pa
         assert scripted(x[:3]).shape == (3, 10)
 
 
-def test_safetensors_export_is_plain_tensors_and_loads_back(quickstart_dir: Path,
+def test_safetensors_export_is_plain_tensors_and_loads_back(quickstart: Trained,
                                                             tmp_path: Path,
                                                             test_images: np.ndarray) -> None:
     out = tmp_path / "m.safetensors"
-    assert main(["export", str(quickstart_dir), "mlp32", "-o", str(out)]) == 0
+    assert main(["export", str(quickstart.directory), quickstart.conv, "-o", str(out)]) == 0
     raw = out.read_bytes()
     header = raw[8:8 + int.from_bytes(raw[:8], "little")]
-    assert json.loads(header)["__metadata__"]["model"] == "mlp32"  # a JSON header, no pickle
-    again, trained = load_trained(out), load_trained(quickstart_dir, "mlp32")
+    assert json.loads(header)["__metadata__"]["model"] == quickstart.conv  # JSON, no pickle
+    again, trained = load_trained(out), load_trained(quickstart.directory, quickstart.conv)
     assert again.info == trained.info
     x = preprocess_images(test_images, trained, mnist_style=False)
     with torch.no_grad():
         assert torch.equal(again(x), trained(x))
 
 
-def test_export_names_the_file_from_study_and_model(quickstart_dir: Path, tmp_path: Path,
+def test_export_names_the_file_from_study_and_model(quickstart: Trained, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["export", str(quickstart_dir), "conv2", "--format", "safetensors"]) == 0
-    assert (tmp_path / "quickstart-conv2.safetensors").is_file()
+    assert main(["export", str(quickstart.directory), quickstart.mlp, "--format",
+                 "safetensors"]) == 0
+    assert (tmp_path / f"quickstart-{quickstart.mlp}.safetensors").is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["{q}", "nope"], "Expected a model of study 'quickstart' (conv2, conv3, mlp32), "
-                      "received 'nope'"),
+    (["{q}", "nope"], "Expected a model of study 'quickstart' ({models}), received 'nope'"),
     (["{q}/runs"], "not a study directory"),
     (["{tmp}/absent"], "no such directory"),
-    (["{q}", "conv2", "-o", "{tmp}"], "is a directory"),
+    (["{q}", "{mlp}", "-o", "{tmp}"], "is a directory"),
 ])
-def test_export_errors_are_one_line(quickstart_dir: Path, tmp_path: Path, capsys, argv,
+def test_export_errors_are_one_line(quickstart: Trained, tmp_path: Path, capsys, argv,
                                     message) -> None:
-    args = [a.format(q=quickstart_dir, tmp=tmp_path) for a in argv]
+    names = {"q": quickstart.directory, "tmp": tmp_path, "mlp": quickstart.mlp,
+             "models": ", ".join(sorted(quickstart.models))}
+    args = [a.format(**names) for a in argv]
+    message = message.format(**names)
     assert main(["export", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
 
 
-def test_a_run_directory_of_another_model_is_refused(quickstart_dir: Path, capsys) -> None:
-    run = _best_of(quickstart_dir, "conv2")
-    assert main(["export", str(quickstart_dir / "runs" / run.run_id), "mlp32"]) == 2
-    assert "is of model 'conv2', not 'mlp32'" in capsys.readouterr().err
+def test_a_run_directory_of_another_model_is_refused(quickstart: Trained, capsys) -> None:
+    run = _best_of(quickstart.directory, quickstart.conv)
+    run_dir = quickstart.directory / "runs" / run.run_id
+    assert main(["export", str(run_dir), quickstart.mlp]) == 2
+    assert f"is of model '{quickstart.conv}', not '{quickstart.mlp}'" in capsys.readouterr().err
 
 
 EVERY_LAYER = {
@@ -167,6 +175,7 @@ EVERY_LAYER = {
                 [],
                 [{"Conv2D": {"filters": 4, "kernel_size": 1, "activation": "selu"}}],
                 [{"MaxPooling2D": {"pool_size": 3, "strides": 1, "padding": "same"}}],
+                [{"AveragePooling2D": {"pool_size": 3, "strides": 1, "padding": "same"}}],
             ]}},
             {"Activation": {"activation": "softsign"}},
             "GlobalAveragePooling2D",
@@ -176,6 +185,7 @@ EVERY_LAYER = {
         "pools": {"layers": [
             {"Conv2D": {"filters": 3, "kernel_size": 3, "activation": "tanh"}},
             {"AveragePooling2D": {"pool_size": 2}},
+            {"AveragePooling2D": {"pool_size": 2, "padding": "same"}},  # 13x13 -> 7x7: pads
             "GlobalMaxPooling2D",
             {"Dense": {"units": 10, "activation": "softmax"}},
         ]},
@@ -206,14 +216,24 @@ def test_every_layer_kind_exports_to_onnx(tmp_path: Path, model: str) -> None:
                                    trained(x).numpy(), rtol=0, atol=1e-5)
 
 
-def test_an_unfaithful_onnx_graph_is_refused(tmp_path: Path) -> None:
-    # torch's exporter drops `divisor_override`: the window sums become means in the file.
-    network = torch.nn.Sequential(torch.nn.AvgPool2d(3, 1, divisor_override=1),
-                                  torch.nn.Flatten(), torch.nn.Linear(26 * 26, 10))
+def test_an_unfaithful_onnx_graph_is_refused(quickstart: Trained, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    # An exporter that computes something else (as torch's did for AveragePooling2D 'same',
+    # dropping divisor_override): the file is checked with onnxruntime and not kept.
+    real_export = torch.onnx.export
+
+    def halving_export(model, args, *rest, **kwargs):
+        class Half(torch.nn.Module):
+            def forward(self, x):
+                return model(x) * 0.5
+
+        return real_export(Half(), args, *rest, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", halving_export)
     out = tmp_path / "m.onnx"
-    with pytest.raises(archlab.ArchlabError, match=r"m\.onnx: torch's ONNX exporter does not "
-                       "translate model 'm' faithfully .* export it with --format "
-                       "safetensors or torchscript"):
-        export_model(_untrained(network, "m"), out)
+    assert main(["export", str(quickstart.directory), quickstart.mlp, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: torch's ONNX exporter does not translate model "
+                          f"'{quickstart.mlp}' faithfully (onnxruntime differs from torch by 0.")
+    assert err.rstrip().endswith("export it with --format safetensors or torchscript")
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left behind
-    export_model(_untrained(network, "m"), tmp_path / "m.pt", format="torchscript")

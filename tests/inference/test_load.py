@@ -13,13 +13,14 @@ import torch
 import archlab
 from archlab import TrainedModel, export_metadata, export_model, load_trained, preprocess_images
 from archlab.cli import main
+from tests.inference.conftest import Trained
 
 
-def test_load_trained_outputs_probabilities_in_eval_mode(quickstart_dir: Path,
+def test_load_trained_outputs_probabilities_in_eval_mode(quickstart: Trained,
                                                         sample: archlab.RawDataset) -> None:
     torch.manual_seed(5)
     before = torch.get_rng_state()
-    model = load_trained(quickstart_dir, "conv3")
+    model = load_trained(quickstart.directory, quickstart.conv)
     assert torch.equal(torch.get_rng_state(), before)  # building it leaves the RNG alone
     assert isinstance(model, TrainedModel) and isinstance(model, torch.nn.Module)
     assert not model.training and not model.network.training
@@ -32,7 +33,7 @@ def test_load_trained_outputs_probabilities_in_eval_mode(quickstart_dir: Path,
     assert torch.allclose(p.sum(1), torch.ones(50), atol=1e-5) and (p >= 0).all()
     assert torch.allclose(p, torch.softmax(logits, 1))
     # Its test accuracy is the one the store recorded for the run.
-    with archlab.Store(quickstart_dir) as store:
+    with archlab.Store(quickstart.directory) as store:
         (record,) = store.runs(run_ids=[model.info.run_id])
     x_all = preprocess_images(sample.x_test, model, mnist_style=False)
     with torch.no_grad():
@@ -41,9 +42,9 @@ def test_load_trained_outputs_probabilities_in_eval_mode(quickstart_dir: Path,
 
 
 @pytest.fixture
-def study_copy(quickstart_dir: Path, tmp_path: Path) -> Path:
+def study_copy(quickstart: Trained, tmp_path: Path) -> Path:
     """A copy of the trained quickstart study to damage."""
-    return Path(shutil.copytree(quickstart_dir, tmp_path / "study"))
+    return Path(shutil.copytree(quickstart.directory, tmp_path / "study"))
 
 
 def _weights(study: Path, model: str) -> Path:
@@ -61,40 +62,43 @@ def _refused(study: Path, model: str, capsys: pytest.CaptureFixture[str]) -> str
     return err
 
 
-def test_truncated_weights_are_refused(study_copy: Path, capsys) -> None:
-    path = _weights(study_copy, "conv3")
+def test_truncated_weights_are_refused(study_copy: Path, quickstart: Trained, capsys) -> None:
+    path = _weights(study_copy, quickstart.conv)
     path.write_bytes(path.read_bytes()[:-100])
-    assert str(path) in _refused(study_copy, "conv3", capsys)
+    assert str(path) in _refused(study_copy, quickstart.conv, capsys)
 
 
-def test_a_flipped_weight_byte_is_refused(study_copy: Path, capsys) -> None:
-    path = _weights(study_copy, "conv3")
+def test_a_flipped_weight_byte_is_refused(study_copy: Path, quickstart: Trained,
+                                          capsys) -> None:
+    path = _weights(study_copy, quickstart.conv)
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x10  # inside the last tensor: a valid file, a different number
     path.write_bytes(bytes(data))
-    assert str(path) in _refused(study_copy, "conv3", capsys)
+    assert str(path) in _refused(study_copy, quickstart.conv, capsys)
 
 
-def test_another_runs_weights_are_refused(study_copy: Path, capsys) -> None:
-    shutil.copyfile(_weights(study_copy, "conv2"), _weights(study_copy, "conv3"))
-    _refused(study_copy, "conv3", capsys)
+def test_another_runs_weights_are_refused(study_copy: Path, quickstart: Trained,
+                                          capsys) -> None:
+    shutil.copyfile(_weights(study_copy, quickstart.mlp), _weights(study_copy, quickstart.conv))
+    _refused(study_copy, quickstart.conv, capsys)
 
 
-def test_a_pickle_is_never_unpickled(study_copy: Path, tmp_path: Path, capsys) -> None:
+def test_a_pickle_is_never_unpickled(study_copy: Path, quickstart: Trained, tmp_path: Path,
+                                     capsys) -> None:
     marker = tmp_path / "unpickled"
 
     class Payload:
         def __reduce__(self):  # what a malicious pickle does when it is loaded
             return (Path.touch, (marker,))
 
-    path = _weights(study_copy, "conv3")
+    path = _weights(study_copy, quickstart.conv)
     path.write_bytes(pickle.dumps({"weights": Payload()}))
-    _refused(study_copy, "conv3", capsys)
+    _refused(study_copy, quickstart.conv, capsys)
     assert not marker.exists()
 
 
-def test_exported_safetensors_are_checked_too(quickstart_dir: Path, tmp_path: Path) -> None:
-    out = export_model(quickstart_dir, tmp_path / "m.safetensors", model="mlp32",
+def test_exported_safetensors_are_checked_too(quickstart: Trained, tmp_path: Path) -> None:
+    out = export_model(quickstart.directory, tmp_path / "m.safetensors", model=quickstart.mlp,
                        format="safetensors").path
     data = out.read_bytes()
     out.write_bytes(data[: len(data) // 2])
@@ -111,7 +115,7 @@ def test_exported_safetensors_are_checked_too(quickstart_dir: Path, tmp_path: Pa
     with pytest.raises(archlab.StoreError, match="not an archlab export"):
         load_trained(out)
     # Non-finite values never load.
-    model = load_trained(quickstart_dir, "mlp32")
+    model = load_trained(quickstart.directory, quickstart.mlp)
     bad = export_model(model, tmp_path / "nan.safetensors", format="safetensors").path
     state = dict(model.network.state_dict())
     first = next(iter(state))
@@ -121,8 +125,7 @@ def test_exported_safetensors_are_checked_too(quickstart_dir: Path, tmp_path: Pa
         load_trained(bad)
 
 
-def test_an_unfinished_run_has_nothing_to_load(quickstart_dir: Path, tmp_path: Path,
-                                               tiny_config: dict) -> None:
+def test_an_unfinished_run_has_nothing_to_load(tmp_path: Path) -> None:
     directory = tmp_path / "none"
     with archlab.Store(directory) as store:
         store.start_run("abc", "mlp", 0, 1, {}, {})

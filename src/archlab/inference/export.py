@@ -13,6 +13,7 @@ logits) plus the run's config, so ``archlab.load_trained(FILE)`` rebuilds it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import nn
 
 from archlab.errors import ArchlabError
 from archlab.inference.load import ModelInfo, TrainedModel, load_trained
@@ -94,6 +96,37 @@ def _write_onnx(trained: TrainedModel, path: Path) -> None:
     _check_onnx_agrees(trained, path)
 
 
+class _SumPool(nn.Module):
+    """``AvgPool2d(divisor_override=d)`` as ONNX can say it: the window mean times k*k/d.
+    torch's exporter drops ``divisor_override`` (the file would hold plain means)."""
+
+    def __init__(self, pool: nn.AvgPool2d) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
+                                 count_include_pad=True)
+        k = _pair(pool.kernel_size)
+        self.factor = k[0] * k[1] / float(pool.divisor_override or 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) * self.factor
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+
+def _onnx_ready(trained: TrainedModel) -> nn.Module:
+    """A copy of ``trained`` with what torch's exporter mistranslates rewritten."""
+    ready = copy.deepcopy(trained)
+    for name, module in list(ready.named_modules()):
+        if (isinstance(module, nn.AvgPool2d) and module.divisor_override
+                and (not any(_pair(module.padding)) or module.count_include_pad)
+                and not module.ceil_mode):
+            parent_name, _, child = name.rpartition(".")
+            setattr(ready.get_submodule(parent_name), child, _SumPool(module))
+    return ready
+
+
 def _torch_to_onnx(trained: TrainedModel, path: Path) -> None:
     try:
         import onnx
@@ -104,7 +137,7 @@ def _torch_to_onnx(trained: TrainedModel, path: Path) -> None:
         # The TorchScript-based exporter: it needs only `onnx` (the dynamo one needs
         # onnxscript) and writes opset 17 directly. torch marks it deprecated.
         warnings.simplefilter("ignore")
-        torch.onnx.export(trained, (_example(trained),), str(path), dynamo=False,
+        torch.onnx.export(_onnx_ready(trained), (_example(trained),), str(path), dynamo=False,
                           opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], do_constant_folding=True,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
@@ -128,8 +161,8 @@ ONNX_TOLERANCE = 1e-4
 
 def _check_onnx_agrees(trained: TrainedModel, path: Path) -> None:
     """Run the file with onnxruntime on seeded random inputs: torch's exporter silently drops
-    some arguments (``divisor_override`` of average pooling, for one), and a file that
-    computes something else must not be written."""
+    some arguments (``divisor_override``, rewritten above, was one), and a file that computes
+    something else must not be written."""
     try:
         import onnxruntime
     except ImportError:  # the `export` extra brings it; without it the file goes unchecked
