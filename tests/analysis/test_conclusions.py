@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from archlab.analysis.conclusions import (
+    SHARED_LOAD,
     Conclusion,
     chance_level,
     conclusions,
+    machine_load,
     num_classes,
     stuck_at_chance,
 )
@@ -166,6 +168,72 @@ def test_most_time_efficient_model() -> None:
     assert "0.0575 s per point (97.00% in 5.0 s)" in eff.text
     assert "slow, needs 1.12 s per point" in eff.text
     assert "chance" not in eff.text.replace("above chance", "")
+
+
+def test_time_efficiency_uses_the_median_timing() -> None:
+    """One run timed while the machine was busy (300 s instead of 10 s) does not decide it."""
+    steady = model("steady", [0.97, 0.971, 0.969], seconds=[20.0, 21.0, 19.0])
+    noisy = model("noisy", [0.97, 0.969, 0.971], seconds=[10.0, 300.0, 11.0])
+    eff = one(conclusions(results(steady, noisy)), "efficiency")
+    assert eff.models[0] == "noisy"  # by the mean (107 s) it would be the least efficient
+    assert "(97.00% in a median 11.0 s over 3 runs)" in eff.text
+    assert "single timing" not in eff.text
+
+
+def test_single_timings_are_flagged() -> None:
+    eff = one(conclusions(results(model("a", [0.98], seconds=5.0),
+                                  model("b", [0.97], seconds=9.0))), "efficiency")
+    assert "Models that ran once have a single timing" in eff.text
+
+
+@pytest.mark.parametrize("load", [7.5, [7.5, 3.0, 1.0]])
+def test_a_shared_machine_is_named(load: object) -> None:
+    busy = {"load_average": load, "cpu_count": 2}
+    quiet = {"load_average": 0.3, "cpu_count": 2}
+    a = model("a", [0.98, 0.981], seconds=5.0, environment=busy)
+    b = model("b", [0.97, 0.971], seconds=9.0, environment=quiet)
+    eff = one(conclusions(results(a, b)), "efficiency")
+    assert ("The machine was shared while these runs were timed: 2 of 4 runs started with a "
+            f"load average above {SHARED_LOAD:g}× the CPU count (up to 7.5 on 2 CPUs)") in eff.text
+    assert "unreliable" in eff.text
+    load_info = machine_load(r for m in (a, b) for r in m.runs)
+    assert (load_info.runs, load_info.recorded, load_info.busy) == (4, 4, 2)
+
+
+def test_a_quiet_machine_and_an_unknown_load() -> None:
+    quiet = {"load_average": 1.9, "cpu_count": 2}  # busy with our own run, not shared
+    eff = one(conclusions(results(model("a", [0.98, 0.981], seconds=5.0, environment=quiet),
+                                  model("b", [0.97, 0.971], seconds=9.0,
+                                        environment=quiet))), "efficiency")
+    assert "shared" not in eff.text and "not recorded" not in eff.text
+    eff = one(conclusions(results(model("a", [0.98, 0.981], seconds=5.0),
+                                  model("b", [0.97, 0.971], seconds=9.0,
+                                        environment={"cpu_count": 2}))), "efficiency")
+    assert "The machine's load was not recorded for these runs, so whether they were timed " \
+        "on a shared machine is unknown." in eff.text
+    eff = one(conclusions(results(model("a", [0.98, 0.981], seconds=5.0, environment=quiet),
+                                  model("b", [0.97, 0.971], seconds=9.0))), "efficiency")
+    assert "not recorded for 2 of these 4 runs" in eff.text
+
+
+def test_significance_names_the_test_used() -> None:
+    a = model("a", [0.990, 0.991, 0.992], seeds=[1, 2, 3])
+    b = model("b", [0.9895, 0.9915, 0.9905], seeds=[1, 2, 3])
+    c = model("c", [0.90, 0.91, 0.905], seeds=[7, 8, 9])
+    found = conclusions(results(a, b, c))
+    summary = next(x for x in found if x.kind == "significance" and "t-tests" in x.text)
+    assert summary.text.startswith("By paired t-tests (runs matched by seed) and Welch's "
+                                   "t-tests at α = 0.05")
+    paired = conclusions(results(a, b, model("c", [0.90, 0.91, 0.905], seeds=[3, 2, 1])))
+    summary = next(x for x in paired if x.kind == "significance" and "t-tests" in x.text)
+    assert summary.text.startswith("By paired t-tests (runs matched by seed) at")
+    assert all("Welch's or paired" not in x.text for x in [*found, *paired])
+
+
+def test_number_of_classes_comes_from_the_dataset_when_recorded() -> None:
+    r = results(model("a", [0.5]), model("b", [0.6]),
+                meta={"data_sizes": {"train": 1, "val": 1, "test": 1, "classes": 47}})
+    assert num_classes(r) == 47
 
 
 def test_number_of_classes_comes_from_the_output_layer() -> None:

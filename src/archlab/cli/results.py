@@ -8,6 +8,7 @@ files go where ``-o DIR`` says (or into the study directory when it is writable)
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,11 +21,12 @@ def print_results(results: Any, *, wide: bool = False,
     """The comparison table (compact; every column with ``wide``), the ranking verdicts and,
     unless ``tables`` is None, where results.md/csv/json are ("study": the study directory)."""
     from archlab.analysis.results import TEST_AS_VALIDATION_NOTE
-    from archlab.report.tables import ranking_lines, rich_stats_table, rich_table
+    from archlab.report.tables import ranking_lines, rich_table, rich_wide_tables
 
-    out.print(rich_table(results, wide=wide))
+    out.print(rich_table(results))
     if wide:
-        out.print(rich_stats_table(results))
+        for table in rich_wide_tables(results):
+            out.print(table)
     if results.validation_is_test:
         out.print(f"[yellow]{TEST_AS_VALIDATION_NOTE}[/]")
     for line in ranking_lines(results):
@@ -56,8 +58,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     try:
         write_tables(results, target)
     except OSError as exc:
-        if args.out:
-            raise ArchlabError(f"-o {args.out}: cannot write results.md/csv/json "
+        if args.out or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ArchlabError(f"{target}: cannot write results.md/csv/json "
                                f"({exc.strerror or exc})") from None
         written = None
         err.print(f"note: {directory} is not writable ({exc.strerror or exc}): results.md, "

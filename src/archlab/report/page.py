@@ -161,6 +161,22 @@ def _log_warning(message: str) -> None:
     log.warning("warning: %s", message)
 
 
+def _unwritable(target: Path, exc: OSError) -> ArchlabError:
+    reason = exc.strerror or exc.__class__.__name__
+    return ArchlabError(f"{target}: cannot write the report there ({reason}); write it to "
+                        "another directory (`archlab report STUDY -o DIR`)")
+
+
+def _check_writable(target: Path) -> None:
+    """Fail before any figure is drawn when ``target`` cannot take the report."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        atomic_write(target / ".report-probe", b"")
+        (target / ".report-probe").unlink()
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
+
+
 def _write(target: Path, images: list[Image], html: str, md: str) -> list[Path]:
     """PNGs first, then the pages, then stale PNGs go: an interrupted write leaves the previous
     report usable and no temporary file behind."""
@@ -179,9 +195,7 @@ def _write(target: Path, images: list[Image], html: str, md: str) -> list[Path]:
             if old.name not in keep:
                 old.unlink()
     except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise ArchlabError(f"{target}: cannot write the report there ({reason}); write it to "
-                           "another directory (`archlab report STUDY -o DIR`)") from None
+        raise _unwritable(target, exc) from None
     return [html_path, md_path]
 
 
@@ -203,6 +217,7 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
     target = Path(out) if out is not None else directory
     warn = on_warning or _log_warning
     results = collect(directory)
+    _check_writable(target)
     study = _load_study(directory)
     found = conclusions(results)
     curves: list[tuple[str, Curves]] = []

@@ -36,6 +36,7 @@ __all__ = [
     "ranking_lines",
     "rich_stats_table",
     "rich_table",
+    "rich_wide_tables",
     "table_cells",
     "to_csv",
     "to_markdown",
@@ -311,43 +312,62 @@ def write_tables(results: StudyResults, directory: str | Path | None = None) -> 
 
 
 def rich_stats_table(results: StudyResults) -> Any:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="statistics (test accuracy, over-fitting)", title_justify="left")
+    table = Table(title="statistics (test accuracy, over-fitting)", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for c in STATS_COLUMNS:
-        table.add_column(c, justify="left" if c in ("model", "status") else "right")
+        if c == "model":
+            table.add_column(c, overflow="fold", min_width=5)
+        else:
+            table.add_column(c, justify="left" if c == "status" else "right", overflow="fold")
     for m in results.models:
         table.add_row(*stats_cells(m))
     return table
 
 
-def rich_table(results: StudyResults, *, wide: bool = False) -> Any:
-    """The comparison table for the terminal. Compact (the default) fits 80 columns: numbers
-    never wrap or shorten, and a long model name folds onto more lines instead of being cut.
-    ``wide`` adds every other column."""
+def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: list[str]) -> Any:
     from rich import box
     from rich.table import Table
 
-    cols, rows = table_cells(results, None if wide else COMPACT_COLUMNS)
-    any_ci = any(c.header == CI_HEADER for c in cols)
-    caption = ["test acc: mean ± std over the n finished runs"
-               + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
-               "time: mean training seconds"]
-    if wide:
-        caption.append(EVAL_NOTE)
-    else:
-        caption.append("validation, train and architecture columns: --wide, results.md")
-    table = Table(title=results.study, title_justify="left", box=box.SIMPLE_HEAD,
-                  caption="\n".join(caption), caption_justify="left", pad_edge=False)
-    for c in cols:
-        if not c.numeric:  # text folds onto more lines; it is never cut
-            table.add_column(c.header, overflow="fold", min_width=min(len(c.header), 6))
-        else:
-            width = max([len(c.header)] + [len(r[cols.index(c)].text) for r in rows])
+    cols, rows = table_cells(results, headers)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
+                  caption="\n".join(caption), caption_justify="left", show_edge=False,
+                  pad_edge=False)
+    for j, c in enumerate(cols):
+        if c.numeric:  # never wrapped, never shortened
+            width = max([len(c.header)] + [len(r[j].text) for r in rows])
+            table.add_column(c.header, justify="right", no_wrap=True, min_width=width)
+        else:  # text folds onto more lines where space is short; it is never cut
             table.add_column(c.header, justify="right" if c.numeric else "left",
-                             no_wrap=True, min_width=width)
+                             overflow="fold", min_width=min(len(c.header), 6))
     best = results.best()
     for m, r in zip(results.models, rows, strict=True):
         style = "bold green" if best is not None and m is best else None
         table.add_row(*(x.text for x in r), style=style)
     return table
+
+
+def rich_table(results: StudyResults) -> Any:
+    """The comparison table for the terminal: model, test accuracy (mean ± std, 95 % CI), n,
+    params and time. It fits 80 columns: the numbers never wrap or shorten, and a long model
+    name folds onto more lines instead of being cut."""
+    any_ci = any(s is not None and s.n > 1
+                 for m in results.models if (s := m.metrics.get("test_accuracy")))
+    caption = ["test acc: mean ± std over the n finished runs"
+               + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
+               "time: mean training seconds",
+               "validation, train and architecture columns: --wide, results.md"]
+    return _rich(results, results.study, COMPACT_COLUMNS, caption)
+
+
+def rich_wide_tables(results: StudyResults) -> list[Any]:
+    """The columns the compact table leaves out (``archlab results --wide``): the other
+    metrics, the architecture, and the statistics."""
+    metrics = ("model", "val acc", "val loss", "test loss", "train acc (eval)",
+               "train loss (eval)")
+    arch = ("model", "conv", "kernels", "channels", "pooling", "dropout", "BN", "L2")
+    return [_rich(results, "other metrics (mean ± std)", metrics, [EVAL_NOTE]),
+            _rich(results, "architecture", arch, []),
+            rich_stats_table(results)]
