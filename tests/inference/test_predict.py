@@ -32,8 +32,10 @@ def make_pngs(images: np.ndarray, directory: Path, seed: int = 0) -> list[Path]:
             for i, im in enumerate(images)]
 
 
-def _predict_json(source: Path, paths: list[Path], capsys, *extra: str) -> dict:
-    assert main(["predict", str(source), *extra, *map(str, paths), "--format", "json"]) == 0
+def _predict_json(source: Path, paths: list[Path], capsys, *model: str,
+                  options: tuple[str, ...] = ()) -> dict:
+    assert main(["predict", str(source), *model, *map(str, paths), "--format", "json",
+                 *options]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -85,12 +87,29 @@ def test_top_option_and_the_python_api(digits_dir: Path, sample: archlab.RawData
     assert sum(s.probability for s in only.top) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_predict_from_an_exported_file_and_bad_options(digits_dir: Path,
+                                                      sample: archlab.RawDataset,
+                                                      tmp_path: Path, capsys) -> None:
+    paths = make_pngs(sample.x_test[:6], tmp_path / "png")
+    direct = _predict_json(digits_dir, paths, capsys)
+    exported = archlab.export_model(digits_dir, tmp_path / "cnn.safetensors").path
+    from_file = _predict_json(exported, paths, capsys, options=("--top", "2"))
+    assert from_file["run_id"] == direct["run_id"]
+    for a, b in zip(direct["predictions"], from_file["predictions"], strict=True):
+        assert len(b["top"]) == 2 and a["top"][:2] == b["top"]
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(digits_dir), str(paths[0]), "--top", "0"])
+    assert exc.value.code == 2
+    assert "--top: expected a positive whole number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, content", [
     ("notes.png", b"a text file, not an image\n"),
     ("empty.png", b""),
     ("cut.png", None),  # the first 60 bytes of a real PNG
     ("white.png", "blank"),
     ("absent.png", "absent"),
+    ("folder.png", "directory"),
 ])
 def test_an_unusable_file_is_one_line_and_exit_2(digits_dir: Path, sample: archlab.RawDataset,
                                                  tmp_path: Path, capsys, name: str,
@@ -101,6 +120,8 @@ def test_an_unusable_file_is_one_line_and_exit_2(digits_dir: Path, sample: archl
         bad.write_bytes(good.read_bytes()[:60])
     elif content == "blank":
         Image.fromarray(np.full((50, 50), 255, np.uint8)).save(bad)
+    elif content == "directory":
+        bad.mkdir()
     elif isinstance(content, bytes):
         bad.write_bytes(content)
     assert main(["predict", str(digits_dir), str(good), str(bad)]) == 2

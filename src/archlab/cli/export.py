@@ -46,6 +46,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, received {text!r}")
+    return value
+
+
 class _SourceModelImages(argparse.Action):
     """`predict SOURCE [MODEL] IMAGE...`: the second of three or more words is MODEL unless it
     is an existing path or has an image suffix (so a missing image is reported as one)."""
@@ -85,13 +95,19 @@ def add_parsers(sub: Any) -> None:
     e.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify image files with a trained model",
+                       usage="archlab predict [-h] [--top N] [--format {text,json}] "
+                       "RUN_OR_STUDY_DIR [MODEL] IMAGE [IMAGE ...]",
                        description="Top classes of each image (PNG, JPEG, ...; any size; dark "
                        "on light or light on dark), prepared as MNIST was made (grey, "
                        "inverted when the background is light, cropped, fitted into 20x20, "
                        "centred by centre of mass in 28x28), then with the study's own "
                        "preprocessing.")
-    p.add_argument("words", nargs="+", metavar="RUN_OR_STUDY_DIR [MODEL] IMAGE",
-                   action=_SourceModelImages)
-    p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("words", nargs="+", metavar="RUN_OR_STUDY_DIR [MODEL] IMAGE...",
+                   action=_SourceModelImages,
+                   help="a study directory (its best run of MODEL, or of any model), a run "
+                   "directory STUDY_DIR/runs/<id>, or an exported .safetensors file; then the "
+                   "images")
+    p.add_argument("--top", type=_positive, default=3, metavar="N",
+                   help="classes shown per image (default 3)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_predict)

@@ -64,9 +64,10 @@ def format_for(path: str | Path, given: str | None = None) -> ExportFormat:
 
 
 def export_model(source: str | Path | TrainedModel, output: str | Path, *,
-                 model: str | None = None, format: ExportFormat = "onnx") -> Exported:
+                 model: str | None = None, format: ExportFormat | None = None) -> Exported:
     """Write ``source`` (a study or run directory, see :func:`archlab.load_trained`, or a loaded
-    model) to ``output`` in ``format``, atomically, metadata included."""
+    model) to ``output`` in ``format`` (default: from the suffix, else ONNX), atomically,
+    metadata included."""
     trained = source if isinstance(source, TrainedModel) else load_trained(source, model)
     fmt = format_for(output, format)
     path = Path(output)

@@ -46,6 +46,8 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p}: a directory, not an image file")
     if not p.is_file():
         raise ImageError(f"{p}: no such image file")
     try:
