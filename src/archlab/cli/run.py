@@ -21,6 +21,7 @@ from archlab.report.tables import format_duration
 from archlab.spec import Study, load_study, override_training
 
 if TYPE_CHECKING:
+    from archlab.data import RawDataset
     from archlab.run import StudyOutcome
 
 
@@ -117,7 +118,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from archlab.data import check_study_data
+    from archlab.data import check_study_data, load_dataset
     from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
     from archlab.run.projection import projection_note
 
@@ -129,7 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ArchlabError as exc:
         raise ArchlabError(f"--out: {exc}" if args.out else str(exc)) from None
     device = resolve_device(args.device)
-    check_study_data(study, args.data_dir)  # cheap (no image read); run_study verifies fully
+    check_study_data(study, args.data_dir)  # cheap: present, right sizes; no image read
+    dataset = None
+    if not args.dry_run and not directory.exists():
+        # A new study trains everything: read and verify the data now, before any timing and
+        # before the directory exists (an existing study loads it only if a run is missing).
+        dataset = load_dataset(study.data.dataset, args.data_dir)
     lock = StudyLock(directory, command=f"archlab {shlex.join(sys.argv[1:])}")
     with contextlib.ExitStack() as held:
         if not args.dry_run and directory.is_dir():
@@ -142,10 +148,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return 0
         held.enter_context(lock)  # reentrant: held until the tables and report are written
-        return _train_and_report(study, args, device)
+        return _train_and_report(study, args, device, dataset)
 
 
-def _train_and_report(study: Study, args: argparse.Namespace, device: str) -> int:
+def _train_and_report(study: Study, args: argparse.Namespace, device: str,
+                      dataset: RawDataset | None) -> int:
     from archlab.analysis.results import collect
     from archlab.cli.progress import ProgressView
     from archlab.report.tables import write_tables
@@ -154,7 +161,8 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str) -> in
     with _StopOnCtrlC() as stop:
         outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
                             jobs=args.jobs, threads=args.threads, device=device,
-                            progress=None if args.quiet else ProgressView(err), stop=stop)
+                            progress=None if args.quiet else ProgressView(err), stop=stop,
+                            dataset=dataset)
     directory = outcome.directory
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")

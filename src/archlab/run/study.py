@@ -64,6 +64,7 @@ def run_study(
     progress: Any = None,
     device: str | None = None,
     stop: Stop = None,
+    dataset: RawDataset | None = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` that the store in ``out`` does not already hold.
 
@@ -71,6 +72,8 @@ def run_study(
     retried, resuming from their last epoch checkpoint. ``progress`` is a
     :class:`archlab.cli.progress.ProgressView` (or None for silence). When ``stop`` becomes
     true, runs stop at their next batch (checkpoints kept) and ``interrupted`` is set.
+    ``dataset`` is the study's dataset if the caller has loaded it already (else it is loaded
+    here, before the study directory is created).
 
     Raises :class:`ArchlabError` (nothing written) for bad counts, an unusable output path or
     a missing or corrupt dataset; :class:`~archlab.run.lock.StudyBusyError` when another
@@ -85,8 +88,13 @@ def run_study(
     check_output_dir(directory)
     device = resolve_device(device)
     stop_requested = _as_callable(stop)
+    if dataset is not None and dataset.name != study.data.dataset:
+        raise ValueError(f"dataset is {dataset.name!r}, the study trains on "
+                         f"{study.data.dataset!r}")
     # Data errors are raised here, once, before any output exists (not by each worker).
-    raw = None if (directory / STORE_FILE).exists() else _load(study, data_dir)
+    raw = dataset
+    if raw is None and not (directory / STORE_FILE).exists():
+        raw = _load(study, data_dir)
     with StudyLock(directory):
         try:
             return _run_locked(study, directory, plans, raw, data_dir=data_dir, jobs=jobs,
