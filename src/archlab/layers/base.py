@@ -35,10 +35,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
     "softsign": nn.Softsign,
     "relu6": nn.ReLU6,
 }
-ActivationName = Literal[
-    "linear", "relu", "elu", "selu", "gelu", "tanh", "sigmoid", "softmax", "swish", "silu",
-    "softplus", "softsign", "relu6",
-] | None
+# The accepted names are the registry's keys: one list for the schema, the builder and the docs.
+ActivationName = Literal[tuple(ACTIVATIONS)] | None  # type: ignore[valid-type]
 
 Initializer = Literal[
     "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
