@@ -99,3 +99,31 @@ def test_summary_errors_are_one_line(ref: str, expected: str,
     assert main(["summary", ref]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+
+
+def test_quickstart_is_a_small_study_with_repeats() -> None:
+    """The first study a user runs: CNNs smaller than the MLP, 3 seeds, seconds of compute."""
+    study = archlab.load_study("zoo:quickstart")
+    built = archlab.validate_study(study)
+    assert study.data.dataset == "mnist-sample" and study.train.repeats >= 3
+    mlps = [m for m in built if not any(r.layer == "Conv2D" for r in built[m].rows)]
+    cnns = [m for m in built if m not in mlps]
+    assert len(mlps) == 1 and len(cnns) == 2
+    assert all(built[c].total_params < built[mlps[0]].total_params / 2 for c in cnns)
+    # Training compute of the whole study (a training step costs ~3 forward passes): about
+    # 60 G multiply-adds, which 2 CPU cores train in about 20 s (small convolutions run far
+    # below peak). The old quickstart's conv3 alone would have cost 157 G with 3 repeats.
+    n_train = 4500
+    total = sum(3 * b.macs_per_sample * n_train * study.train_for(m).epochs
+                * study.train_for(m).repeats for m, b in built.items())
+    assert total < 80e9
+
+
+@pytest.mark.slow
+def test_quickstart_ranks_the_cnns_above_the_mlp(tmp_path: Path) -> None:
+    """What the quickstart teaches (trains its 9 runs: ~20 s on 2 idle cores)."""
+    out = tmp_path / "qs"
+    assert main(["run", "zoo:quickstart", "--out", str(out), "--quiet", "--no-report"]) == 0
+    accuracy = {r.model: r.metrics["test_accuracy"].mean
+                for r in archlab.collect_results(out).models}
+    assert min(accuracy["conv2"], accuracy["conv3"]) > accuracy["mlp32"] + 0.01, accuracy
