@@ -552,11 +552,13 @@ def test_schema_export(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_schema_accepts_the_builtin_studies() -> None:
     jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
     from archlab.spec import study_json_schema
-    from archlab.spec.io import _read_source
 
     validator = jsonschema.Draft202012Validator(study_json_schema())
     for name in zoo_names():
-        data = yaml.safe_load(_read_source(f"zoo:{name}")[1])
+        data = yaml.safe_load(resources.files("archlab").joinpath(f"zoo/{name}.yaml")
+                              .read_text(encoding="utf-8"))
         assert not list(validator.iter_errors(data)), name
 
