@@ -172,7 +172,7 @@ def _receive(w: _Worker, report: Report, *, drain: bool) -> None:
     while w.conn is not None and w.conn.poll(0):
         try:
             message = w.conn.recv()
-        except (EOFError, OSError):  # EOF, or the tail of a message cut by a kill
+        except Exception:  # noqa: BLE001 - EOF, or a message cut short by a kill: its end
             w.conn.close()
             w.conn = None
             return
