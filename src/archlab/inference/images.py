@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from archlab.data.tensors import preprocess
 from archlab.errors import ArchlabError
 from archlab.inference.load import TrainedModel
 from archlab.spec import DataSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: (box, centre by centre of mass?) per dataset, for a 28x28 field.
 RECIPES: dict[str, tuple[int, bool]] = {"mnist": (20, True), "mnist-sample": (20, True),
@@ -61,10 +65,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{p}: not a readable image ({detail})") from None
 
 
-def _grey(im: object) -> np.ndarray:
-    from PIL import Image
-
-    assert isinstance(im, Image.Image)
+def _grey(im: Image.Image) -> np.ndarray:
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         a = np.asarray(im, dtype=np.float64)
         top = a.max()
