@@ -288,3 +288,12 @@ def test_ctrl_c_during_start_up_imports_is_quiet() -> None:
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 130
     assert "Traceback" not in done.stderr and done.stderr.strip() == "interrupted"
+
+
+def test_validate_finds_a_missing_dataset_without_reading_it(tmp_path: Path, capsys) -> None:
+    study = _mnist_study(tmp_path)
+    assert main(["validate", str(study), "--no-timing", "--data-dir",
+                 str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in _one_error_line(capsys.readouterr().err)
+    assert main(["validate", str(study), "--models", ",", "--no-timing"]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith("error: --models: ")

@@ -111,10 +111,20 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from archlab.data import check_study_data
+    from archlab.run.projection import projection_note
+
     study = _load(args.study, args.models)
+    where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     out.print(_compute_table(study, project=not args.no_timing))
-    out.print(f"[green]ok[/]: {len(study.models)} model(s) valid")
+    _warn_projection(None if args.no_timing else projection_note())
+    out.print(f"[green]ok[/]: {len(study.models)} model(s) valid; data: {where}")
     return 0
+
+
+def _warn_projection(note: str | None) -> None:
+    if note:
+        err.print(f"warning: {note}", markup=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -142,9 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             held.enter_context(lock)  # another process on this study: say so before timing
         out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
                                  device=device))
-        note = None if args.no_timing else projection_note()
-        if note:
-            err.print(f"warning: {note}", markup=False)
+        _warn_projection(None if args.no_timing else projection_note())
         if args.dry_run:
             return 0
         held.enter_context(lock)  # reentrant: held until the tables and report are written
@@ -224,5 +232,6 @@ def add_parsers(sub: Any) -> None:
     v = sub.add_parser("validate", help="check spec and shapes, print params and compute")
     v.add_argument("study")
     v.add_argument("--models")
+    v.add_argument("--data-dir", help="directory holding the dataset files (checked, not read)")
     v.add_argument("--no-timing", action="store_true", help="skip the timed projection")
     v.set_defaults(func=cmd_validate)
