@@ -502,7 +502,8 @@ def test_validate_writes_nothing(timing: bool, tmp_path: Path,
     before = _tree(tmp_path)
     timing_args = [] if timing else ["--no-timing"]
     rc, _, err = run_cli(["validate", "study.yaml", "--models", "mlp", *timing_args], capsys)
-    assert (rc, err) == (0, "")
+    # A timed validate on a busy machine warns that the projection is unreliable; no error.
+    assert rc == 0 and all(line.startswith("warning: ") for line in err.splitlines()), err
     assert run_cli(["validate", "bad.yaml", *timing_args], capsys)[0] == 2
     after = _tree(tmp_path)
     # The one thing a timed validate may write: the step-timing cache (issue 7), in the cache.
