@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from archlab import build_model, load_study
+from archlab import build_model, parse_study
 from archlab.analysis.predictions import Predictions, save_predictions
 from archlab.errors import StoreError
 from archlab.report.gather import (
@@ -48,7 +48,10 @@ def test_truncated_or_garbled_weights_are_refused(tmp_path: Path, data: bytes) -
 
 
 def test_weights_that_do_not_fit_the_model(tmp_path: Path) -> None:
-    built = build_model(load_study("zoo:quickstart"), "mlp32", device="meta")
+    study = parse_study({"name": "w", "models": {"mlp32": {"layers": [
+        "Flatten", {"Dense": {"units": 32, "activation": "relu"}},
+        {"Dense": {"units": 10, "activation": "softmax"}}]}}})
+    built = build_model(study, "mlp32", device="meta")
     good = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in built.module.state_dict().items()}
     path = tmp_path / "w.safetensors"
     save_file(good, str(path))

@@ -1,8 +1,8 @@
 """report.html / report.md end to end, on a real (tiny) study, plus a headless-Chromium check.
 
-The quickstart study is trained once per module (1 epoch on the embedded mnist-sample); two
-fake models are then added to its store, one whose run failed and one that diverged, so the
-report's "no finished run" sections are exercised too.
+A three-model study of its own (so the zoo can change) is trained once per module (1 epoch on
+the embedded mnist-sample); two fake models are then added to its store, one whose run failed
+and one that diverged, so the report's "no finished run" sections are exercised too.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from archlab import build_model, load_study
+from archlab import build_model, load_study, parse_study
 from archlab.analysis.results import TEST_AS_VALIDATION_NOTE, collect
 from archlab.cli import main as cli
 from archlab.describe import compact_architecture
@@ -34,6 +35,42 @@ from archlab.store import RunStatus, Store
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 MODELS = ["conv2", "conv3", "mlp32", "broken", "exploded"]
+STUDY = """\
+name: report-study
+description: Three small models for the report tests (conv2 is notebook 000's Model-I).
+data: {dataset: mnist-sample, validation: {split: 0.1}}
+train: {optimizer: {name: adam}, batch_size: 32, epochs: 1}
+models:
+  conv2:
+    description: "Notebook 000 Model-I: conv 1-7 (2x2 same), Dense 16 + BN"
+    layers:
+      - Conv2D: {filters: 1, kernel_size: 2, padding: same, activation: relu}
+      - MaxPooling2D: {pool_size: 2}
+      - Dropout: {rate: 0.25}
+      - Conv2D: {filters: 7, kernel_size: 2, padding: same, activation: relu}
+      - MaxPooling2D: {pool_size: 2}
+      - Dropout: {rate: 0.4}
+      - Flatten
+      - Dense: {units: 16, activation: relu}
+      - BatchNormalization
+      - Dropout: {rate: 0.5}
+      - Dense: {units: 10, activation: softmax}
+  conv3:
+    layers:
+      - Conv2D: {filters: 4, kernel_size: 3, activation: relu}
+      - MaxPooling2D: {pool_size: 2}
+      - Conv2D: {filters: 8, kernel_size: 3, activation: relu}
+      - MaxPooling2D: {pool_size: 2}
+      - BatchNormalization
+      - Flatten
+      - Dense: {units: 10, activation: softmax}
+  mlp32:
+    layers:
+      - Flatten
+      - Dense: {units: 32, activation: relu}
+      - Dense: {units: 32, activation: relu}
+      - Dense: {units: 10, activation: softmax}
+"""
 
 
 class _Page(HTMLParser):
@@ -101,9 +138,10 @@ def _add_fake_runs(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("quickstart")
-    assert cli(["run", "zoo:quickstart", "--epochs", "1", "--out", str(out), "--quiet",
-                "--no-report"]) == 0
+    out = tmp_path_factory.mktemp("report-study")
+    source = out.parent / "report-study.yaml"
+    source.write_text(STUDY)
+    assert cli(["run", str(source), "--out", str(out), "--quiet", "--no-report"]) == 0
     _add_fake_runs(out)
     paths = write_report(out)
     return {"dir": out, "paths": paths, "html": paths[0].read_text(encoding="utf-8"),
@@ -197,13 +235,13 @@ def test_header(study: dict[str, Any]) -> None:
     text = study["html"]
     results = collect(study["dir"])
     env = results.models[0].runs[0].environment
-    assert "<h1>quickstart" in text
+    assert "<h1>report-study" in text
     assert "mnist-sample (4,500 train / 500 validation / 1,000 test images, 10 classes)" in text
     assert "stratified 10% of the training set" in text
     assert f"archlab {env['archlab']} · torch {env['torch']} · python {env['python']}" in text
     assert f"{env['cpu_count']} CPUs, {env['threads']} torch threads" in text
     assert "total time" in text
-    # quickstart holds out a split: no test-as-validation note
+    # the study holds out a split: no test-as-validation note
     assert 'class="note"' not in text and TEST_AS_VALIDATION_NOTE not in html.unescape(text)
 
 
@@ -217,7 +255,7 @@ def test_conclusions_are_in_both_pages(study: dict[str, Any]) -> None:
 
 def test_model_sections(study: dict[str, Any]) -> None:
     text = study["html"]
-    built = build_model(load_study("zoo:quickstart"), "conv2", device="meta")
+    built = build_model(parse_study(yaml.safe_load(STUDY)), "conv2", device="meta")
     assert compact_architecture(built) in html.unescape(text)
     assert "conv2d_1 (Conv2D)" in text and "Total params: 5,778" in text
     assert "Per-class test accuracy" in text
@@ -248,7 +286,7 @@ def test_predictions_agree_with_the_store(study: dict[str, Any]) -> None:
 
 
 def test_compact_architecture() -> None:
-    study = load_study("zoo:quickstart")
+    study = parse_study(yaml.safe_load(STUDY))
     line = compact_architecture(build_model(study, "conv2", device="meta"))
     assert line.startswith("28×28×1 →conv2 1 same→ 28×28×1 →pool2, drop0.25→ 14×14×1 "
                            "→conv2 7 same→ 14×14×7")
@@ -356,6 +394,33 @@ def test_bad_predictions_file_is_refused(study: dict[str, Any], tmp_path: Path) 
     assert len(warnings) == 1 and warnings[0].startswith("conv3: The predictions")
     # the confusion matrix and the mistakes of conv3 are gone, nothing else
     assert len(_parse(text).images) == len(_parse(study["html"]).images) - 2
+
+
+def test_report_never_loads_data_or_runs_a_model(study: dict[str, Any], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything comes from the store and the run files: with data loading, any forward pass
+    and the network all made to fail, the same report comes out."""
+    import socket
+
+    import torch
+
+    import archlab
+    import archlab.data
+    import archlab.data.loader
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the report must not do this")
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", forbidden)
+    for module in (archlab, archlab.data, archlab.data.loader):
+        monkeypatch.setattr(module, "load_dataset", forbidden)
+    monkeypatch.setattr(socket.socket, "connect", forbidden)
+    monkeypatch.setenv("ARCHLAB_DATA_DIR", str(tmp_path / "no-data-here"))
+    copy = tmp_path / "study"
+    shutil.copytree(study["dir"], copy)
+    text = write_report(copy)[0].read_text()
+    assert len(_parse(text).images) == len(_parse(study["html"]).images)
+    assert "Per-class test accuracy" in text
 
 
 def _temporaries(directory: Path) -> list[Path]:

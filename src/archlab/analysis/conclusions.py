@@ -31,7 +31,10 @@ __all__ = [
     "tests_used",
 ]
 
-SHARED_LOAD = 1.25  # load average per CPU at run start above which the CPU was oversubscribed
+#: 1-minute load average per CPU at a run's start above which the machine counts as shared.
+#: Higher than the projection's "busy" threshold: at a run's start the load still includes the
+#: study's own previous run (up to one thread per CPU), so only load beyond that is someone else.
+SHARED_LOAD = 1.25
 CHANCE_MARGIN = 0.02  # "stuck at chance": test accuracy <= 1/classes + 2 pp (11.35 % on MNIST)
 OVERFIT_NOTICEABLE = 0.005  # a train - validation accuracy gap below 0.5 pp is not over-fitting
 _TIE = 1e-9  # accuracies are fractions of a test set: equal means are equal to rounding

@@ -27,7 +27,9 @@ __all__ = [
     "StudyResults",
     "architecture_of",
     "collect",
+    "model_result",
     "open_store",
+    "rank_models",
     "resolve_study_directory",
     "run_file",
 ]

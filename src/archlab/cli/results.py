@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from archlab.cli.console import err, out
+from archlab.cli.console import out
 from archlab.errors import ArchlabError
 
 
@@ -34,6 +35,11 @@ def print_results(results: Any, *, wide: bool = False,
     where = results.directory if tables == "study" else tables
     if where is not None:
         out.print(f"tables: {where}/results.md, results.csv, results.json", markup=False)
+
+
+def _line(message: str) -> None:
+    """One line on stderr, never wrapped (scripts and tests read it)."""
+    sys.stderr.write(" ".join(message.split()) + "\n")
 
 
 def _out_dir(path: str) -> Path:
@@ -62,9 +68,9 @@ def cmd_results(args: argparse.Namespace) -> int:
             raise ArchlabError(f"{target}: cannot write results.md/csv/json "
                                f"({exc.strerror or exc})") from None
         written = None
-        err.print(f"note: {directory} is not writable ({exc.strerror or exc}): results.md, "
-                  "results.csv and results.json were not written there; use -o DIR to write "
-                  "them elsewhere", markup=False)
+        _line(f"note: {directory} is not writable ({exc.strerror or exc}): results.md, "
+              "results.csv and results.json were not written there; use -o DIR to write them "
+              "elsewhere")
     if args.format == "json":
         print(json_text(results), end="")
     elif args.format == "csv":
@@ -82,7 +88,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     target = _out_dir(args.out) if args.out else None
 
     def warn(message: str) -> None:
-        err.print(f"warning: {message}", markup=False)
+        _line(f"warning: {message}")
 
     for p in write_report(directory, out=target, on_warning=warn):
         out.print(str(p), markup=False)
