@@ -423,6 +423,29 @@ def test_report_never_loads_data_or_runs_a_model(study: dict[str, Any], tmp_path
     assert "Per-class test accuracy" in text
 
 
+def test_report_of_a_v1_store_uses_structural_checks(study: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    """A study written by archlab 0.1 (store schema v1: no file checksums), reported without
+    upgrading it: its weights and predictions are still read (structural checks only)."""
+    import sqlite3
+
+    copy = tmp_path / "study"
+    shutil.copytree(study["dir"], copy)
+    with sqlite3.connect(copy / "store.sqlite") as db:
+        db.execute("DROP TABLE files")
+        for column in ("peak_rss_bytes", "warnings"):
+            db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        db.execute("PRAGMA user_version = 1")
+    with Store(copy, create=False, readonly=True) as store:
+        assert store.version == 1
+    warnings: list[str] = []
+    text = write_report(copy, on_warning=warnings.append)[0].read_text()
+    assert warnings == []
+    assert len(_parse(text).images) == len(_parse(study["html"]).images)
+    with sqlite3.connect(copy / "store.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # not upgraded
+
+
 def _temporaries(directory: Path) -> list[Path]:
     return [p for p in directory.rglob(".*") if p.name.endswith(".tmp")]
 

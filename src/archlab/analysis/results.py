@@ -49,8 +49,17 @@ def open_store(directory: str | Path) -> Store:
 def run_file(store: Store, run_id: str, name: str) -> Path:
     """The path of a file a run wrote (``weights.safetensors``, ``predictions.safetensors``),
     checked against the checksum the store recorded. Raises :class:`StoreError` when it is
-    missing or does not match."""
-    return store.verify_file(run_id, name)
+    missing or does not match.
+
+    A schema-v1 store (archlab 0.1, before checksums) opened read-only records none: its files
+    get the readers' structural checks only (safetensors, names and shapes), as when loading
+    a model for inference."""
+    if store.version >= 2:
+        return store.verify_file(run_id, name)
+    path = store.run_dir(run_id) / name
+    if not path.is_file():
+        raise StoreError(f"{path}: missing")
+    return path
 
 
 def architecture_of(config: RunConfig) -> Architecture:
