@@ -133,3 +133,56 @@ def test_auto_device_is_cpu_without_cuda() -> None:
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"
+
+
+MNIST_STUDY = ("name: m\ndata: {dataset: mnist}\nmodels:\n  a:\n    layers: [Flatten, {Dense: "
+               "{units: 10, activation: softmax}}]\n")
+
+
+def test_validate_finds_a_missing_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ARCHLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ARCHLAB_DATA_DIR", raising=False)
+    study = tmp_path / "m.yaml"
+    study.write_text(MNIST_STUDY)
+    (tmp_path / "empty").mkdir()
+    for data_dir, expected in ((tmp_path / "nowhere", "does not exist"),
+                               (tmp_path / "empty", "lacks train-images-idx3-ubyte")):
+        code = main(["validate", str(study), "--no-timing", "--data-dir", str(data_dir)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: mnist: data directory {data_dir} ") and expected in err
+
+
+def test_validate_names_where_the_data_comes_from(mnist_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    study = tmp_path / "m.yaml"
+    study.write_text(MNIST_STUDY)
+    assert main(["validate", str(study), "--no-timing", "--data-dir", str(mnist_dir)]) == 0
+    assert f"data: mnist: {mnist_dir}" in capsys.readouterr().out
+
+
+def test_run_with_a_missing_data_dir_stops_before_any_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    code = main(["run", "zoo:quickstart", "--data-dir", str(tmp_path / "nope"), "--out",
+                 str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and not out.exists()
+    assert captured.err == (f"error: mnist-sample: data directory {tmp_path / 'nope'} does "
+                            "not exist\n")
+    assert "projected" not in captured.out  # refused before the timing
+
+
+def test_an_empty_validation_split_is_refused_by_validate(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\ndata: {dataset: mnist-sample, validation: {split: 0.0001}}\n"
+                     "models:\n  a:\n    layers: [Flatten, {Dense: {units: 10, activation: "
+                     "softmax}}]\n")
+    assert main(["validate", str(study), "--no-timing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {study}: field 'data.validation.split': Expected a fraction "
+                          "above 0.001") and err.count("\n") == 1
