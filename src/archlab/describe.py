@@ -32,6 +32,7 @@ from archlab.layers import (
     LayerList,
     LayerSpec,
     MaxPooling2D,
+    Merge,
     Shape,
 )
 from archlab.model import BuiltModel, MemoryEstimate, SummaryRow, format_bytes
@@ -79,7 +80,7 @@ class LayerFacts:
     batch_norm: bool = False
     units: int | None = None  # Dense
     regularizers: tuple[str, ...] = ()  # "l2 0.01"
-    branches: tuple[tuple[LayerFacts, ...], ...] = ()  # Concatenate
+    branches: tuple[tuple[LayerFacts, ...], ...] = ()  # Concatenate, Add, ...
 
     def walk(self) -> list[LayerFacts]:
         """This layer, then every layer of its branches (depth first)."""
@@ -123,10 +124,11 @@ def describe_layer(spec: LayerSpec) -> LayerFacts:
         return LayerFacts(spec.type, "flatten")
     if isinstance(spec, Activation):
         return LayerFacts(spec.type, str(spec.activation or "linear"))
-    if isinstance(spec, Concatenate):
+    if isinstance(spec, Merge):
         branches = tuple(tuple(describe_layer(layer) for layer in branch)
                          for branch in spec.branches)
-        label = "concat[" + " | ".join(" ".join(f.label for f in b) or "id"
+        name = "concat" if isinstance(spec, Concatenate) else spec.type.lower()
+        label = name + "[" + " | ".join(" ".join(f.label for f in b) or "id"
                                        for b in branches) + "]"
         return LayerFacts(spec.type, label, branches=branches)
     return LayerFacts(spec.type, spec.type.lower())  # a newly registered layer
@@ -219,7 +221,8 @@ class ModelDescription:
         shape = tuple(self.input_shape)
         for row, facts in zip(top, self.layers, strict=True):
             out = tuple(row.output_shape)
-            if pending and (out != shape or row.layer in ("Conv2D", "Dense", "Concatenate")):
+            if pending and (out != shape or (row.layer in ("Conv2D", "Dense")
+                            or isinstance(row.spec, Merge))):
                 parts.append(f"{ARROW}{', '.join(pending)}{ARROW} {_dims(shape)}")
                 pending = []
             pending.append(facts.label)

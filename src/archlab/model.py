@@ -19,10 +19,9 @@ from archlab.datasets import dataset_info
 from archlab.errors import SpecError
 from archlab.layers import (
     Activation,
-    Branches,
-    Concatenate,
     Dense,
     LayerSpec,
+    Merge,
     Regularizer,
     Shape,
     ShapeProblem,
@@ -215,19 +214,19 @@ class _Walker:
         for i, layer in enumerate(layers):
             here = f"{path}layer {i + 1}"
             is_output = last_is_output and i == len(layers) - 1
-            if isinstance(layer, Concatenate):
+            if isinstance(layer, Merge):
                 branch_modules, outs = [], []
                 for b, branch in enumerate(layer.branches):
-                    mods, out = self.walk(branch, shape, f"{here} (Concatenate), branch {b + 1}, ",
+                    mods, out = self.walk(branch, shape,
+                                          f"{here} ({layer.type}), branch {b + 1}, ",
                                           f"{prefix}branch{b + 1}/", False)
                     branch_modules.append(nn.Sequential(*mods))
                     outs.append(out)
-                if any(len(o) != 3 for o in outs) or len({o[:2] for o in outs}) != 1:
-                    raise self.fail(here, layer, ShapeProblem(
-                        "branches", "Expected branch outputs with the same height and width, "
-                        f"received {', '.join(str(o) for o in outs)}"), shape)
-                out_shape = (*outs[0][:2], sum(o[2] for o in outs))
-                module: nn.Module = Branches(branch_modules)
+                try:
+                    out_shape = layer.merge_shape(outs)
+                except ShapeProblem as problem:
+                    raise self.fail(here, layer, problem, shape) from None
+                module: nn.Module = layer.build_merge(branch_modules)
                 macs = 0
             else:
                 try:
@@ -248,11 +247,11 @@ class _Walker:
                     module = self._build(built_spec, here, shape)
                 self.regularized += built_spec.regularized(module)
                 macs = layer.macs(shape)
-            # A Concatenate row holds no params of its own: its branches' rows list them.
-            params = 0 if isinstance(layer, Concatenate) else sum(_count(module))
+            # A merge row holds no params of its own: its branches' rows list them.
+            params = 0 if isinstance(layer, Merge) else sum(_count(module))
             self.rows.append(SummaryRow(self._name(layer, prefix), layer.type, out_shape, params,
                                         macs, layer, f"{here} ({layer.type})"))
-            self.values.append((0, 0) if isinstance(layer, Concatenate) else _held(module))
+            self.values.append((0, 0) if isinstance(layer, Merge) else _held(module))
             modules.append(module)
             shape = out_shape
         return modules, shape

@@ -22,7 +22,17 @@ from archlab.layers.base import (
 )
 from archlab.layers.conv import Conv2D
 from archlab.layers.core import Activation, Dense, Dropout, Flatten
-from archlab.layers.merge import Branches, Concatenate
+from archlab.layers.merge import (
+    MERGE_LAYERS,
+    Add,
+    Average,
+    Branches,
+    Concatenate,
+    Maximum,
+    Merge,
+    Multiply,
+    Subtract,
+)
 from archlab.layers.normalization import BatchNormalization
 from archlab.layers.pooling import (
     AveragePooling2D,
@@ -34,7 +44,10 @@ from archlab.layers.pooling import (
 __all__ = [
     "ACTIVATIONS",
     "LAYER_TYPES",
+    "MERGE_LAYERS",
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "BatchNormalization",
     "Branches",
@@ -50,9 +63,13 @@ __all__ = [
     "LayerList",
     "LayerSpec",
     "MaxPooling2D",
+    "Maximum",
+    "Merge",
+    "Multiply",
     "Regularizer",
     "Shape",
     "ShapeProblem",
+    "Subtract",
     "init_tensor",
     "layer_item",
     "register_layer",
@@ -98,4 +115,5 @@ LayerItem = Annotated[Layer, BeforeValidator(
         LayerName, Annotated[dict[LayerName, Union[dict[str, Any], None]],  # noqa: UP007
                              Field(min_length=1, max_length=1)]])]
 LayerList = list[LayerItem]
-Concatenate.model_rebuild(_types_namespace={"LayerItem": LayerItem})
+for _merge in MERGE_LAYERS:
+    _merge.model_rebuild(_types_namespace={"LayerItem": LayerItem})

@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from archlab.layers import LAYER_TYPES, Concatenate, LayerSpec
+from archlab.layers import LAYER_TYPES, MERGE_LAYERS, LayerSpec
 from archlab.optimizers import OPTIMIZERS
 from archlab.spec.schema import ModelSpec, Study
 
@@ -80,7 +80,7 @@ class Place:
                 self.fields, cls, tags, i = [], ModelSpec, {}, i + 2
                 continue
             if key in ("layers", "branches") and isinstance(nxt, int) \
-                    and cls in (ModelSpec, Concatenate):
+                    and cls in (ModelSpec, *MERGE_LAYERS):
                 i += 2
                 index = nxt
                 if key == "branches":

@@ -1,0 +1,159 @@
+"""The layers of issue 10 against Keras 3 (torch backend): parameter counts (total, trainable,
+per layer), per-layer output shapes and, with archlab's weights copied into Keras, the same
+probabilities on random input. Skipped when Keras is absent."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
+    pytest.skip("Keras is configured for another backend", allow_module_level=True)
+
+from archlab import SpecError, build_model, parse_study  # noqa: E402
+from archlab.layers import Concatenate, Merge  # noqa: E402
+from tests.test_keras_parity import _copy_weights, _keras_layer, _np, _perturb  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average": "Average",
+          "Maximum": "Maximum", "Concatenate": "Concatenate"}
+
+
+def keras_layer(spec: Any) -> Any:
+    """The Keras layer for one spec: issue 10's layers here, the rest from the parity tests."""
+    return _keras_layer(spec)
+
+
+def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
+    """Copy one layer's torch weights into its Keras twin (issue 10's layers; else parity's)."""
+    _copy_weights([spec], [module], {id(spec): klayer})
+
+
+def _walk(layers: list[Any], x: Any, rows: list[tuple[Any, Any, Any]]) -> Any:
+    for spec in layers:
+        if isinstance(spec, Merge):
+            outs = [_walk(list(branch), x, rows) for branch in spec.branches]
+            layer = (keras.layers.Concatenate(axis=-1) if isinstance(spec, Concatenate)
+                     else getattr(keras.layers, MERGES[spec.type])())
+            x = layer(outs)
+        else:
+            layer = keras_layer(spec)
+            x = layer(x)
+        rows.append((spec, layer, x))
+    return x
+
+
+def _copy(layers: list[Any], modules: Any, klayers: dict[int, Any]) -> None:
+    for spec, module in zip(layers, modules, strict=True):
+        if isinstance(spec, Merge):
+            for branch, seq in zip(spec.branches, module.branches, strict=True):
+                _copy(list(branch), seq, klayers)
+        else:
+            copy_weights(spec, module, klayers[id(spec)])
+
+
+def assert_matches_keras(layers: list[Any], *, training_free: bool = True) -> Any:
+    """Build ``layers`` in archlab and Keras; compare counts, shapes and probabilities."""
+    study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
+    built = build_model(study, "m", seed=0)
+    specs = list(study.models["m"].layers)
+    _perturb(built.module, seed=1)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape=built.input_shape)
+    rows: list[tuple[Any, Any, Any]] = []
+    kmodel = keras.Model(inp, _walk(specs, inp, rows))
+    assert kmodel.count_params() == built.total_params
+    trainable = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
+    assert trainable == built.trainable_params
+    assert len(rows) == len(built.rows)
+    for (spec, klayer, kout), row in zip(rows, built.rows, strict=True):
+        assert row.layer == spec.type
+        assert tuple(kout.shape[1:]) == row.output_shape, row.name
+        assert klayer.count_params() == row.params, row.name
+    _copy(specs, built.module, {id(spec): k for spec, k, _ in rows})
+    x = np.random.default_rng(0).random((6, *built.input_shape), dtype=np.float32)
+    expected = _np(kmodel(x, training=False))
+    built.module.eval()
+    with torch.no_grad():
+        logits = built.module(torch.from_numpy(x).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
+    return built
+
+
+def _conv(filters: int, k: int = 3, **args: Any) -> dict[str, Any]:
+    return {"Conv2D": {"filters": filters, "kernel_size": k, "activation": "relu", **args}}
+
+
+OUT = [{"Dense": {"units": 10, "activation": "softmax"}}]
+HEAD = [_conv(4, strides=2)]  # 13x13x4
+TAIL = ["Flatten", *OUT]
+
+# ---------------------------------------------------------------------------------------------
+# 1. merge layers in the branch syntax
+
+MERGE_CASES = {
+    "Add-residual": [*HEAD, {"Add": {"branches": [[], [_conv(4, padding="same"),
+                                                      _conv(4, padding="same")]]}}, *TAIL],
+    "Subtract": [*HEAD, {"Subtract": {"branches": [[_conv(3, 1)], [_conv(3, padding="same")]]}},
+                 *TAIL],
+    "Multiply": [*HEAD, {"Multiply": {"branches": [[], [_conv(4, 1)], [_conv(4, 5, padding=
+                                                                               "same")]]}},
+                 *TAIL],
+    "Average": [*HEAD, {"Average": {"branches": [[_conv(2, 1)], [_conv(2, 1)]]}}, *TAIL],
+    "Maximum": [*HEAD, {"Maximum": {"branches": [[], [{"Conv2D": {"filters": 4,
+                                                                  "kernel_size": 1}}]]}},
+                *TAIL],
+    "Add-flat": ["Flatten", {"Add": {"branches": [[{"Dense": {"units": 8}}],
+                                                  [{"Dense": {"units": 8}}]]}}, *OUT],
+    "nested": [*HEAD, {"Add": {"branches": [[], [{"Concatenate": {"branches": [
+        [_conv(2, 1)], [_conv(2, padding="same")]]}}]]}}, *TAIL],
+}
+
+
+@pytest.mark.parametrize("case", list(MERGE_CASES))
+def test_merge_layers_match_keras(case: str) -> None:
+    built = assert_matches_keras(MERGE_CASES[case])
+    assert all(r.params == 0 for r in built.rows if isinstance(r.spec, Merge))
+
+
+@pytest.mark.parametrize("merge", ["Add", "Subtract", "Multiply", "Average", "Maximum"])
+def test_merge_of_different_shapes_is_one_line_error(merge: str) -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        {merge: {"branches": [[], [_conv(4, padding="same")]]}}, *TAIL]}}})
+    with pytest.raises(SpecError) as e:
+        build_model(study, "m", device="meta")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"layer 1 ({merge}), field 'branches': Expected branch outputs of the same shape, " \
+           "received (28, 28, 1), (28, 28, 4)" in msg
+
+
+def test_subtract_takes_exactly_two_branches() -> None:
+    with pytest.raises(SpecError) as e:
+        parse_study({"name": "k", "models": {"m": {"layers": [
+            {"Subtract": {"branches": [[], [], []]}}, *TAIL]}}})
+    assert "\n" not in str(e.value) and "Subtract" in str(e.value)
+
+
+def test_merge_errors_inside_branches_name_the_branch() -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        {"Add": {"branches": [[], ["Flatten", _conv(2)]]}}, *TAIL]}}})
+    with pytest.raises(SpecError, match=r"layer 1 \(Add\), branch 2, layer 2 \(Conv2D\)"):
+        build_model(study, "m", device="meta")
+
+
+def test_merge_labels_in_the_compact_form() -> None:
+    from archlab.describe import compact_architecture
+
+    study = parse_study({"name": "k", "models": {"m": {"layers": MERGE_CASES["Add-residual"]}}})
+    compact = compact_architecture(build_model(study, "m", device="meta"))
+    assert "add[id | conv3 32 same, conv3 32 same]" not in compact
+    assert "add[id | conv3 4 same conv3 4 same]" in compact
