@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from archlab.errors import SpecError
 from archlab.spec.messages import describe, merged, show, spec_error
 from archlab.spec.schema import Study, TrainOverride, TrainSpec
+from archlab.spec.sweep import expand_sweeps
 from archlab.suggest import closest, did_you_mean
 
 
@@ -198,6 +199,7 @@ def parse_study(data: Any, source: str = "<memory>") -> Study:
         received = {type(None): "an empty file", list: "a list", str: f"the text {show(data)}"}
         raise SpecError(f"{source}: Expected a mapping with 'name' and 'models' at the top "
                         f"level, received {received.get(type(data), show(data))}")
+    data = expand_sweeps(data, source)  # errors name the file; points are validated below
     try:
         study = Study.model_validate(data)
     except ValidationError as exc:

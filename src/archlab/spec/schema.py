@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from archlab.datasets import DATASET_NAMES
 from archlab.errors import SpecError
@@ -21,6 +21,7 @@ from archlab.fields import (
 )
 from archlab.layers import LayerList
 from archlab.optimizers import Adam, Optimizer
+from archlab.spec.sweep import ModelName, expand_sweeps
 from archlab.suggest import did_you_mean
 
 # ---------------------------------------------------------------------------------------------
@@ -97,11 +98,18 @@ class ModelSpec(Strict):
     description: str = ""
     train: TrainOverride = TrainOverride()
     layers: Annotated[LayerList, Field(min_length=1)]
+    #: A grid: dotted path -> values. A study expands it into one model per point before
+    #: validation (spec/sweep.py), so no model of a validated study carries one.
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    #: A sweep point's values (path -> value), set by the expansion; empty on other models.
+    swept: dict[str, Any] = Field(default_factory=dict)
 
     def to_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.description:
             out["description"] = self.description
+        if self.swept:
+            out["swept"] = dict(self.swept)
         train: dict[str, Any] = {}
         for key in self.train.model_fields_set:
             value = getattr(self.train, key)
@@ -119,8 +127,14 @@ class Study(Strict):
     seed: Seed = 0
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
-    models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
+    models: Annotated[dict[ModelName, ModelSpec], Field(min_length=1)]
     _source: str = PrivateAttr(default="<memory>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweeps(cls, data: Any) -> Any:
+        """Each model's ``sweep:`` becomes one model per point, validated like any model."""
+        return expand_sweeps(data)
 
     @property
     def source(self) -> str:
