@@ -221,8 +221,7 @@ class ModelDescription:
         shape = tuple(self.input_shape)
         for row, facts in zip(top, self.layers, strict=True):
             out = tuple(row.output_shape)
-            if pending and (out != shape or (row.layer in ("Conv2D", "Dense")
-                            or isinstance(row.spec, Merge))):
+            if pending and (out != shape or isinstance(row.spec, Conv2D | Dense | Merge)):
                 parts.append(f"{ARROW}{', '.join(pending)}{ARROW} {_dims(shape)}")
                 pending = []
             pending.append(facts.label)

@@ -17,7 +17,12 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
     pytest.skip("Keras is configured for another backend", allow_module_level=True)
 
 from archlab import SpecError, build_model, parse_study  # noqa: E402
-from archlab.layers import Concatenate, Merge  # noqa: E402
+from archlab.layers import (  # noqa: E402
+    Concatenate,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    Merge,
+)
 from tests.test_keras_parity import _copy_weights, _keras_layer, _np, _perturb  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -28,6 +33,9 @@ MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average
 
 def keras_layer(spec: Any) -> Any:
     """The Keras layer for one spec: issue 10's layers here, the rest from the parity tests."""
+    L = keras.layers
+    if isinstance(spec, GlobalMaxPool2D | GlobalAvgPool2D):
+        return getattr(L, spec.type)()
     return _keras_layer(spec)
 
 
@@ -157,3 +165,38 @@ def test_merge_labels_in_the_compact_form() -> None:
     compact = compact_architecture(build_model(study, "m", device="meta"))
     assert "add[id | conv3 32 same, conv3 32 same]" not in compact
     assert "add[id | conv3 4 same conv3 4 same]" in compact
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Keras's aliases
+
+ALIAS_CASES = {
+    "Convolution2D+MaxPool2D+GlobalAvgPool2D": [
+        {"Convolution2D": {"filters": 4, "kernel_size": 3, "padding": "same"}},
+        {"MaxPool2D": {"pool_size": 2}}, "GlobalAvgPool2D", *OUT],
+    "AvgPool2D+GlobalMaxPool2D": [
+        {"Convolution2D": {"filters": 3, "kernel_size": [3, 2], "strides": 2}},
+        {"AvgPool2D": {"pool_size": 3, "strides": 2}}, "GlobalMaxPool2D", *OUT],
+}
+
+
+@pytest.mark.parametrize("case", list(ALIAS_CASES))
+def test_aliases_match_keras(case: str) -> None:
+    assert_matches_keras(ALIAS_CASES[case])
+
+
+@pytest.mark.parametrize("alias,name", [("Convolution2D", "Conv2D"), ("MaxPool2D", "MaxPooling2D"),
+                                        ("AvgPool2D", "AveragePooling2D"),
+                                        ("GlobalAvgPool2D", "GlobalAveragePooling2D"),
+                                        ("GlobalMaxPool2D", "GlobalMaxPooling2D")])
+def test_an_alias_is_its_layer_and_round_trips(alias: str, name: str) -> None:
+    from archlab import dump_study
+    from archlab.layers import LAYER_TYPES
+
+    assert issubclass(LAYER_TYPES[alias], LAYER_TYPES[name])
+    args = {"filters": 2, "kernel_size": 3} if "Conv" in alias else {}
+    layers = [{alias: args} if args else alias, "Flatten", *OUT]
+    study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
+    assert study.models["m"].layers[0].type == alias
+    assert dump_study(study).count(alias) == 1
+    assert parse_study(__import__("yaml").safe_load(dump_study(study))) == study

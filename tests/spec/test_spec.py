@@ -71,13 +71,13 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
         """), [CNN, "layer 1", "Unknown layer 'flatten'", "did you mean 'Flatten'?"]),
     ("layer-keras-alias", with_layers("""\
         - Conv2D: {filters: 32, kernel_size: 3}
-        - MaxPool2D: {pool_size: 2}
-        """, OUTPUT), [CNN, "layer 2", "Unknown layer 'MaxPool2D'",
+        - MaxPool: {pool_size: 2}
+        """, OUTPUT), [CNN, "layer 2", "Unknown layer 'MaxPool'",
                        "did you mean 'MaxPooling2D'?"]),
-    ("relu-as-layer", with_layers("""\
+    ("activation-as-layer", with_layers("""\
         - Conv2D: {filters: 32, kernel_size: 3}
-        - ReLU
-        """, OUTPUT), [CNN, "layer 2", "Unknown layer 'ReLU'", "Activation: {activation: relu}"]),
+        - Tanh
+        """, OUTPUT), [CNN, "layer 2", "Unknown layer 'Tanh'", "Activation: {activation: tanh}"]),
     ("layer-unknown", with_layers("""\
         - LSTM: {units: 10}
         """, OUTPUT), [CNN, "layer 1", "Unknown layer 'LSTM'; expected one of Conv2D, Dense,"]),

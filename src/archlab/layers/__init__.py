@@ -18,9 +18,10 @@ from archlab.layers.base import (
     Shape,
     ShapeProblem,
     init_tensor,
+    layer_names,
     register_layer,
 )
-from archlab.layers.conv import Conv2D
+from archlab.layers.conv import Conv2D, Convolution2D
 from archlab.layers.core import Activation, Dense, Dropout, Flatten
 from archlab.layers.merge import (
     MERGE_LAYERS,
@@ -36,8 +37,12 @@ from archlab.layers.merge import (
 from archlab.layers.normalization import BatchNormalization
 from archlab.layers.pooling import (
     AveragePooling2D,
+    AvgPool2D,
     GlobalAveragePooling2D,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
     GlobalMaxPooling2D,
+    MaxPool2D,
     MaxPooling2D,
 )
 
@@ -49,19 +54,24 @@ __all__ = [
     "Add",
     "Average",
     "AveragePooling2D",
+    "AvgPool2D",
     "BatchNormalization",
     "Branches",
     "Concatenate",
     "Conv2D",
+    "Convolution2D",
     "Dense",
     "Dropout",
     "Flatten",
     "GlobalAveragePooling2D",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
     "GlobalMaxPooling2D",
     "Layer",
     "LayerItem",
     "LayerList",
     "LayerSpec",
+    "MaxPool2D",
     "MaxPooling2D",
     "Maximum",
     "Merge",
@@ -72,6 +82,7 @@ __all__ = [
     "Subtract",
     "init_tensor",
     "layer_item",
+    "layer_names",
     "register_layer",
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +155,8 @@ class LayerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
+    #: A Keras alias (MaxPool2D of MaxPooling2D): accepted, not listed among the layers.
+    alias: ClassVar[bool] = False
 
     def to_config(self) -> str | dict[str, Any]:
         """The YAML form: the bare name, or ``{Type: {args that differ from Keras's defaults}}``."""
@@ -252,3 +254,8 @@ def register_layer(cls: L) -> L:
         raise TypeError(f"Expected a new Keras layer name on {cls.__name__}, received {name!r}")
     LAYER_TYPES[name] = cls
     return cls
+
+
+def layer_names() -> list[str]:
+    """The registered layers' Keras names, aliases left out (what error messages list)."""
+    return [name for name, cls in LAYER_TYPES.items() if not cls.alias]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import nn
 
@@ -50,3 +50,9 @@ class Conv2D(Weighted):
         return h * w * c * self.kernel_size[0] * self.kernel_size[1] * shape[2]
 
 
+@register_layer
+class Convolution2D(Conv2D):
+    """Keras's alias of Conv2D (the same layer)."""
+
+    type: Literal["Convolution2D"] = "Convolution2D"  # type: ignore[assignment]
+    alias: ClassVar[bool] = True

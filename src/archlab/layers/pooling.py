@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -102,3 +102,28 @@ class GlobalMaxPooling2D(GlobalAveragePooling2D):
         return _GlobalPool("max")
 
 
+# Keras's aliases: the same layers under their short names.
+
+
+@register_layer
+class MaxPool2D(MaxPooling2D):
+    type: Literal["MaxPool2D"] = "MaxPool2D"  # type: ignore[assignment]
+    alias: ClassVar[bool] = True
+
+
+@register_layer
+class AvgPool2D(AveragePooling2D):
+    type: Literal["AvgPool2D"] = "AvgPool2D"  # type: ignore[assignment]
+    alias: ClassVar[bool] = True
+
+
+@register_layer
+class GlobalAvgPool2D(GlobalAveragePooling2D):
+    type: Literal["GlobalAvgPool2D"] = "GlobalAvgPool2D"  # type: ignore[assignment]
+    alias: ClassVar[bool] = True
+
+
+@register_layer
+class GlobalMaxPool2D(GlobalMaxPooling2D):
+    type: Literal["GlobalMaxPool2D"] = "GlobalMaxPool2D"  # type: ignore[assignment]
+    alias: ClassVar[bool] = True

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from archlab.errors import SpecError
-from archlab.layers import LAYER_TYPES, LayerSpec, Regularizer
+from archlab.layers import LAYER_TYPES, LayerSpec, Regularizer, layer_names
 from archlab.optimizers import OPTIMIZERS
 from archlab.spec.locations import NOTHING, Place, is_call, raw_value, show, where
 from archlab.spec.schema import DataSpec, ModelSpec, NormalizeArgs, Study, TrainOverride, TrainSpec
@@ -156,7 +156,7 @@ def describe(err: Any, data: Any = None) -> str:
                     "'- Dense: {units: 10}', not as a Python call)")
         if close:
             return f"Unknown layer '{name}' (did you mean '{close}'?)"
-        return f"Unknown layer '{name}'; expected one of {', '.join(LAYER_TYPES)}"
+        return f"Unknown layer '{name}'; expected one of {', '.join(layer_names())}"
     if kind == "unknown_optimizer":
         name = ctx.get("name", value)
         hint = did_you_mean(str(name), OPTIMIZERS)
