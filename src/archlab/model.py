@@ -25,6 +25,7 @@ from archlab.layers import (
     Regularizer,
     Shape,
     ShapeProblem,
+    Softmax,
 )
 from archlab.optimizers import Optimizer
 from archlab.spec import Study
@@ -241,7 +242,8 @@ class _Walker:
                 if is_output and isinstance(layer, Dense) and layer.activation == "softmax":
                     # Stable loss: the module emits logits; softmax lives in the loss/predict.
                     built_spec = layer.model_copy(update={"activation": None})
-                if is_output and isinstance(layer, Activation) and layer.activation == "softmax":
+                if is_output and (isinstance(layer, Softmax) or isinstance(layer, Activation)
+                                  and layer.activation == "softmax"):
                     module = nn.Identity()
                 else:
                     module = self._build(built_spec, here, shape)
@@ -260,6 +262,8 @@ class _Walker:
 def _check_output(where: str, model: str, layers: list[LayerSpec]) -> None:
     last = layers[-1]
     here = f"{where}: model '{model}', layer {len(layers)} ({last.type})"
+    if isinstance(last, Softmax):
+        return
     if not isinstance(last, Dense | Activation):
         raise SpecError(f"{here}: Expected the last layer to be Dense with activation 'softmax' "
                         f"(or Activation: softmax) for cross-entropy, received {last.type}")

@@ -18,10 +18,15 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 
 from archlab import SpecError, build_model, parse_study  # noqa: E402
 from archlab.layers import (  # noqa: E402
+    ELU,
     Concatenate,
     GlobalAvgPool2D,
     GlobalMaxPool2D,
+    LeakyReLU,
     Merge,
+    PReLU,
+    ReLU,
+    Softmax,
 )
 from tests.test_keras_parity import _copy_weights, _keras_layer, _np, _perturb  # noqa: E402
 
@@ -36,11 +41,25 @@ def keras_layer(spec: Any) -> Any:
     L = keras.layers
     if isinstance(spec, GlobalMaxPool2D | GlobalAvgPool2D):
         return getattr(L, spec.type)()
+    if isinstance(spec, ReLU):
+        return L.ReLU(max_value=spec.max_value, negative_slope=spec.negative_slope,
+                      threshold=spec.threshold)
+    if isinstance(spec, LeakyReLU):
+        return L.LeakyReLU(negative_slope=spec.negative_slope)
+    if isinstance(spec, PReLU):
+        return L.PReLU(shared_axes=spec.shared_axes)
+    if isinstance(spec, ELU):
+        return L.ELU(alpha=spec.alpha)
+    if isinstance(spec, Softmax):
+        return L.Softmax(axis=spec.axis)
     return _keras_layer(spec)
 
 
 def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
     """Copy one layer's torch weights into its Keras twin (issue 10's layers; else parity's)."""
+    if isinstance(spec, PReLU):
+        klayer.alpha.assign(module.alpha.detach().numpy())
+        return
     _copy_weights([spec], [module], {id(spec): klayer})
 
 
@@ -73,6 +92,11 @@ def assert_matches_keras(layers: list[Any], *, training_free: bool = True) -> An
     built = build_model(study, "m", seed=0)
     specs = list(study.models["m"].layers)
     _perturb(built.module, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # PReLU's slopes start at zero: make them differ
+        for name, p in built.module.named_parameters():
+            if name.endswith("alpha"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
     keras.utils.set_random_seed(0)
     inp = keras.Input(shape=built.input_shape)
     rows: list[tuple[Any, Any, Any]] = []
@@ -200,3 +224,64 @@ def test_an_alias_is_its_layer_and_round_trips(alias: str, name: str) -> None:
     assert study.models["m"].layers[0].type == alias
     assert dump_study(study).count(alias) == 1
     assert parse_study(__import__("yaml").safe_load(dump_study(study))) == study
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. activation layers
+
+ACTIVATION_CASES = {
+    "relu-args": [_conv(4, strides=2),
+                  {"ReLU": {"max_value": 0.4, "negative_slope": 0.2, "threshold": 0.1}},
+                  "LeakyReLU", {"PReLU": {"shared_axes": [1, 2]}}, "Flatten",
+                  {"Dense": {"units": 12}}, "PReLU", {"ELU": {"alpha": 0.5}},
+                  {"Dense": {"units": 10}}, "Softmax"],
+    "prelu-per-value": [{"Conv2D": {"filters": 3, "kernel_size": 3, "strides": 2}}, "PReLU",
+                        "ReLU", {"LeakyReLU": {"negative_slope": 0.1}}, "Softmax", *TAIL],
+    "prelu-shared-channels": [{"Conv2D": {"filters": 3, "kernel_size": 3, "strides": 2}},
+                              {"PReLU": {"shared_axes": [3]}}, {"ReLU": {"max_value": 0.2}},
+                              "ELU", *TAIL],
+}
+
+
+@pytest.mark.parametrize("case", list(ACTIVATION_CASES))
+def test_activation_layers_match_keras(case: str) -> None:
+    assert_matches_keras(ACTIVATION_CASES[case])
+
+
+@pytest.mark.parametrize("layer,args", [
+    ("ReLU", {}), ("ReLU", {"max_value": 1.5}), ("ReLU", {"threshold": 0.5}),
+    ("ReLU", {"negative_slope": 0.1, "threshold": -0.0, "max_value": 2.0}),
+    ("ReLU", {"negative_slope": 0.25, "threshold": 1.0}),
+    ("LeakyReLU", {}), ("LeakyReLU", {"negative_slope": 0.05}),
+    ("ELU", {}), ("ELU", {"alpha": 0.3}), ("Softmax", {}),
+])
+def test_activation_layer_values_match_keras(layer: str, args: dict[str, Any]) -> None:
+    from archlab.layers import LAYER_TYPES
+
+    spec = LAYER_TYPES[layer](**args)
+    x = np.linspace(-3, 3, 61, dtype=np.float32).reshape(1, 61)
+    with torch.no_grad():
+        ours = spec.build((61,))(torch.from_numpy(x)).numpy()
+    theirs = _np(keras_layer(spec)(x))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared,params", [(None, 13 * 13 * 4), ([1, 2], 4), ([3], 169),
+                                           ([1, 2, 3], 1)])
+def test_prelu_params_per_value_unless_shared(shared: Any, params: int) -> None:
+    layers = [_conv(4, strides=2), {"PReLU": {"shared_axes": shared}}, *TAIL]
+    built = assert_matches_keras(layers)
+    assert built.rows[1].params == params
+    assert built.rows[1].output_shape == (13, 13, 4)
+
+
+def test_prelu_axis_beyond_the_input_is_one_line_error() -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        "Flatten", {"PReLU": {"shared_axes": [2]}}, *OUT]}}})
+    with pytest.raises(SpecError, match=r"layer 2 \(PReLU\), field 'shared_axes': Expected "
+                                        r"axes between 1 and 1"):
+        build_model(study, "m", device="meta")
+
+
+def test_leaky_relu_default_is_keras_3s() -> None:
+    assert LeakyReLU().negative_slope == 0.3

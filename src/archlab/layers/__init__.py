@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from archlab.layers import conv, core, merge, normalization, pooling  # noqa: F401 - register
+from archlab.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from archlab.layers.base import (
     ACTIVATIONS,
     LAYER_TYPES,
@@ -62,6 +63,7 @@ __all__ = [
     "Convolution2D",
     "Dense",
     "Dropout",
+    "ELU",
     "Flatten",
     "GlobalAveragePooling2D",
     "GlobalAvgPool2D",
@@ -71,14 +73,18 @@ __all__ = [
     "LayerItem",
     "LayerList",
     "LayerSpec",
+    "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
     "Maximum",
     "Merge",
     "Multiply",
+    "PReLU",
+    "ReLU",
     "Regularizer",
     "Shape",
     "ShapeProblem",
+    "Softmax",
     "Subtract",
     "init_tensor",
     "layer_item",

@@ -1,0 +1,129 @@
+"""Keras's activation layers: ReLU (with its max_value, negative_slope and threshold),
+LeakyReLU, PReLU (a learned slope per value, as Keras holds it), ELU and Softmax."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from archlab.fields import MAX_SIZE, NonNegFloat
+from archlab.layers.base import (
+    LayerSpec,
+    Shape,
+    ShapeProblem,
+    register_layer,
+)
+
+
+class _ReLU(nn.Module):
+    """Keras's ReLU: ``x`` above ``threshold`` (else 0), clipped to ``max_value``, minus
+    ``negative_slope·max(threshold - x, 0)``."""
+
+    def __init__(self, max_value: float | None, negative_slope: float, threshold: float) -> None:
+        super().__init__()
+        self.max_value = max_value
+        self.negative_slope = negative_slope
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.where(x > self.threshold, x, torch.zeros_like(x))
+        if self.max_value is not None:
+            out = torch.clamp(out, 0.0, self.max_value)
+        if self.negative_slope:
+            out = out - self.negative_slope * torch.relu(self.threshold - x)
+        return out
+
+
+@register_layer
+class ReLU(LayerSpec):
+    type: Literal["ReLU"] = "ReLU"
+    max_value: NonNegFloat | None = None
+    negative_slope: NonNegFloat = 0.0
+    threshold: NonNegFloat = 0.0
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        if self.max_value is None and not self.negative_slope and not self.threshold:
+            return nn.ReLU()
+        return _ReLU(self.max_value, self.negative_slope, self.threshold)
+
+
+@register_layer
+class LeakyReLU(LayerSpec):
+    type: Literal["LeakyReLU"] = "LeakyReLU"
+    negative_slope: NonNegFloat = 0.3  # Keras 3's default (torch's is 0.01)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.LeakyReLU(self.negative_slope)
+
+
+class _PReLU(nn.Module):
+    """``max(x, 0) - alpha·max(-x, 0)`` with ``alpha`` in Keras's layout (H, W, C) or (F,)."""
+
+    def __init__(self, param_shape: Shape) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(param_shape))  # Keras: alpha_initializer zeros
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.permute(2, 0, 1) if self.alpha.dim() == 3 else self.alpha
+        return torch.relu(x) - alpha * torch.relu(-x)
+
+
+@register_layer
+class PReLU(LayerSpec):
+    """A learned negative slope per input value (Keras: alpha's shape is the input's without
+    the batch axis); ``shared_axes`` (1-based Keras axes, e.g. [1, 2] = height and width)
+    share one slope along those axes."""
+
+    type: Literal["PReLU"] = "PReLU"
+    shared_axes: list[Annotated[int, Field(strict=True, ge=1, le=MAX_SIZE)]] | None = None
+
+    def param_shape(self, shape: Shape) -> Shape:
+        dims = list(shape)
+        for axis in self.shared_axes or []:
+            if axis > len(dims):
+                raise ShapeProblem("shared_axes", f"Expected axes between 1 and {len(dims)} "
+                                   f"for a {len(dims)}-D input, received {axis}")
+            dims[axis - 1] = 1
+        return tuple(dims)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self.param_shape(shape)
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return _PReLU(self.param_shape(shape))
+
+
+@register_layer
+class ELU(LayerSpec):
+    type: Literal["ELU"] = "ELU"
+    alpha: NonNegFloat = 1.0
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.ELU(self.alpha)
+
+
+@register_layer
+class Softmax(LayerSpec):
+    """Softmax over the last Keras axis (channels of an image: dim 1 inside torch's NCHW)."""
+
+    type: Literal["Softmax"] = "Softmax"
+    axis: Literal[-1] = -1
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.Softmax(dim=1)
