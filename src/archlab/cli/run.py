@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from archlab.cli.console import err, out
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
     study = load_study(source)
     if models is not None:
-        names = [m.strip() for m in models.split(",") if m.strip()]
+        # Commas inside a sweep point's [...] belong to its name: mlp[a=1,b=2],other
+        names = [m.strip() for m in re.split(r",(?![^\[]*\])", models) if m.strip()]
         if not names:
             raise ArchlabError(f"--models: no model name in {models!r}; give comma-separated "
                                "names, e.g. --models m1,m2")
@@ -94,7 +97,7 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
     total = 0.0
     for name, b in built.items():
         train = study.train_for(name)
-        row = [name, f"{b.total_params:,}", f"{b.trainable_params:,}",
+        row = [escape(name), f"{b.total_params:,}", f"{b.trainable_params:,}",
                f"{b.non_trainable_params:,}", f"{b.macs_per_sample / 1e6:,.2f} M",
                f"{b.macs_per_sample * n_train / 1e9:,.1f} G",
                format_bytes(b.memory.total_bytes), str(train.epochs),
@@ -118,7 +121,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     out.print(_compute_table(study, project=not args.no_timing))
     _warn_projection(None if args.no_timing else projection_note())
-    out.print(f"[green]ok[/]: {len(study.models)} model(s) valid; data: {where}")
+    from archlab.spec.sweep import sweep_note
+
+    out.print(f"[green]ok[/]: {len(study.models)} model(s) valid{escape(sweep_note(study.models))}"
+              f"; data: {where}")
     return 0
 
 

@@ -313,6 +313,7 @@ def write_tables(results: StudyResults, directory: str | Path | None = None) -> 
 
 def rich_stats_table(results: StudyResults) -> Any:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="statistics (test accuracy, over-fitting)", title_justify="left",
@@ -323,12 +324,13 @@ def rich_stats_table(results: StudyResults) -> Any:
         else:
             table.add_column(c, justify="left" if c == "status" else "right", overflow="fold")
     for m in results.models:
-        table.add_row(*stats_cells(m))
+        table.add_row(*map(escape, stats_cells(m)))  # a sweep point's name has [...]
     return table
 
 
 def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: list[str]) -> Any:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     cols, rows = table_cells(results, headers)
@@ -345,7 +347,7 @@ def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: li
     best = results.best()
     for m, r in zip(results.models, rows, strict=True):
         style = "bold green" if best is not None and m is best else None
-        table.add_row(*(x.text for x in r), style=style)
+        table.add_row(*(escape(x.text) for x in r), style=style)  # names like mlp[units=32]
     return table
 
 

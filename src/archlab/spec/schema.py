@@ -161,6 +161,10 @@ class Study(Strict):
 
     def select(self, models: list[str]) -> Study:
         """A copy with only the named models (in the given order)."""
+        # A swept model's written name selects all its points.
+        models = [p for m in models for p in (
+            [m] if m in self.models else [n for n in self.models if n.startswith(m + "[")
+                                          and self.models[n].swept] or [m])]
         unknown = [m for m in models if m not in self.models]
         if unknown:
             raise SpecError(f"{self.source}: Expected a model of study '{self.name}' "

@@ -15,6 +15,7 @@ import copy
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -24,7 +25,8 @@ from archlab.errors import SpecError
 from archlab.fields import MAX_NAME_LENGTH
 from archlab.suggest import did_you_mean
 
-__all__ = ["MAX_POINTS", "ModelName", "expand_sweeps", "point_name", "swept_label"]
+__all__ = ["MAX_POINTS", "ModelName", "sweep_note", "expand_sweeps", "point_name",
+           "sweep_sizes", "swept_label"]
 
 #: Points one model's sweep may expand to (each is a model with its own runs).
 MAX_POINTS = 1000
@@ -265,3 +267,20 @@ def expand_sweeps(data: Any, source: str = "<memory>") -> Any:
                                 f"'{generated}' has the name of another model")
             expanded[generated] = point
     return {**data, "models": expanded}
+
+
+def sweep_sizes(models: Mapping[str, Any]) -> dict[str, int]:
+    """How many points each swept model expanded to, by its written name ({'mlp': 8})."""
+    sizes: dict[str, int] = {}
+    for name, model in models.items():
+        if getattr(model, "swept", None) and "[" in name:
+            base = name.split("[", 1)[0]
+            sizes[base] = sizes.get(base, 0) + 1
+    return sizes
+
+
+
+def sweep_note(models: Mapping[str, Any]) -> str:
+    """' (mlp: sweep of 8)' for a study with swept models, else ''."""
+    sizes = sweep_sizes(models)
+    return " (" + ", ".join(f"{b}: sweep of {k}" for b, k in sizes.items()) + ")" if sizes else ""
