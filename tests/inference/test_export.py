@@ -189,6 +189,28 @@ EVERY_LAYER = {
             "GlobalMaxPooling2D",
             {"Dense": {"units": 10, "activation": "softmax"}},
         ]},
+        "issue10": {"layers": [
+            {"Convolution2D": {"filters": 4, "kernel_size": 3, "strides": 2}},  # 13x13
+            {"ZeroPadding2D": {"padding": [[0, 1], [2, 1]]}},  # 14x16
+            {"Cropping2D": {"cropping": [1, 2]}},  # 12x12
+            {"UpSampling2D": {"size": 2}},  # 24x24
+            {"MaxPool2D": {"pool_size": 2}},  # 12x12
+            {"ReLU": {"max_value": 0.5, "negative_slope": 0.1, "threshold": 0.05}},
+            {"Add": {"branches": [[], [{"Conv2D": {"filters": 4, "kernel_size": 3,
+                                                   "padding": "same"}}, "LeakyReLU"]]}},
+            {"Subtract": {"branches": [["PReLU"], [{"PReLU": {"shared_axes": [1, 2]}}]]}},
+            {"Multiply": {"branches": [[], ["ELU"]]}},
+            {"Maximum": {"branches": [[], [{"AvgPool2D": {"pool_size": 3, "strides": 1,
+                                                          "padding": "same"}}]]}},
+            {"Average": {"branches": [[], ["Softmax"]]}},
+            "LayerNormalization",
+            {"SpatialDropout2D": {"rate": 0.2}},
+            {"GaussianNoise": {"stddev": 0.1}},
+            {"Reshape": {"target_shape": [6, 24, 4]}},
+            "GlobalAvgPool2D",
+            {"Dense": {"units": 10}},
+            "Softmax",
+        ]},
     },
 }
 
@@ -200,7 +222,7 @@ def _untrained(network: torch.nn.Module, model: str) -> archlab.TrainedModel:
     return archlab.TrainedModel(network, info)
 
 
-@pytest.mark.parametrize("model", ["branchy", "pools"])
+@pytest.mark.parametrize("model", ["branchy", "pools", "issue10"])
 def test_every_layer_kind_exports_to_onnx(tmp_path: Path, model: str) -> None:
     study = archlab.parse_study(EVERY_LAYER)
     network = archlab.build_model(study, model, seed=0).module

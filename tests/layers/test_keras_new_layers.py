@@ -20,13 +20,20 @@ from archlab import SpecError, build_model, parse_study  # noqa: E402
 from archlab.layers import (  # noqa: E402
     ELU,
     Concatenate,
+    Cropping2D,
+    GaussianNoise,
     GlobalAvgPool2D,
     GlobalMaxPool2D,
+    LayerNormalization,
     LeakyReLU,
     Merge,
     PReLU,
     ReLU,
+    Reshape,
     Softmax,
+    SpatialDropout2D,
+    UpSampling2D,
+    ZeroPadding2D,
 )
 from tests.test_keras_parity import _copy_weights, _keras_layer, _np, _perturb  # noqa: E402
 
@@ -52,6 +59,21 @@ def keras_layer(spec: Any) -> Any:
         return L.ELU(alpha=spec.alpha)
     if isinstance(spec, Softmax):
         return L.Softmax(axis=spec.axis)
+    if isinstance(spec, Reshape):
+        return L.Reshape(tuple(spec.target_shape))
+    if isinstance(spec, ZeroPadding2D):
+        return L.ZeroPadding2D(padding=spec.padding)
+    if isinstance(spec, Cropping2D):
+        return L.Cropping2D(cropping=spec.cropping)
+    if isinstance(spec, UpSampling2D):
+        return L.UpSampling2D(size=spec.size, interpolation=spec.interpolation)
+    if isinstance(spec, SpatialDropout2D):
+        return L.SpatialDropout2D(spec.rate)
+    if isinstance(spec, GaussianNoise):
+        return L.GaussianNoise(spec.stddev)
+    if isinstance(spec, LayerNormalization):
+        return L.LayerNormalization(axis=spec.axis, epsilon=spec.epsilon, center=spec.center,
+                                    scale=spec.scale)
     return _keras_layer(spec)
 
 
@@ -59,6 +81,12 @@ def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
     """Copy one layer's torch weights into its Keras twin (issue 10's layers; else parity's)."""
     if isinstance(spec, PReLU):
         klayer.alpha.assign(module.alpha.detach().numpy())
+        return
+    if isinstance(spec, LayerNormalization):
+        if spec.scale:
+            klayer.gamma.assign(module.gamma.detach().numpy())
+        if spec.center:
+            klayer.beta.assign(module.beta.detach().numpy())
         return
     _copy_weights([spec], [module], {id(spec): klayer})
 
@@ -285,3 +313,86 @@ def test_prelu_axis_beyond_the_input_is_one_line_error() -> None:
 
 def test_leaky_relu_default_is_keras_3s() -> None:
     assert LeakyReLU().negative_slope == 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. reshaping, noise and layer normalization
+
+RESHAPING_CASES = {
+    "reshape-flat": [_conv(4, strides=2), {"Reshape": {"target_shape": [-1]}}, *OUT],
+    "reshape-image": [_conv(4, strides=2), {"Reshape": {"target_shape": [13, 52, 1]}},
+                      _conv(2), {"Reshape": {"target_shape": [11, -1, 5]}}, *TAIL],
+    "reshape-vector-to-image": ["Flatten", {"Dense": {"units": 48}},
+                                {"Reshape": {"target_shape": [4, 4, 3]}}, _conv(2, 2), *TAIL],
+    "pad-crop-upsample": [_conv(3, strides=2), "ZeroPadding2D",
+                          {"ZeroPadding2D": {"padding": [[0, 2], [1, 3]]}},
+                          {"Cropping2D": {"cropping": [1, 2]}},
+                          {"Cropping2D": {"cropping": [[0, 3], [2, 1]]}},
+                          {"UpSampling2D": {"size": [2, 3]}}, "UpSampling2D",
+                          _conv(2, 3, strides=3), *TAIL],
+    "noise-dropout-layernorm": [_conv(4, strides=2), {"SpatialDropout2D": {"rate": 0.3}},
+                                {"GaussianNoise": {"stddev": 0.5}}, "LayerNormalization",
+                                {"LayerNormalization": {"epsilon": 0.1, "center": False}},
+                                "Flatten", {"Dense": {"units": 6}},
+                                {"LayerNormalization": {"scale": False}}, *OUT],
+}
+
+
+@pytest.mark.parametrize("case", list(RESHAPING_CASES))
+def test_reshaping_and_noise_layers_match_keras(case: str) -> None:
+    assert_matches_keras(RESHAPING_CASES[case])
+
+
+@pytest.mark.parametrize("layer,args,field", [
+    ("Reshape", {"target_shape": [7, 7]}, "target_shape"),
+    ("Reshape", {"target_shape": [-1, -1, 1]}, "target_shape"),
+    ("Reshape", {"target_shape": [27, 27, 1]}, "target_shape"),
+    ("Reshape", {"target_shape": [5, -1, 1]}, "target_shape"),
+    ("Cropping2D", {"cropping": 14}, "cropping"),
+])
+def test_reshaping_errors_are_one_line(layer: str, args: dict[str, Any], field: str) -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [{layer: args}, *TAIL]}}})
+    with pytest.raises(SpecError) as e:
+        build_model(study, "m", device="meta")
+    assert "\n" not in str(e.value)
+    assert f"layer 1 ({layer}), field '{field}': Expected" in str(e.value)
+
+
+def test_padding_forms_round_trip() -> None:
+    import yaml
+
+    from archlab import dump_study
+
+    layers = [{"ZeroPadding2D": {"padding": 2}}, {"Cropping2D": {"cropping": [[1, 0], [0, 3]]}},
+              *TAIL]
+    study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
+    assert study.models["m"].layers[0].padding == ((2, 2), (2, 2))
+    assert parse_study(yaml.safe_load(dump_study(study))) == study
+    assert build_model(study, "m", device="meta").rows[1].output_shape == (31, 29, 1)
+
+
+def test_gaussian_noise_and_spatial_dropout_act_only_in_training() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(64, 8, 5, 5)
+    noise = GaussianNoise(stddev=0.5).build((5, 5, 8))
+    drop = SpatialDropout2D(rate=0.5).build((5, 5, 8))
+    noise.eval()
+    drop.eval()
+    assert torch.equal(noise(x), x) and torch.equal(drop(x), x)
+    noise.train()
+    drop.train()
+    noisy = noise(x) - x
+    assert abs(noisy.mean().item()) < 0.02 and noisy.std().item() == pytest.approx(0.5, rel=0.05)
+    dropped = drop(x)
+    per_channel = dropped.flatten(2)
+    assert torch.all(per_channel.amin(2) == per_channel.amax(2))  # whole channels
+    assert set(per_channel[:, :, 0].unique().tolist()) == {0.0, 2.0}  # kept ones scaled
+
+
+def test_layer_normalization_counts_and_normalizes_channels() -> None:
+    built = assert_matches_keras([_conv(4, strides=2), "LayerNormalization", *TAIL])
+    assert built.rows[1].params == 8
+    module = LayerNormalization().build((13, 13, 4))
+    x = torch.randn(2, 4, 13, 13) * 3 + 1
+    y = module(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 13, 13), atol=1e-5)

@@ -259,7 +259,8 @@ def test_every_float_field_is_finite() -> None:
 def _required(cls: type[BaseModel]) -> dict[str, Any]:
     """The smallest valid values for a class's required fields."""
     values = {"units": 1, "filters": 1, "kernel_size": 1, "rate": 0.5, "activation": "relu",
-              "branches": [[], []], "name": "s", "models": {"m": {"layers": ["Flatten"]}}}
+              "branches": [[], []], "stddev": 0.1, "target_shape": [1],
+              "name": "s", "models": {"m": {"layers": ["Flatten"]}}}
     return {f: values[f] for f, info in cls.model_fields.items() if info.is_required()}
 
 

@@ -35,7 +35,7 @@ from archlab.layers.merge import (
     Multiply,
     Subtract,
 )
-from archlab.layers.normalization import BatchNormalization
+from archlab.layers.normalization import BatchNormalization, LayerNormalization
 from archlab.layers.pooling import (
     AveragePooling2D,
     AvgPool2D,
@@ -46,9 +46,12 @@ from archlab.layers.pooling import (
     MaxPool2D,
     MaxPooling2D,
 )
+from archlab.layers.regularization import GaussianNoise, SpatialDropout2D
+from archlab.layers.reshaping import Cropping2D, Reshape, UpSampling2D, ZeroPadding2D
 
 __all__ = [
     "ACTIVATIONS",
+    "ELU",
     "LAYER_TYPES",
     "MERGE_LAYERS",
     "Activation",
@@ -61,10 +64,11 @@ __all__ = [
     "Concatenate",
     "Conv2D",
     "Convolution2D",
+    "Cropping2D",
     "Dense",
     "Dropout",
-    "ELU",
     "Flatten",
+    "GaussianNoise",
     "GlobalAveragePooling2D",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
@@ -72,6 +76,7 @@ __all__ = [
     "Layer",
     "LayerItem",
     "LayerList",
+    "LayerNormalization",
     "LayerSpec",
     "LeakyReLU",
     "MaxPool2D",
@@ -82,10 +87,14 @@ __all__ = [
     "PReLU",
     "ReLU",
     "Regularizer",
+    "Reshape",
     "Shape",
     "ShapeProblem",
     "Softmax",
+    "SpatialDropout2D",
     "Subtract",
+    "UpSampling2D",
+    "ZeroPadding2D",
     "init_tensor",
     "layer_item",
     "layer_names",

@@ -169,8 +169,8 @@ class LayerSpec(BaseModel):
                 value = value.to_config()
             elif name == "branches":
                 value = [[layer.to_config() for layer in branch] for branch in value]
-            elif isinstance(value, tuple):
-                value = list(value)
+            elif isinstance(value, tuple):  # pairs, and pairs of pairs (YAML has no tuples)
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
             args[name] = value
         return {self.type: args} if args else self.type
 

@@ -1,0 +1,57 @@
+"""Keras's regularization layers that act only in training: SpatialDropout2D (whole channels)
+and GaussianNoise (additive, zero-mean)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from archlab.fields import NonNegFloat, Rate
+from archlab.layers.base import (
+    LayerSpec,
+    Shape,
+    register_layer,
+    spatial,
+)
+
+
+@register_layer
+class SpatialDropout2D(LayerSpec):
+    """Drops whole channels (feature maps), scaling the rest by 1/(1-rate), in training."""
+
+    type: Literal["SpatialDropout2D"] = "SpatialDropout2D"
+    rate: Rate
+
+    def output_shape(self, shape: Shape) -> Shape:
+        spatial(shape, self.type)
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.Dropout2d(self.rate)
+
+
+class _GaussianNoise(nn.Module):
+    def __init__(self, stddev: float) -> None:
+        super().__init__()
+        self.stddev = stddev
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.stddev:
+            return x + torch.randn_like(x) * self.stddev
+        return x
+
+
+@register_layer
+class GaussianNoise(LayerSpec):
+    """Adds N(0, stddev²) noise in training; the identity at inference."""
+
+    type: Literal["GaussianNoise"] = "GaussianNoise"
+    stddev: NonNegFloat
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        return _GaussianNoise(self.stddev)
