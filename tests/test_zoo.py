@@ -53,6 +53,10 @@ EXPECTED: list[tuple[str, str, int, int | None]] = [
     ("mlp-hparams", "mlp128-drop", 118_282, 0),
     ("mlp-hparams", "mlp32-momentum", 26_506, 0),
     ("mlp-hparams", "mlp32-lr09", 26_506, 0),
+    # its sweep: Dense W-32-10 on 784 inputs: 784*W + W + 32*W + 32 + 330
+    *(("mlp-hparams", f"grid[batch_size={b},learning_rate={lr},units={w}]",
+       {32: 26_506, 128: 104_938}[w], 0)
+      for b in (32, 128) for lr in (0.01, 0.09) for w in (32, 128)),
     # Keras examples/mnist_cnn.py
     ("keras-mnist-cnn", "cnn", 1_199_882, 0),
     # quickstart: notebook 004's MLP against two small CNNs with fewer parameters (computed by
