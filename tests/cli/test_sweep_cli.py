@@ -112,3 +112,17 @@ def test_a_grid_of_8_points_x_3_repeats_runs_with_cis(
     # The store keeps each point's full values in its runs' configs.
     rc, out, err = _run(["results", str(out_dir), "--format", "json"], capsys)
     assert rc == 0 and len(json.loads(out)["models"]) == 8
+    # Pivot: test accuracy per value of a swept field, runs of its 4 points pooled (n = 12).
+    rc, out, err = _run(["results", str(out_dir), "--pivot", "train.batch_size", "--pivot",
+                         "layers.1.Dense.units"], capsys)
+    assert rc == 0, err
+    pivots = out[out.index("test accuracy by train.batch_size"):]
+    lines = [line.split() for line in pivots.splitlines()]
+    for value in ("128", "256", "8", "16"):
+        row = next(words for words in lines if words[:1] == [value])
+        assert row[1:3] == ["4", "12"], row  # 4 points, 12 runs
+        assert row[4] == "±" and row[-2] == "to" and row[-1].endswith("%"), row  # mean ± std, CI
+    assert "test accuracy by layers.1.Dense.units" in out
+    rc, out, err = _run(["results", str(out_dir), "--pivot", "train.nope"], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith("error: --pivot train.nope: no model of study 'grid' has this field")

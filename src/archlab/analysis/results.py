@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from archlab.analysis.stats import Comparison, Summary, rank, summarize
 from archlab.describe import Architecture, describe_architecture
-from archlab.errors import StoreError
+from archlab.errors import ArchlabError, StoreError
 from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store
 
 if TYPE_CHECKING:
@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 __all__ = [
     "TEST_AS_VALIDATION_NOTE",
     "ModelResult",
+    "PivotRow",
     "StudyResults",
     "architecture_of",
     "collect",
     "model_result",
     "open_store",
+    "pivot",
     "rank_models",
     "resolve_study_directory",
     "run_file",
@@ -205,3 +207,79 @@ def resolve_study_directory(source: str | Path) -> Path:
                              "name the directory it was run into)")
         return directory
     raise StoreError(f"{text}: no such study directory or study file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pivot on a swept field
+
+
+_MISSING: Any = object()
+
+
+def config_value(config: RunConfig, path: str) -> Any:
+    """The value at a sweep path (train.batch_size, layers.1.Dense.units) of a run's resolved
+    config, defaults included; a sentinel when the run has no such field."""
+    from pydantic import BaseModel
+
+    parts = path.split(".")
+    node: Any = config
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(node, list | tuple):
+            if not part.isdigit() or int(part) >= len(node):
+                return _MISSING
+            node = node[int(part)]
+            if isinstance(node, BaseModel) and i + 1 < len(parts) \
+                    and getattr(node, "type", None) == parts[i + 1]:
+                i += 1  # a layer: its name follows its index
+            elif isinstance(node, BaseModel) and hasattr(node, "type"):
+                return _MISSING  # another layer than the path names
+        elif isinstance(node, BaseModel):
+            if part not in type(node).model_fields:
+                return _MISSING
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+        i += 1
+    if isinstance(node, BaseModel):
+        to_config = getattr(node, "to_config", None)
+        return to_config() if callable(to_config) else node.model_dump(mode="json")
+    return list(node) if isinstance(node, tuple) else node
+
+
+@dataclass(frozen=True)
+class PivotRow:
+    """One value of a pivoted field: the models that have it and their runs' metric, pooled."""
+
+    value: Any
+    models: list[str]
+    summary: Summary
+
+
+def pivot(results: StudyResults, path: str, metric: str = "test_accuracy") -> list[PivotRow]:
+    """``metric`` per value of the field at ``path`` (e.g. ``train.batch_size``), over every
+    finished run of every model with that value, in order of first appearance (study order).
+    Models without the field are left out; no model with it is an :class:`ArchlabError`."""
+    import json
+
+    groups: dict[str, tuple[Any, list[str], list[float]]] = {}
+    for m in results.models:
+        if not m.runs:
+            continue
+        value = config_value(m.runs[0].config, path)
+        if value is _MISSING:
+            continue
+        key = json.dumps(value, sort_keys=True)
+        _, names, values = groups.setdefault(key, (value, [], []))
+        names.append(m.model)
+        values += [v for r in m.finished
+                   if (v := r.metrics.get(metric)) is not None and math.isfinite(v)]
+    if not groups:
+        raise ArchlabError(f"--pivot {path}: no model of study '{results.study}' has this field "
+                           "(write a sweep path such as train.batch_size or "
+                           "layers.1.Dense.units)")
+    return [PivotRow(value, names, summarize(values))
+            for value, names, values in groups.values() if values]

@@ -59,6 +59,11 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     directory = resolve_study_directory(args.study)
     results = collect(directory)
+    pivots = []
+    if args.pivot:  # a bad path is refused before any table is printed or written
+        from archlab.report.tables import rich_pivot_table
+
+        pivots = [rich_pivot_table(results, path) for path in args.pivot]
     target = _out_dir(args.out) if args.out else directory
     written: Path | None = target
     try:
@@ -77,6 +82,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(to_csv(results), end="")
     else:
         print_results(results, wide=args.wide, tables=written)
+    for table in pivots:
+        out.print(table)
     return 0
 
 
@@ -106,6 +113,9 @@ def add_parsers(sub: Any) -> None:
     res.add_argument("-o", "--out", metavar="DIR",
                      help="write results.md/csv/json here (default: the study directory, when "
                           "it is writable)")
+    res.add_argument("--pivot", metavar="PATH", action="append",
+                     help="test accuracy per value of a swept field, e.g. train.batch_size or "
+                          "layers.1.Dense.units (repeatable)")
     res.set_defaults(func=cmd_results)
 
     rep = sub.add_parser("report", help="write report.html and report.md for a study")

@@ -373,3 +373,26 @@ def rich_wide_tables(results: StudyResults) -> list[Any]:
     return [_rich(results, "other metrics (mean ± std)", metrics, [EVAL_NOTE]),
             _rich(results, "architecture", arch, []),
             rich_stats_table(results)]
+
+
+def rich_pivot_table(results: StudyResults, path: str) -> Any:
+    """Test accuracy per value of a swept field (``--pivot``): mean ± std and 95% CI over
+    every finished run of the models with that value."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from archlab.analysis.results import pivot
+
+    rows = pivot(results, path)
+    table = Table(title=f"test accuracy by {path}", title_justify="left", box=box.SIMPLE_HEAD,
+                  caption="runs of every model with the value pooled: other swept fields vary "
+                          "within a row", caption_justify="left", show_edge=False,
+                  pad_edge=False)
+    for c in (path, "models", "n", "test acc", "test acc 95% CI"):
+        table.add_column(c, justify="left" if c == path else "right", overflow="fold")
+    for row in rows:
+        value = row.value if isinstance(row.value, str) else json.dumps(row.value)
+        table.add_row(escape(value), str(len(row.models)), str(row.summary.n),
+                      fmt_metric(row.summary, pct=True), _ci(row.summary)[0])
+    return table
