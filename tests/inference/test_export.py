@@ -195,6 +195,11 @@ EVERY_LAYER = {
             {"Cropping2D": {"cropping": [1, 2]}},  # 12x12
             {"UpSampling2D": {"size": 2}},  # 24x24
             {"MaxPool2D": {"pool_size": 2}},  # 12x12
+            {"DepthwiseConv2D": {"kernel_size": 3, "depth_multiplier": 2, "padding": "same"}},
+            {"SeparableConv2D": {"filters": 4, "kernel_size": 3, "padding": "same",
+                                 "dilation_rate": 2}},
+            {"Conv2D": {"filters": 4, "kernel_size": 2, "padding": "same", "groups": 2,
+                        "dilation_rate": 2}},
             {"ReLU": {"max_value": 0.5, "negative_slope": 0.1, "threshold": 0.05}},
             {"Add": {"branches": [[], [{"Conv2D": {"filters": 4, "kernel_size": 3,
                                                    "padding": "same"}}, "LeakyReLU"]]}},

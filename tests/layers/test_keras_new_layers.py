@@ -20,7 +20,9 @@ from archlab import SpecError, build_model, parse_study  # noqa: E402
 from archlab.layers import (  # noqa: E402
     ELU,
     Concatenate,
+    Conv2D,
     Cropping2D,
+    DepthwiseConv2D,
     GaussianNoise,
     GlobalAvgPool2D,
     GlobalMaxPool2D,
@@ -30,6 +32,7 @@ from archlab.layers import (  # noqa: E402
     PReLU,
     ReLU,
     Reshape,
+    SeparableConv2D,
     Softmax,
     SpatialDropout2D,
     UpSampling2D,
@@ -46,6 +49,20 @@ MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average
 def keras_layer(spec: Any) -> Any:
     """The Keras layer for one spec: issue 10's layers here, the rest from the parity tests."""
     L = keras.layers
+    if isinstance(spec, Conv2D):
+        return L.Conv2D(spec.filters, spec.kernel_size, strides=spec.strides,
+                        padding=spec.padding, dilation_rate=spec.dilation_rate,
+                        groups=spec.groups, activation=spec.activation, use_bias=spec.use_bias)
+    if isinstance(spec, DepthwiseConv2D):
+        return L.DepthwiseConv2D(spec.kernel_size, strides=spec.strides, padding=spec.padding,
+                                 depth_multiplier=spec.depth_multiplier,
+                                 dilation_rate=spec.dilation_rate, activation=spec.activation,
+                                 use_bias=spec.use_bias)
+    if isinstance(spec, SeparableConv2D):
+        return L.SeparableConv2D(spec.filters, spec.kernel_size, strides=spec.strides,
+                                 padding=spec.padding, depth_multiplier=spec.depth_multiplier,
+                                 dilation_rate=spec.dilation_rate, activation=spec.activation,
+                                 use_bias=spec.use_bias)
     if isinstance(spec, GlobalMaxPool2D | GlobalAvgPool2D):
         return getattr(L, spec.type)()
     if isinstance(spec, ReLU):
@@ -79,6 +96,21 @@ def keras_layer(spec: Any) -> Any:
 
 def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
     """Copy one layer's torch weights into its Keras twin (issue 10's layers; else parity's)."""
+    if isinstance(spec, DepthwiseConv2D | SeparableConv2D):
+        core = module.core
+        dw = core.weight if isinstance(spec, DepthwiseConv2D) else core.depthwise.weight
+        dw = dw.detach().numpy()  # (cin·m, 1, kh, kw) -> Keras's (kh, kw, cin, m)
+        cin = dw.shape[0] // spec.depth_multiplier
+        kernel = klayer.kernel if isinstance(spec, DepthwiseConv2D) else klayer.depthwise_kernel
+        kernel.assign(
+            dw.reshape(cin, spec.depth_multiplier, *dw.shape[2:]).transpose(2, 3, 0, 1))
+        last = core
+        if isinstance(spec, SeparableConv2D):
+            last = core.pointwise
+            klayer.pointwise_kernel.assign(last.weight.detach().numpy().transpose(2, 3, 1, 0))
+        if spec.use_bias:
+            klayer.bias.assign(last.bias.detach().numpy())
+        return
     if isinstance(spec, PReLU):
         klayer.alpha.assign(module.alpha.detach().numpy())
         return
@@ -396,3 +428,69 @@ def test_layer_normalization_counts_and_normalizes_channels() -> None:
     x = torch.randn(2, 4, 13, 13) * 3 + 1
     y = module(x)
     assert torch.allclose(y.mean(1), torch.zeros(2, 13, 13), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. DepthwiseConv2D, SeparableConv2D; dilation_rate and groups on Conv2D
+
+CONV_CASES = {
+    "dilation-groups": [_conv(6, strides=2), _conv(4, dilation_rate=2, padding="same", groups=2),
+                        {"Conv2D": {"filters": 6, "kernel_size": [3, 2], "dilation_rate": [1, 3],
+                                    "groups": 2}}, *TAIL],
+    "depthwise": [_conv(3, strides=2),
+                  {"DepthwiseConv2D": {"kernel_size": 3, "depth_multiplier": 2,
+                                       "activation": "relu"}},
+                  {"DepthwiseConv2D": {"kernel_size": 2, "strides": 2, "padding": "same",
+                                       "use_bias": False}},
+                  {"DepthwiseConv2D": {"kernel_size": 3, "dilation_rate": 2, "padding": "same"}},
+                  *TAIL],
+    "separable": [_conv(3, strides=2),
+                  {"SeparableConv2D": {"filters": 5, "kernel_size": 3, "depth_multiplier": 2,
+                                       "activation": "relu"}},
+                  {"SeparableConv2D": {"filters": 4, "kernel_size": 4, "strides": 2,
+                                       "padding": "same", "use_bias": False}},
+                  {"SeparableConv2D": {"filters": 4, "kernel_size": 3, "dilation_rate": 2,
+                                       "padding": "same"}}, *TAIL],
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_layers_match_keras(case: str) -> None:
+    assert_matches_keras(CONV_CASES[case])
+
+
+def test_keras_param_counts_of_depthwise_and_separable() -> None:
+    built = assert_matches_keras([_conv(3, strides=2),
+                                  {"DepthwiseConv2D": {"kernel_size": 3, "depth_multiplier": 2}},
+                                  {"SeparableConv2D": {"filters": 5, "kernel_size": 3,
+                                                       "depth_multiplier": 2}}, *TAIL])
+    assert built.rows[1].params == 3 * 3 * 3 * 2 + 6  # depthwise kernel + bias
+    assert built.rows[1].output_shape == (11, 11, 6)
+    assert built.rows[2].params == 3 * 3 * 6 * 2 + 12 * 5 + 5  # depthwise + pointwise + bias
+    assert built.rows[2].output_shape == (9, 9, 5)
+
+
+@pytest.mark.parametrize("args,field", [
+    ({"filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, "dilation_rate"),
+    ({"filters": 4, "kernel_size": 3, "groups": 3}, "groups"),
+    ({"filters": 4, "kernel_size": 15, "dilation_rate": 2}, "kernel_size"),
+])
+def test_conv_argument_errors_are_one_line(args: dict[str, Any], field: str) -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [{"Conv2D": args}, *TAIL]}}})
+    with pytest.raises(SpecError) as e:
+        build_model(study, "m", device="meta")
+    assert "\n" not in str(e.value)
+    assert f"layer 1 (Conv2D), field '{field}': Expected" in str(e.value)
+
+
+def test_depthwise_regularizers_reach_the_loss() -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        {"SeparableConv2D": {"filters": 2, "kernel_size": 3,
+                             "depthwise_regularizer": {"l2": 0.1},
+                             "pointwise_regularizer": {"l1": 0.2}}},
+        {"DepthwiseConv2D": {"kernel_size": 3, "bias_regularizer": {"l2": 0.3}}}, *TAIL]}}})
+    built = build_model(study, "m", seed=0)
+    sep, dw = built.module[0].core, built.module[1].core
+    expected = (0.1 * sep.depthwise.weight.square().sum() + 0.2 * sep.pointwise.weight.abs().sum()
+                + 0.3 * dw.bias.square().sum())
+    assert built.regularization_loss().item() == pytest.approx(expected.item())

@@ -24,6 +24,7 @@ from archlab.layers.base import (
 )
 from archlab.layers.conv import Conv2D, Convolution2D
 from archlab.layers.core import Activation, Dense, Dropout, Flatten
+from archlab.layers.depthwise import DepthwiseConv2D, SeparableConv2D
 from archlab.layers.merge import (
     MERGE_LAYERS,
     Add,
@@ -66,6 +67,7 @@ __all__ = [
     "Convolution2D",
     "Cropping2D",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Flatten",
     "GaussianNoise",
@@ -89,6 +91,7 @@ __all__ = [
     "Regularizer",
     "Reshape",
     "Shape",
+    "SeparableConv2D",
     "ShapeProblem",
     "Softmax",
     "SpatialDropout2D",
