@@ -108,6 +108,13 @@ def test_a_grid_of_8_points_x_3_repeats_runs_with_cis(
         assert low < row["test_accuracy_mean"] < high, name
     markdown = (out_dir / "results.md").read_text()
     assert all(name in markdown for name in POINTS)
+    # results.md pivots on each swept field too (4 points and 12 runs per value).
+    pivoted = markdown[markdown.index("## By swept field (test accuracy)"):]
+    for path, value in (("train.batch_size", 256), ("train.optimizer.learning_rate", 0.001),
+                        ("layers.1.Dense.units", 16)):
+        assert f"### {path}" in pivoted
+        assert any(line.startswith(f"| {value} | 4 | 12 | ") and " to " in line
+                   for line in pivoted.splitlines()), (path, pivoted)
     assert (out_dir / "report.html").is_file()
     # The store keeps each point's full values in its runs' configs.
     rc, out, err = _run(["results", str(out_dir), "--format", "json"], capsys)

@@ -244,7 +244,52 @@ def to_markdown(results: StudyResults) -> str:
     rl = ranking_lines(results)
     if rl:
         lines += ["## Ranking (test accuracy)", ""] + [f"- {t}" for t in rl] + [""]
+    lines += _pivot_markdown(results)
     return "\n".join(lines)
+
+
+def swept_paths(results: StudyResults) -> list[str]:
+    """The fields the study's sweeps vary (from its study.yaml), in order; [] if none."""
+    from archlab.errors import ArchlabError
+    from archlab.spec import load_study
+
+    path = results.directory / "study.yaml"
+    if not path.is_file():
+        return []
+    try:
+        study = load_study(path)
+    except ArchlabError:
+        return []
+    shown = {m.model for m in results.models}
+    return list(dict.fromkeys(p for name, spec in study.models.items() if name in shown
+                              for p in spec.swept))
+
+
+def _pivot_markdown(results: StudyResults) -> list[str]:
+    """'## By swept field': test accuracy per value of each swept field (as --pivot)."""
+    from archlab.analysis.results import pivot
+    from archlab.errors import ArchlabError
+
+    tables = []
+    for path in swept_paths(results):
+        try:
+            tables.append((path, pivot(results, path)))
+        except ArchlabError:  # no finished run has the field: nothing to show
+            continue
+    if not tables:
+        return []
+    lines = ["## By swept field (test accuracy)", ""]
+    for path, rows in tables:
+        lines += [f"### {path}", "", f"| {path} | models | n | test acc | test acc 95% CI |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in rows:
+            value = row.value if isinstance(row.value, str) else json.dumps(row.value)
+            lines.append(f"| {value} | {len(row.models)} | {row.summary.n} | "
+                         f"{fmt_metric(row.summary, pct=True)} | {_ci(row.summary)[0]} |")
+        lines.append("")
+    lines += ["Runs of every model with the value pooled: the other swept fields vary within a "
+              "row.", ""]
+    return lines
 
 
 def _finite(v: Any) -> Any:
