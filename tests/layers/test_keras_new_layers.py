@@ -494,3 +494,30 @@ def test_depthwise_regularizers_reach_the_loss() -> None:
     expected = (0.1 * sep.depthwise.weight.square().sum() + 0.2 * sep.pointwise.weight.abs().sum()
                 + 0.3 * dw.bias.square().sum())
     assert built.regularization_loss().item() == pytest.approx(expected.item())
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Keras's string shorthand for regularizers
+
+
+@pytest.mark.parametrize("name", ["l2", "l1", "L2"])
+def test_regularizer_shorthand_is_keras_default_factor(name: str) -> None:
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        {"Conv2D": {"filters": 3, "kernel_size": 3, "kernel_regularizer": name}},
+        "Flatten", {"Dense": {"units": 10, "activation": "softmax", "bias_regularizer": name}},
+    ]}}})
+    built = build_model(study, "m", seed=0)
+    _perturb(built.module, seed=1)
+    conv, dense = built.module[0].core, built.module[2].core
+    kconv = keras.layers.Conv2D(3, 3, kernel_regularizer=name)
+    kdense = keras.layers.Dense(10, bias_regularizer=name)
+    inp = keras.Input(shape=(28, 28, 1))
+    kmodel = keras.Model(inp, kdense(keras.layers.Flatten()(kconv(inp))))
+    kconv.kernel.assign(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+    kdense.bias.assign(dense.bias.detach().numpy())
+    kmodel(np.zeros((1, 28, 28, 1), dtype=np.float32))
+    keras_reg = sum(float(_np(loss)) for loss in kmodel.losses)
+    assert built.regularization_loss().item() == pytest.approx(keras_reg, rel=1e-5)
+    from archlab import dump_study
+
+    assert f"{name.lower()}: 0.01" in dump_study(study)

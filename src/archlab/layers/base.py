@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from archlab.fields import NonNegFloat, Pair
@@ -50,6 +50,14 @@ class Regularizer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     l1: NonNegFloat = 0.0
     l2: NonNegFloat = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """Keras's string identifiers: ``l2`` is ``{l2: 0.01}``, ``l1`` is ``{l1: 0.01}``."""
+        if isinstance(value, str) and value.lower() in ("l1", "l2"):
+            return {value.lower(): 0.01}
+        return value
 
     def to_config(self) -> dict[str, float]:
         return {k: v for k, v in (("l1", self.l1), ("l2", self.l2)) if v}
