@@ -266,6 +266,25 @@ def describe(err: Any, data: Any = None) -> str:
     return f"{msg.removeprefix('Value error, ')} (received {got})"
 
 
+def _tuple_hint(key: str, loc: tuple[Any, ...], data: Any) -> str:
+    """``{kernel_size: (3, 3)}`` splits at the comma into ``kernel_size: '(3'`` and a key
+    ``'3)'``: name the field and the list to write."""
+    tail = re.fullmatch(r"\s*(\d+)\s*\)\s*", key)
+    if not tail:
+        return ""
+    parent = data
+    for part in loc[:-1]:  # the mapping holding the key; tags pydantic adds are not in data
+        if (isinstance(parent, dict) and part in parent
+                or isinstance(parent, list) and isinstance(part, int) and part < len(parent)):
+            parent = parent[part]
+    for name, value in (parent.items() if isinstance(parent, dict) else []):
+        head = re.fullmatch(r"\s*\(\s*(\d+)\s*", value) if isinstance(value, str) else None
+        if head:
+            return (f" (YAML has no tuples: write {name}: [{head.group(1)}, {tail.group(1)}], "
+                    f"not {name}: ({head.group(1)}, {tail.group(1)}))")
+    return f" (YAML has no tuples: write a list such as [{tail.group(1)}, {tail.group(1)}])"
+
+
 def _extra_hint(err: Any, data: Any = None) -> str:
     """For an unknown field: the known one it is close to (kernal_size -> kernel_size), the
     section it belongs in (learning_rate under train -> under optimizer), or the list."""
@@ -273,6 +292,9 @@ def _extra_hint(err: Any, data: Any = None) -> str:
         return ""
     loc = tuple(err["loc"])
     key = str(loc[-1])
+    tuple_hint = _tuple_hint(key, loc, data)
+    if tuple_hint:
+        return tuple_hint
     owner = Place(loc).owner
     if owner is None:
         return ""
