@@ -26,6 +26,7 @@ from archlab.layers import (
     Shape,
     ShapeProblem,
     Softmax,
+    apply_max_norm,
 )
 from archlab.optimizers import Optimizer
 from archlab.spec import Study
@@ -140,6 +141,8 @@ class BuiltModel:
     macs_per_sample: int
     memory: MemoryEstimate  # one training step at the model's batch size and optimizer
     regularized: list[tuple[nn.Parameter, Regularizer]] = field(default_factory=list)
+    #: weights under Keras's max_norm constraint, with the dims their norms are taken over
+    constrained: list[tuple[nn.Parameter, tuple[int, ...]]] = field(default_factory=list)
 
     @property
     def total_params(self) -> int:
@@ -154,6 +157,11 @@ class BuiltModel:
             if reg.l1:
                 terms.append(reg.l1 * p.abs().sum())
         return torch.stack(terms).sum() if terms else None
+
+    def apply_constraints(self) -> None:
+        """Keras's weight constraints (``kernel_constraint: max_norm``): after each step."""
+        for p, dims in self.constrained:
+            apply_max_norm(p, dims)
 
 
 class _Sequential(nn.Sequential):
@@ -182,6 +190,7 @@ class _Walker:
         self.model = model
         self.rows: list[SummaryRow] = []
         self.regularized: list[tuple[nn.Parameter, Regularizer]] = []
+        self.constrained: list[tuple[nn.Parameter, tuple[int, ...]]] = []
         self.counters: dict[str, int] = {}
         self.values: list[tuple[int, int]] = []  # per row: (trainable, other) values held
 
@@ -248,6 +257,7 @@ class _Walker:
                 else:
                     module = self._build(built_spec, here, shape)
                 self.regularized += built_spec.regularized(module)
+                self.constrained += built_spec.constrained(module)
                 macs = layer.macs(shape)
             # A merge row holds no params of its own: its branches' rows list them.
             params = 0 if isinstance(layer, Merge) else sum(_count(module))
@@ -310,7 +320,7 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
         rows=walker.rows, trainable_params=trainable, non_trainable_params=frozen,
         macs_per_sample=sum(r.macs for r in walker.rows),
         memory=_estimate(walker, input_shape, train.batch_size, train.optimizer),
-        regularized=walker.regularized,
+        regularized=walker.regularized, constrained=walker.constrained,
     )
 
 

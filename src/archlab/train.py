@@ -139,6 +139,7 @@ def fit(
             if train.optimizer.clipnorm:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), train.optimizer.clipnorm)
             opt.step()
+            built.apply_constraints()  # Keras applies weight constraints after each step
             if sched is not None:
                 sched.step()
             # Accumulate on the tensor side: no host sync inside the epoch.

@@ -521,3 +521,50 @@ def test_regularizer_shorthand_is_keras_default_factor(name: str) -> None:
     from archlab import dump_study
 
     assert f"{name.lower()}: 0.01" in dump_study(study)
+
+
+# kernel_constraint: max_norm (Keras's MaxNorm(max_value=2, axis=0), after each step)
+
+
+@pytest.mark.parametrize("layer", ["conv", "dense"])
+def test_max_norm_matches_keras(layer: str) -> None:
+    from archlab.layers import apply_max_norm
+
+    study = parse_study({"name": "k", "models": {"m": {"layers": [
+        {"Conv2D": {"filters": 4, "kernel_size": [3, 2], "kernel_constraint": "max_norm"}},
+        "Flatten", {"Dense": {"units": 10, "activation": "softmax",
+                              "kernel_constraint": "max_norm"}}]}}})
+    built = build_model(study, "m", seed=0)
+    assert len(built.constrained) == 2
+    p, dims = built.constrained[0 if layer == "conv" else 1]
+    with torch.no_grad():
+        p.mul_(torch.linspace(0.5, 400.0, p.numel()).reshape(p.shape))  # norms above 2
+    w = p.detach().numpy().copy()
+    keras_layout = w.transpose(2, 3, 1, 0) if layer == "conv" else w.T
+    expected = _np(keras.constraints.get("max_norm")(keras_layout))
+    apply_max_norm(p, dims)
+    got = p.detach().numpy()
+    got = got.transpose(2, 3, 1, 0) if layer == "conv" else got.T
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(keras_layout - expected).max() > 0.1  # the constraint did something
+
+
+def test_fit_applies_max_norm_after_each_step() -> None:
+    from archlab.data import Tensors
+    from archlab.train import fit
+
+    study = parse_study({"name": "k", "train": {"optimizer": {"name": "sgd",
+                                                              "learning_rate": 5.0},
+                                                "epochs": 1, "batch_size": 8},
+                         "models": {"m": {"layers": ["Flatten", {"Dense": {
+                             "units": 10, "activation": "softmax",
+                             "kernel_constraint": "max_norm"}}]}}})
+    built = build_model(study, "m", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 28, 28, generator=gen) * 5
+    y = torch.randint(0, 10, (32,), generator=gen)
+    data = Tensors(x, y, x, y, x, y, tuple("0123456789"), False)
+    fit(built, data, study.train_for("m"), 0)
+    norms = built.module[1].core.weight.detach().norm(dim=1)
+    assert norms.max().item() <= 2.0 + 1e-5
+    assert norms.max().item() == pytest.approx(2.0, rel=1e-4)  # the step pushed past 2

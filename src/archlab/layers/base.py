@@ -196,6 +196,24 @@ class LayerSpec(BaseModel):
     def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
         return []
 
+    def constrained(self, module: nn.Module) -> list[tuple[nn.Parameter, tuple[int, ...]]]:
+        """Weights under Keras's ``max_norm`` constraint, each with the torch dims its norm
+        is taken over (applied after every optimizer step: :func:`apply_max_norm`)."""
+        return []
+
+
+#: Keras's ``max_norm`` string: MaxNorm(max_value=2, axis=0); ε is Keras's backend epsilon.
+MAX_NORM_VALUE = 2.0
+_KERAS_EPSILON = 1e-7
+
+
+def apply_max_norm(p: torch.Tensor, dims: tuple[int, ...],
+                   max_value: float = MAX_NORM_VALUE) -> None:
+    """Rescale ``p`` in place as Keras's MaxNorm does: ``w · clip(‖w‖, 0, max) / (ε + ‖w‖)``."""
+    with torch.no_grad():
+        norms = p.square().sum(dim=dims, keepdim=True).sqrt()
+        p.mul_(norms.clamp(0.0, max_value) / (_KERAS_EPSILON + norms))
+
 
 def activation_module(name: str | None) -> nn.Module | None:
     factory = ACTIVATIONS[name or "linear"]
@@ -225,6 +243,7 @@ class Weighted(LayerSpec):
     bias_initializer: Initializer = "zeros"
     kernel_regularizer: Regularizer | None = None
     bias_regularizer: Regularizer | None = None
+    kernel_constraint: Literal["max_norm"] | None = None
 
     def _finish(self, core: nn.Module, fan_in: int, fan_out: int,
                 pre: list[nn.Module]) -> nn.Module:
@@ -243,6 +262,14 @@ class Weighted(LayerSpec):
         if self.bias_regularizer is not None and core.bias is not None:
             out.append((core.bias, self.bias_regularizer))
         return out
+
+    def constrained(self, module: nn.Module) -> list[tuple[nn.Parameter, tuple[int, ...]]]:
+        if self.kernel_constraint is None:
+            return []
+        weight = module.core.weight  # type: ignore[union-attr]  # a _Block
+        # Keras's axis 0 of its kernel: Dense (in, out) -> torch's (out, in) dim 1; Conv2D
+        # (kh, kw, in, out) -> torch's (out, in, kh, kw) dim 2.
+        return [(weight, (1,) if weight.dim() == 2 else (2,))]
 
 
 
