@@ -25,15 +25,22 @@ from archlab.layers import (
     Concatenate,
     Conv2D,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     Flatten,
+    GaussianNoise,
     GlobalAveragePooling2D,
     GlobalMaxPooling2D,
     LayerList,
+    LayerNormalization,
     LayerSpec,
+    LeakyReLU,
     MaxPooling2D,
     Merge,
+    SeparableConv2D,
     Shape,
+    SpatialDropout2D,
+    UpSampling2D,
 )
 from archlab.model import BuiltModel, MemoryEstimate, SummaryRow, format_bytes
 
@@ -131,6 +138,25 @@ def describe_layer(spec: LayerSpec) -> LayerFacts:
         label = name + "[" + " | ".join(" ".join(f.label for f in b) or "id"
                                        for b in branches) + "]"
         return LayerFacts(spec.type, label, branches=branches)
+    if isinstance(spec, SeparableConv2D):
+        strides = f"/{_k(spec.strides)}" if spec.strides != (1, 1) else ""
+        return LayerFacts(spec.type, f"sepconv{_k(spec.kernel_size)} {spec.filters}{strides}"
+                          f"{same}", kernel=_k(spec.kernel_size, "x"), filters=spec.filters,
+                          padding=spec.padding, regularizers=regs)
+    if isinstance(spec, DepthwiseConv2D):
+        strides = f"/{_k(spec.strides)}" if spec.strides != (1, 1) else ""
+        times = f" {_TIMES}{spec.depth_multiplier}" if spec.depth_multiplier != 1 else ""
+        return LayerFacts(spec.type, f"dwconv{_k(spec.kernel_size)}{times}{strides}{same}")
+    if isinstance(spec, LeakyReLU):
+        return LayerFacts(spec.type, f"leakyrelu{spec.negative_slope:g}")
+    if isinstance(spec, SpatialDropout2D):
+        return LayerFacts(spec.type, f"sdrop{spec.rate:g}", dropout=spec.rate)
+    if isinstance(spec, GaussianNoise):
+        return LayerFacts(spec.type, f"noise{spec.stddev:g}")
+    if isinstance(spec, LayerNormalization):
+        return LayerFacts(spec.type, "ln")
+    if isinstance(spec, UpSampling2D):
+        return LayerFacts(spec.type, f"up{_k(spec.size)}")
     return LayerFacts(spec.type, spec.type.lower())  # a newly registered layer
 
 
@@ -221,7 +247,8 @@ class ModelDescription:
         shape = tuple(self.input_shape)
         for row, facts in zip(top, self.layers, strict=True):
             out = tuple(row.output_shape)
-            if pending and (out != shape or isinstance(row.spec, Conv2D | Dense | Merge)):
+            if pending and (out != shape or isinstance(
+                    row.spec, Conv2D | Dense | Merge | DepthwiseConv2D | SeparableConv2D)):
                 parts.append(f"{ARROW}{', '.join(pending)}{ARROW} {_dims(shape)}")
                 pending = []
             pending.append(facts.label)

@@ -568,3 +568,18 @@ def test_fit_applies_max_norm_after_each_step() -> None:
     norms = built.module[1].core.weight.detach().norm(dim=1)
     assert norms.max().item() <= 2.0 + 1e-5
     assert norms.max().item() == pytest.approx(2.0, rel=1e-4)  # the step pushed past 2
+
+
+def test_labels_of_issue_10_layers_in_the_compact_form_and_table() -> None:
+    from archlab.describe import compact_architecture, describe_architecture
+
+    layers = [{"SeparableConv2D": {"filters": 8, "kernel_size": 3, "padding": "same"}},
+              {"DepthwiseConv2D": {"kernel_size": 3, "depth_multiplier": 2, "padding": "same"}},
+              "LeakyReLU", {"SpatialDropout2D": {"rate": 0.2}}, "LayerNormalization",
+              {"GaussianNoise": {"stddev": 0.1}}, "UpSampling2D", "GlobalAvgPool2D", *OUT]
+    study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
+    compact = compact_architecture(build_model(study, "m", device="meta"))
+    assert compact == ("28×28×1 →sepconv3 8 same→ 28×28×8 →dwconv3 ×2 same, leakyrelu0.3, "
+                       "sdrop0.2, ln, noise0.1→ 28×28×16 →up2→ 56×56×16 →gap→ 16 →dense 10→ 10")
+    table = describe_architecture(study.models["m"].layers)
+    assert (table.conv_layers, table.channels, table.dropout) == (1, "8", "0.2")
