@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,7 +33,9 @@ class ProgressView:
         self._names: dict[str, str] = {}
 
     def start(self, plans: list[Any], skipped: int) -> None:
-        self._names = {p.run_id: f"{p.model}#{p.repeat}" for p in plans}
+        # Sweep points are named like mlp[units=32]: escaped, or rich reads the brackets
+        # as markup and every point shows as "mlp".
+        self._names = {p.run_id: escape(f"{p.model}#{p.repeat}") for p in plans}
         self._epochs = {p.run_id: p.config.train.epochs for p in plans}
         info = f"({skipped} already in the store)" if skipped else ""
         self._overall = self._progress.add_task("runs", total=len(plans), info=info)
@@ -59,7 +62,7 @@ class ProgressView:
             self._epoch[run_id] = ev["epoch"]
             if kind == "epoch":
                 self._progress.update(task, info=(
-                    f"epoch {ev['epoch']}/{epochs} loss {ev['loss']:.4f} acc "
+                    f"epoch {ev['epoch']}/{epochs} loss {ev['loss']:.4f} acc (running) "
                     f"{ev['accuracy']:.4f} val_loss {ev['val_loss']:.4f} val_acc "
                     f"{ev['val_accuracy']:.4f}"))
         elif kind == "done":

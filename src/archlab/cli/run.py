@@ -130,7 +130,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _warn_projection(note: str | None) -> None:
     if note:
-        err.print(f"warning: {note}", markup=False)
+        err.print(f"warning: {note}", markup=False, soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -194,7 +194,7 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
                 raise
             err.print(f"warning: the report failed ({exc.__class__.__name__}: {exc}); the "
                       f"results are in the store: retry with `archlab report {directory}`",
-                      markup=False)
+                      markup=False, soft_wrap=True)
     out.print(f"study directory: {directory}")
     _print_failures(outcome)
     if outcome.interrupted:
