@@ -186,3 +186,15 @@ def test_an_empty_validation_split_is_refused_by_validate(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith(f"error: {study}: field 'data.validation.split': Expected a fraction "
                           "above 0.001") and err.count("\n") == 1
+
+
+def test_the_entry_point_stays_a_function_after_the_commands_are_imported() -> None:
+    """`archlab.cli.main` is the console-script entry point. A submodule of the same name would
+    replace it on the package as soon as it was imported (the commands are imported lazily, on
+    the first call), so a second `from archlab.cli import main` would get a module."""
+    import archlab.cli
+    import archlab.cli.commands  # noqa: F401 - what the first call of main() imports
+    from archlab.cli import main as entry_point
+
+    assert callable(entry_point) and entry_point is archlab.cli.main
+    assert entry_point(["--version"]) == 0

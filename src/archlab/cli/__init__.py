@@ -53,7 +53,7 @@ def _import_commands() -> Callable[[list[str] | None], int]:
     except ValueError:  # main() called from another thread: signals stay as they are
         previous = None
     try:
-        from archlab.cli.main import main as run_command
+        from archlab.cli.commands import main as run_command
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -62,6 +62,6 @@ def _import_commands() -> Callable[[list[str] | None], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``archlab`` argument parser (imports every command module)."""
-    from archlab.cli.main import build_parser as build
+    from archlab.cli.commands import build_parser as build
 
     return build()
