@@ -23,21 +23,7 @@ from archlab.store import (
     RunStatus,
     Store,
 )
-
-TINY = {
-    "name": "tiny",
-    "seed": 3,
-    "data": {"dataset": "mnist-sample", "validation": {"split": 0.1}},
-    "train": {"optimizer": {"name": "adam"}, "batch_size": 128, "epochs": 2},
-    "models": {
-        "mlp": {"layers": ["Flatten", {"Dense": {"units": 16, "activation": "relu"}},
-                           {"Dense": {"units": 10, "activation": "softmax"}}]},
-        "cnn": {"layers": [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-                           {"MaxPooling2D": {"pool_size": 2}},
-                           {"Dropout": {"rate": 0.25}},
-                           "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]},
-    },
-}
+from tests.conftest import TINY
 
 
 def tiny(**changes) -> archlab.Study:
