@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 if [ "${ARCHLAB_SKIP_TORCH:-0}" != 1 ]; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
-"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet -e ".[dev,ray]"
 # Optional system packages: Chromium (the report's browser test) and Fashion-MNIST.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${ARCHLAB_SKIP_APT:-0}" != 1 ]; then
   (apt-get update -qq && apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null) \
