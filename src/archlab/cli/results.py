@@ -61,7 +61,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     results = collect(directory)
     pivots = []
     if args.pivot:  # a bad path is refused before any table is printed or written
-        from archlab.report.tables import rich_pivot_table
+        from archlab.report.pivot import rich_pivot_table
 
         pivots = [rich_pivot_table(results, path) for path in args.pivot]
     target = _out_dir(args.out) if args.out else directory

@@ -21,6 +21,7 @@ from typing import Any
 from archlab.analysis.results import TEST_AS_VALIDATION_NOTE, ModelResult, StudyResults
 from archlab.analysis.stats import Summary
 from archlab.report.files import atomic_write
+from archlab.report.pivot import pivot_markdown, rich_pivot_table, swept_paths
 from archlab.store import FINAL_METRICS
 
 __all__ = [
@@ -30,13 +31,16 @@ __all__ = [
     "STATS_COLUMNS",
     "Cell",
     "Column",
+    "ci_text",
     "fmt_metric",
     "format_duration",
     "json_text",
     "ranking_lines",
     "rich_stats_table",
+    "rich_pivot_table",
     "rich_table",
     "rich_wide_tables",
+    "swept_paths",
     "table_cells",
     "to_csv",
     "to_markdown",
@@ -129,6 +133,11 @@ def _ci(s: Summary | None) -> tuple[str, float | None]:
     if s is None or s.n < 2 or not math.isfinite(s.ci_low):
         return "-", None
     return f"{s.ci_low * 100:.2f} to {s.ci_high * 100:.2f}%", s.ci_low
+
+
+def ci_text(s: Summary | None) -> str:
+    """'97.90 to 98.30%': the 95 % CI of an accuracy; '-' without one (n < 2)."""
+    return _ci(s)[0]
 
 
 def _model_label(m: ModelResult) -> str:
@@ -244,52 +253,8 @@ def to_markdown(results: StudyResults) -> str:
     rl = ranking_lines(results)
     if rl:
         lines += ["## Ranking (test accuracy)", ""] + [f"- {t}" for t in rl] + [""]
-    lines += _pivot_markdown(results)
+    lines += pivot_markdown(results)
     return "\n".join(lines)
-
-
-def swept_paths(results: StudyResults) -> list[str]:
-    """The fields the study's sweeps vary (from its study.yaml), in order; [] if none."""
-    from archlab.errors import ArchlabError
-    from archlab.spec import load_study
-
-    path = results.directory / "study.yaml"
-    if not path.is_file():
-        return []
-    try:
-        study = load_study(path)
-    except ArchlabError:
-        return []
-    shown = {m.model for m in results.models}
-    return list(dict.fromkeys(p for name, spec in study.models.items() if name in shown
-                              for p in spec.swept))
-
-
-def _pivot_markdown(results: StudyResults) -> list[str]:
-    """'## By swept field': test accuracy per value of each swept field (as --pivot)."""
-    from archlab.analysis.results import pivot
-    from archlab.errors import ArchlabError
-
-    tables = []
-    for path in swept_paths(results):
-        try:
-            tables.append((path, pivot(results, path)))
-        except ArchlabError:  # no finished run has the field: nothing to show
-            continue
-    if not tables:
-        return []
-    lines = ["## By swept field (test accuracy)", ""]
-    for path, rows in tables:
-        lines += [f"### {path}", "", f"| {path} | models | n | test acc | test acc 95% CI |",
-                  "|---|---:|---:|---:|---:|"]
-        for row in rows:
-            value = row.value if isinstance(row.value, str) else json.dumps(row.value)
-            lines.append(f"| {value} | {len(row.models)} | {row.summary.n} | "
-                         f"{fmt_metric(row.summary, pct=True)} | {_ci(row.summary)[0]} |")
-        lines.append("")
-    lines += ["Runs of every model with the value pooled: the other swept fields vary within a "
-              "row.", ""]
-    return lines
 
 
 def _finite(v: Any) -> Any:
@@ -418,26 +383,3 @@ def rich_wide_tables(results: StudyResults) -> list[Any]:
     return [_rich(results, "other metrics (mean ± std)", metrics, [EVAL_NOTE]),
             _rich(results, "architecture", arch, []),
             rich_stats_table(results)]
-
-
-def rich_pivot_table(results: StudyResults, path: str) -> Any:
-    """Test accuracy per value of a swept field (``--pivot``): mean ± std and 95% CI over
-    every finished run of the models with that value."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    from archlab.analysis.results import pivot
-
-    rows = pivot(results, path)
-    table = Table(title=f"test accuracy by {path}", title_justify="left", box=box.SIMPLE_HEAD,
-                  caption="runs of every model with the value pooled: other swept fields vary "
-                          "within a row", caption_justify="left", show_edge=False,
-                  pad_edge=False)
-    for c in (path, "models", "n", "test acc", "test acc 95% CI"):
-        table.add_column(c, justify="left" if c == path else "right", overflow="fold")
-    for row in rows:
-        value = row.value if isinstance(row.value, str) else json.dumps(row.value)
-        table.add_row(escape(value), str(len(row.models)), str(row.summary.n),
-                      fmt_metric(row.summary, pct=True), _ci(row.summary)[0])
-    return table
