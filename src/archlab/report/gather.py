@@ -7,15 +7,18 @@ model, or a predictions file that is not one, raise a one-line :class:`StoreErro
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from archlab.analysis.predictions import Predictions, load_predictions
 from archlab.analysis.results import StudyResults
+from archlab.analysis.stats import Summary
 from archlab.describe import ARROW
 from archlab.errors import StoreError
 from archlab.model import BuiltModel
@@ -25,9 +28,14 @@ __all__ = [
     "Gallery",
     "LayerWeights",
     "ScatterPoint",
+    "SweepLine",
+    "SweepPanel",
+    "SweepPlot",
+    "SweepPoint",
     "gather_curves",
     "gather_gallery",
     "gather_scatter",
+    "gather_sweeps",
     "gather_weights",
     "read_predictions",
     "read_weights",
@@ -209,3 +217,109 @@ def gather_scatter(results: StudyResults, by: Literal["params", "time"]) -> list
             continue
         out.append(ScatterPoint(m.model, float(x), s.mean, s.std if s.n > 1 else 0.0))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: a metric against each swept field
+
+
+#: The metrics a sweep plot shows, each in its own column of panels.
+SWEEP_METRICS = ("test_accuracy", "test_loss")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One sweep point (a model) at one value of the plotted field: its metric summarized over
+    its finished repeats, the very :class:`Summary` of the results table (mean, 95 % CI)."""
+
+    model: str
+    value: Any
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class SweepLine:
+    """The points that share the values of the other swept fields (``label`` says which:
+    ``batch_size=32, units=128``; empty when only one field is swept), in value order."""
+
+    label: str
+    points: list[SweepPoint]
+
+
+@dataclass(frozen=True)
+class SweepPanel:
+    """``metric`` against the swept field ``path`` (short name ``label``), one line per
+    combination of the other swept fields. ``values`` are the field's values in axis order;
+    ``numeric`` says whether they are numbers (else they are categories)."""
+
+    path: str
+    label: str
+    metric: str
+    values: list[Any]
+    numeric: bool
+    lines: list[SweepLine]
+
+
+@dataclass(frozen=True)
+class SweepPlot:
+    """One swept model (``sweep``: its name in the study file): a panel per swept field and
+    metric, fields in the order the sweep lists them."""
+
+    sweep: str
+    panels: list[SweepPanel]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def gather_sweeps(results: StudyResults, swept: Mapping[str, Mapping[str, Any]],
+                  metrics: tuple[str, ...] = SWEEP_METRICS) -> list[SweepPlot]:
+    """The sweep plots of a study: ``swept`` maps each sweep point's model name to its values
+    (``{path: value}``, the expanded study's ``ModelSpec.swept``). Points are grouped by the
+    model they were expanded from (the name before ``[``) and its swept paths; a point without
+    the metric (no finished run) is left out, and a metric no point has gets no panel."""
+    from archlab.spec.sweep import swept_label
+
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, Mapping[str, Any]]]] = {}
+    for m in results.models:
+        values = swept.get(m.model)
+        if not values:
+            continue
+        base = m.model.split("[", 1)[0]
+        groups.setdefault((base, tuple(values)), []).append((m, values))
+    plots = []
+    for (base, paths), members in groups.items():
+        panels = []
+        for path in paths:
+            label = swept_label(path, list(paths))
+            others = [p for p in paths if p != path]
+            axis = list({_key(v[path]): v[path] for _, v in members}.values())
+            numeric = all(_is_number(v) for v in axis)
+            if numeric:
+                axis.sort()
+            rank = {_key(v): i for i, v in enumerate(axis)}
+            for metric in metrics:
+                lines: dict[str, list[SweepPoint]] = {}
+                for m, values in members:
+                    summary = m.metrics.get(metric)
+                    name = ", ".join(f"{swept_label(p, list(paths))}={_text(values[p])}"
+                                     for p in others)
+                    points = lines.setdefault(name, [])
+                    if summary is not None:
+                        points.append(SweepPoint(m.model, values[path], summary))
+                kept = [SweepLine(name, sorted(pts, key=lambda p: rank[_key(p.value)]))
+                        for name, pts in lines.items() if pts]
+                if kept:
+                    panels.append(SweepPanel(path, label, metric, axis, numeric, kept))
+        if panels:
+            plots.append(SweepPlot(base, panels))
+    return plots

@@ -27,9 +27,16 @@ from archlab.analysis.results import (
     open_store,
 )
 from archlab.errors import ArchlabError
-from archlab.report.figures import RC, REPORT_FILES, Image, overlay_figure, scatter_figure
+from archlab.report.figures import (
+    RC,
+    REPORT_FILES,
+    Image,
+    overlay_figure,
+    scatter_figure,
+    sweep_figure,
+)
 from archlab.report.files import atomic_write, remove_stale_temporaries
-from archlab.report.gather import Curves, gather_scatter
+from archlab.report.gather import Curves, gather_scatter, gather_sweeps
 from archlab.report.sections import format_training, model_section
 from archlab.report.tables import EVAL_NOTE, fmt_metric, format_duration, table_cells
 
@@ -145,6 +152,15 @@ def _overview(results: StudyResults, curves: list[tuple[str, Curves]]) -> list[I
     return out
 
 
+def _sweeps(results: StudyResults, study: Any) -> list[Image]:
+    """One figure per swept model: its metrics against each swept field (none without a
+    sweep, or without the study file that names the points' values)."""
+    if study is None:
+        return []
+    swept = {name: spec.swept for name, spec in study.models.items() if spec.swept}
+    return [sweep_figure(plot) for plot in gather_sweeps(results, swept)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering and writing
 
@@ -226,6 +242,7 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
         sections = [model_section(m, i, study, store, curves, classes, warn)
                     for i, m in enumerate(results.models)]
         overview = _overview(results, curves)
+        sweeps = _sweeps(results, study)
     sizes = results.meta.get("data_sizes")
     data_info = (f"{sizes['train']:,} train / {sizes['val']:,} validation / {sizes['test']:,} "
                  f"test images, {sizes['classes']} classes") if sizes else None
@@ -241,12 +258,13 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
         "ci_note": any(m.n > 1 for m in results.models),
         "conclusions": found,
         "overview": overview,
+        "sweeps": sweeps,
         "sections": sections,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(),
         "fmt_metric": fmt_metric,
     }
-    images = [*overview, *(img for s in sections for img in s.images)]
+    images = [*overview, *sweeps, *(img for s in sections for img in s.images)]
     context["seconds"] = time.perf_counter() - t0
     html = _env(True).get_template("report.html.j2").render(**context)
     md = _env(False).get_template("report.md.j2").render(**context)
