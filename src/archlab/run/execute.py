@@ -152,29 +152,36 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
             store.fail_run(plan.run_id, "interrupted by the user", status=RunStatus.INTERRUPTED,
                            peak_rss_bytes=peak_rss_bytes())
             return RunStatus.INTERRUPTED
-        files = []
-        if result.status is RunStatus.FINISHED:
-            save_weights(built.module, run_dir / WEIGHTS_FILE,
-                         {"model": plan.model, "run_id": plan.run_id})
-            # The report's confusion matrix and mistakes: computed here, once, while the model
-            # and the data are in memory, so the report never loads either.
-            proba = predict_proba(built, ctx.data.x_test)
-            save_predictions(compute_predictions(proba, ctx.data.x_test, ctx.data.y_test,
-                                                 ctx.data.class_names),
-                             run_dir / PREDICTIONS_FILE)
-            files = [WEIGHTS_FILE, PREDICTIONS_FILE]
-        counts = {"total_params": built.total_params, "trainable_params": built.trainable_params,
-                  "non_trainable_params": built.non_trainable_params,
-                  "macs_per_sample": built.macs_per_sample}
-        # One transaction: the run is final and its files' checksums recorded (the checkpoint's
-        # dropped), or neither; the checkpoint file goes only after that.
-        store.finish_run(plan.run_id, status=result.status, metrics=result.final, counts=counts,
-                         best_epoch=result.best_epoch, diverged_epoch=result.diverged_epoch,
-                         train_seconds=result.train_seconds,
-                         wall_seconds=time.perf_counter() - t_wall,
-                         samples_per_second=result.samples_per_second, history=result.history,
-                         peak_rss_bytes=peak_rss_bytes(), files=files)
-        ckpt.unlink(missing_ok=True)
-        ctx.progress(plan.run_id, {"kind": "done", "status": result.status.value,
-                                   **result.final})
-        return result.status
+        return record_result(store, plan, ctx, built, result, started=t_wall)
+
+
+def record_result(store: Store, plan: RunPlan, ctx: RunContext, built: BuiltModel,
+                  result: TrainResult, *, started: float, share: int = 1) -> RunStatus:
+    """Write a trained run's weights and predictions and finish it in the store (its wall time
+    from ``started``, divided by ``share`` runs trained together); drop its checkpoint."""
+    run_dir = store.run_dir(plan.run_id)
+    files = []
+    if result.status is RunStatus.FINISHED:
+        save_weights(built.module, run_dir / WEIGHTS_FILE,
+                     {"model": plan.model, "run_id": plan.run_id})
+        # The report's confusion matrix and mistakes: computed here, once, while the model
+        # and the data are in memory, so the report never loads either.
+        proba = predict_proba(built, ctx.data.x_test)
+        save_predictions(compute_predictions(proba, ctx.data.x_test, ctx.data.y_test,
+                                             ctx.data.class_names),
+                         run_dir / PREDICTIONS_FILE)
+        files = [WEIGHTS_FILE, PREDICTIONS_FILE]
+    counts = {"total_params": built.total_params, "trainable_params": built.trainable_params,
+              "non_trainable_params": built.non_trainable_params,
+              "macs_per_sample": built.macs_per_sample}
+    # One transaction: the run is final and its files' checksums recorded (the checkpoint's
+    # dropped), or neither; the checkpoint file goes only after that.
+    store.finish_run(plan.run_id, status=result.status, metrics=result.final, counts=counts,
+                     best_epoch=result.best_epoch, diverged_epoch=result.diverged_epoch,
+                     train_seconds=result.train_seconds,
+                     wall_seconds=(time.perf_counter() - started) / share,
+                     samples_per_second=result.samples_per_second, history=result.history,
+                     peak_rss_bytes=peak_rss_bytes(), files=files)
+    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    ctx.progress(plan.run_id, {"kind": "done", "status": result.status.value, **result.final})
+    return result.status
