@@ -176,7 +176,7 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
         outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
                             jobs=args.jobs, threads=args.threads, device=device,
                             progress=None if args.quiet else ProgressView(err), stop=stop,
-                            dataset=dataset)
+                            dataset=dataset, pack=not args.no_pack)
     directory = outcome.directory
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
@@ -224,6 +224,8 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--repeats", type=int, help="seeds per model (default: the study's)")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     r.add_argument("--threads", type=int, help="torch threads per job (default cores/jobs)")
+    r.add_argument("--no-pack", action="store_true",
+                   help="train repeats as separate runs, never packed (docs/packing.md)")
     r.add_argument("--data-dir", help="directory holding the dataset files")
     r.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N or auto (CUDA when torch sees it; default)")

@@ -22,10 +22,11 @@ from typing import Any
 from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
 from archlab.run.config import RunPlan, plan_runs
-from archlab.run.environment import default_threads, resolve_device
+from archlab.run.environment import PRECISIONS, default_threads, resolve_device
 from archlab.run.execute import RunContext, execute_run, failure_reason
 from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir, disk_full_error
+from archlab.run.pack import execute_pack, should_pack
 from archlab.run.pool import record_unfinished, run_parallel
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunStatus, Store
@@ -65,6 +66,8 @@ def run_study(
     device: str | None = None,
     stop: Stop = None,
     dataset: RawDataset | None = None,
+    pack: bool = True,
+    precision: str = "fp32",
 ) -> StudyOutcome:
     """Train every run of ``study`` that the store in ``out`` does not already hold.
 
@@ -73,7 +76,12 @@ def run_study(
     :class:`archlab.cli.progress.ProgressView` (or None for silence). When ``stop`` becomes
     true, runs stop at their next batch (checkpoints kept) and ``interrupted`` is set.
     ``dataset`` is the study's dataset if the caller has loaded it already (else it is loaded
-    here, before the study directory is created).
+    here, before the study directory is created). ``pack``: train a model's repeats as one
+    packed model where a timed probe finds that faster (docs/packing.md); False: separately.
+    ``threads`` (torch threads per run) is honoured exactly; left out,
+    :func:`~archlab.run.environment.default_threads` picks it from the cores other processes
+    leave free (recorded in each run's environment; a resumed run keeps its checkpoint's).
+    ``precision``: "fp32" or "bf16" (autocast; in the runs' identity when not fp32).
 
     Raises :class:`ArchlabError` (nothing written) for bad counts, an unusable output path or
     a missing or corrupt dataset; :class:`~archlab.run.lock.StudyBusyError` when another
@@ -83,7 +91,10 @@ def run_study(
     _check_count("jobs", jobs)
     if threads is not None:
         _check_count("threads", threads)
-    plans = plan_runs(study, repeats=repeats)  # checks repeats
+    if precision not in PRECISIONS:
+        raise ArchlabError(f"precision: expected one of {', '.join(PRECISIONS)}, received "
+                           f"{precision!r}")
+    plans = plan_runs(study, repeats=repeats, precision=precision)  # type: ignore[arg-type]
     directory = study_dir(study, out)
     check_output_dir(directory)
     device = resolve_device(device)
@@ -98,8 +109,10 @@ def run_study(
     with StudyLock(directory):
         try:
             return _run_locked(study, directory, plans, raw, data_dir=data_dir, jobs=jobs,
-                               threads=threads or default_threads(jobs), progress=progress,
-                               device=device, stop_requested=stop_requested)
+                               threads=threads or default_threads(jobs),
+                               threads_from="given" if threads else "default",
+                               progress=progress,
+                               device=device, stop_requested=stop_requested, pack=pack)
         except DiskFullError:
             raise
         except Exception as exc:
@@ -110,7 +123,8 @@ def run_study(
 
 def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDataset | None,
                 *, data_dir: str | Path | None, jobs: int, threads: int, progress: Any,
-                device: str, stop_requested: Callable[[], bool]) -> StudyOutcome:
+                device: str, stop_requested: Callable[[], bool],
+                pack: bool = True, threads_from: str | None = None) -> StudyOutcome:
     with Store(directory) as store:
         done = {r.run_id for r in store.runs() if r.status in DONE}
     todo = [p for p in plans if p.run_id not in done]
@@ -130,12 +144,21 @@ def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDat
         if jobs <= 1:
             assert raw is not None
             data = prepare_tensors(raw, study.data, study.seed).to(device)
-            ctx = RunContext(directory, data, threads, report, stop_requested, device)
-            for plan in todo:
+            ctx = RunContext(directory, data, threads, report, stop_requested, device,
+                             threads_from=threads_from)
+            for group in _packs(study, todo, threads, device) if pack else [[p] for p in todo]:
                 if stop_requested():
                     break
-                outcome.statuses[plan.run_id] = _run_one(study, plan, ctx, report,
-                                                         outcome.errors)
+                if len(group) > 1:
+                    statuses = _run_pack(study, group, ctx, report, outcome.errors)
+                    if statuses is not None:
+                        outcome.statuses.update(statuses)
+                        continue
+                for plan in group:
+                    if stop_requested():
+                        break
+                    outcome.statuses[plan.run_id] = _run_one(study, plan, ctx, report,
+                                                             outcome.errors)
         else:
             del raw  # verified; each worker loads its own copy
             run_parallel(study, todo, directory, data_dir, jobs, threads, report,
@@ -164,6 +187,49 @@ def _run_one(study: Study, plan: RunPlan, ctx: RunContext,
         report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
         errors[plan.run_id] = reason
         return RunStatus.FAILED.value
+
+
+def _packs(study: Study, todo: list[RunPlan], threads: int, device: str) -> list[list[RunPlan]]:
+    """``todo`` in order, a model's repeats as one group where packing them pays."""
+    import torch
+
+    torch.set_num_threads(threads)  # the probe's timings are per thread count
+    groups: list[list[RunPlan]] = []
+    for plan in todo:
+        if groups and groups[-1][0].model == plan.model:
+            groups[-1].append(plan)
+        else:
+            groups.append([plan])
+    out: list[list[RunPlan]] = []
+    for group in groups:
+        if len(group) > 1 and should_pack(study, group[0].model, len(group), device=device):
+            out.append(group)
+        else:
+            out.extend([p] for p in group)
+    return out
+
+
+def _run_pack(study: Study, group: list[RunPlan], ctx: RunContext,
+              report: Callable[[str, dict[str, Any]], None],
+              errors: dict[str, str]) -> dict[str, str] | None:
+    try:
+        statuses = execute_pack(study, group, ctx)
+    except Exception as exc:
+        if isinstance(exc, ArchlabError) or is_disk_full(exc):
+            for plan in group:
+                record_unfinished(ctx.directory, plan, ctx.threads, ctx.device,
+                                  f"stopped: {_one_line(exc)}", RunStatus.INTERRUPTED)
+            raise
+        reason = failure_reason(exc)
+        for plan in group:
+            record_unfinished(ctx.directory, plan, ctx.threads, ctx.device, reason,
+                              RunStatus.FAILED)
+            report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
+            errors[plan.run_id] = reason
+        return {plan.run_id: RunStatus.FAILED.value for plan in group}
+    if statuses is None:
+        return None
+    return {rid: s.value for rid, s in statuses.items()}
 
 
 def _load(study: Study, data_dir: str | Path | None) -> RawDataset:

@@ -1,0 +1,275 @@
+"""Packed repeats in a study: which repeats to pack (a timed probe, cached), and running a pack
+so that each replica is recorded exactly as a separate run.
+
+Packing is an execution detail: the run ids, checkpoints, weights, predictions and history are
+those of separate runs (a checkpoint written by a pack resumes a separate run and the other way
+round); the run's environment JSON says ``packed: n``. Its ``train_seconds`` and
+``wall_seconds`` are the pack's, shared out equally between its runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from archlab.errors import StoreError
+from archlab.model import BuiltModel, build_model
+from archlab.optimizers import make_optimizer
+from archlab.packed import PackedModel, fit_packed, pack_blocker
+from archlab.run.checkpoint import CheckpointError, _read, load_checkpoint, save_checkpoint
+from archlab.run.config import RunPlan
+from archlab.run.environment import environment
+from archlab.run.execute import Interrupted, RunContext, peak_rss_bytes, record_result
+from archlab.run.projection import (
+    _key,
+    _read_cache,
+    _write_cache,
+    load_per_core,
+    timings_cache_path,
+)
+from archlab.spec import Study
+from archlab.store import CHECKPOINT_FILE, RunStatus, Store
+from archlab.train import TrainState, prefer_channels_last
+
+__all__ = ["PACK_MIN_RATIO", "PackProbe", "execute_pack", "pack_probe", "should_pack"]
+
+log = logging.getLogger("archlab")
+
+#: Packed throughput over separate throughput above which a model's repeats are packed.
+PACK_MIN_RATIO = 1.15
+#: Timed steps per side, after warm-up (fewer when a side's steps take long: STEP_BUDGET_S).
+PROBE_STEPS = 20
+#: Seconds of timed steps per side at most.
+STEP_BUDGET_S = 4.0
+
+
+@dataclass(frozen=True)
+class PackProbe:
+    """Measured training throughput of n packed replicas against n separate runs."""
+
+    replicas: int
+    ratio: float  # packed samples/s over separate samples/s (> 1: packing is faster)
+    packed_step_s: float  # one packed step (n replicas' batches), median
+    separate_step_s: float  # one separate step (one replica's batch), median
+    load_per_core: float | None
+    measured_at: float
+    cached: bool = False
+
+    @property
+    def pack(self) -> bool:
+        return self.ratio >= PACK_MIN_RATIO
+
+
+def _probe_key(study: Study, model: str, n: int, device: str) -> str:
+    base = _key(study, model, device)  # layers, batch, optimizer, data, threads, torch, cpu
+    return "pack:" + hashlib.sha256(json.dumps([base, n]).encode()).hexdigest()[:24]
+
+
+def _measure(study: Study, model: str, n: int, device: str, steps: int) -> PackProbe:
+    load = load_per_core()
+    train = study.train_for(model)
+    builts = [build_model(study, model, seed=i) for i in range(n)]
+    single = builts[0].module.to(device)
+    prefer_channels_last(single)
+    opt1, _ = make_optimizer(train.optimizer, [p for p in single.parameters() if p.requires_grad])
+    pack = PackedModel([build_model(study, model, seed=i) for i in range(n)])
+    pack.params = {k: v.detach().to(device).requires_grad_(v.requires_grad)
+                   for k, v in pack.params.items()}
+    pack.buffers = {k: v.to(device) for k, v in pack.buffers.items()}
+    optn, _ = make_optimizer(train.optimizer, [p for p in pack.params.values()
+                                                if p.requires_grad])
+    bs = train.batch_size
+    h, w, c = builts[0].input_shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, bs, c, h, w, generator=gen).to(device)
+    y = torch.randint(0, builts[0].output_shape[0], (n, bs), generator=gen).to(device)
+    drop_gens = [torch.Generator().manual_seed(i) for i in range(n)]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    single.train()
+
+    def separate() -> float:
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(single(x[0]), y[0])
+        opt1.zero_grad()
+        loss.backward()
+        opt1.step()
+        sync()
+        return time.perf_counter() - t0
+
+    def packed() -> float:
+        t0 = time.perf_counter()
+        masks = [m.to(device) for m in pack.draw_masks(bs, drop_gens)]
+        losses, _ = pack.train_step_forward(x, y, masks)
+        optn.zero_grad()
+        losses.sum().backward()
+        optn.step()
+        sync()
+        return time.perf_counter() - t0
+
+    for _ in range(2):  # warm-up: allocation, kernel choice
+        separate()
+        packed()
+    # Interleaved rounds, so that a burst of load from elsewhere hits both sides alike.
+    sep: list[float] = []
+    pk: list[float] = []
+    started = time.perf_counter()
+    while len(pk) < steps:
+        for _ in range(4):
+            sep.append(separate())
+        pk.append(packed())
+        if len(pk) >= 2 and time.perf_counter() - started > 2 * STEP_BUDGET_S:
+            break
+    s, p = statistics.median(sep), statistics.median(pk)
+    return PackProbe(n, (n * s) / p, p, s, load, time.time())
+
+
+def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
+               steps: int = PROBE_STEPS, use_cache: bool = True) -> PackProbe:
+    """Whether packing ``n`` repeats of ``model`` pays on this machine: from the step-timing
+    cache, else timed on synthetic data of the model's input shape (and cached, keyed by the
+    model's config, n, torch threads, torch and archlab versions, device and CPU model)."""
+    path = timings_cache_path()
+    key = _probe_key(study, model, n, device)
+    if use_cache:
+        entry = _read_cache(path).get(key)
+        if isinstance(entry, dict):
+            try:
+                return PackProbe(**entry, cached=True)
+            except TypeError:  # another version's entry: measure again
+                pass
+    probe = _measure(study, model, n, device, steps)
+    if use_cache:
+        _write_cache(path, key, probe)  # type: ignore[arg-type]
+    return probe
+
+
+def should_pack(study: Study, model: str, n: int, *, device: str = "cpu") -> bool:
+    """Pack ``model``'s ``n`` repeats: packable (see :func:`archlab.packed.pack_blocker`) and
+    measured faster packed."""
+    if n < 2 or pack_blocker(study, model) is not None:
+        return False
+    return pack_probe(study, model, n, device=device).pack
+
+
+def _checkpoint_epoch(data: bytes) -> int:
+    _, meta = _read(data)
+    return int(meta["epoch"])
+
+
+def execute_pack(study: Study, plans: list[RunPlan],
+                 ctx: RunContext) -> dict[str, RunStatus] | None:
+    """Train ``plans`` (repeats of one model) as one pack, each recorded as a separate run.
+
+    Returns each run's status, or None (nothing trained) when the runs' checkpoints are at
+    different epochs: the caller then runs them separately, each resuming its own.
+    """
+    t_wall = time.perf_counter()
+    torch.set_num_threads(ctx.threads)
+    model = plans[0].model
+    assert all(p.model == model for p in plans)
+    n = len(plans)
+    train = study.train_for(model)
+    with Store(ctx.directory) as store:
+        ckpts = {p.run_id: store.run_dir(p.run_id) / CHECKPOINT_FILE for p in plans}
+
+        def discard(plan: RunPlan, why: str) -> None:
+            message = f"checkpoint discarded, restarting from epoch 0: {why}"
+            log.warning("%s: %s", plan.run_id, message)
+            ckpts[plan.run_id].unlink(missing_ok=True)
+            store.forget_file(plan.run_id, CHECKPOINT_FILE)
+            store.truncate_epochs(plan.run_id, 0)
+            store.add_warning(plan.run_id, message)
+            ctx.progress(plan.run_id, {"kind": "warning", "message": message})
+
+        saved: dict[str, bytes | None] = {}
+        for p in plans:
+            saved[p.run_id] = None
+            if store.status(p.run_id) is None or not ckpts[p.run_id].exists():
+                continue
+            try:
+                data = store.read_verified(p.run_id, CHECKPOINT_FILE)
+                _checkpoint_epoch(data)
+                saved[p.run_id] = data
+            except (StoreError, CheckpointError) as exc:
+                discard(p, str(exc))
+        epochs = {_checkpoint_epoch(d) if d is not None else 0 for d in saved.values()}
+        if len(epochs) > 1:
+            return None
+        env = environment(ctx.threads, ctx.device) | {"packed": n}
+        for p in plans:
+            store.run_dir(p.run_id).mkdir(parents=True, exist_ok=True)
+            store.start_run(p.run_id, p.model, p.repeat, p.seed, p.config.to_json(), env)
+        store.set_meta(data_sizes={"train": len(ctx.data.x_train), "val": len(ctx.data.x_val),
+                                   "test": len(ctx.data.x_test),
+                                   "classes": len(ctx.data.class_names)})
+        builts: list[BuiltModel] = []
+        for p in plans:
+            built = build_model(study, model, seed=p.seed)
+            built.module.to(ctx.device)
+            builts.append(built)
+
+        def resume_of(plan: RunPlan, built: BuiltModel,
+                      data: bytes) -> Callable[..., TrainState]:
+            def resume(opt: torch.optim.Optimizer, sched: Any,
+                       gen: torch.Generator) -> TrainState:
+                state = load_checkpoint(data, built.module, opt, sched, gen)
+                store.truncate_epochs(plan.run_id, state.epoch)
+                ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
+                return state
+            return resume
+
+        def epoch_hook(plan: RunPlan, built: BuiltModel) -> Callable[..., None]:
+            def hook(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
+                save_checkpoint(ckpts[plan.run_id], st, built.module, opt, sched, gen)
+                store.record_epoch(plan.run_id, st.history[-1], files=[CHECKPOINT_FILE])
+                ctx.progress(plan.run_id, {"kind": "epoch", "epoch": st.epoch,
+                                           "epochs": train.epochs, **st.history[-1]})
+            return hook
+
+        def on_batches(done: int, total: int) -> None:
+            if ctx.stop_requested():
+                raise Interrupted
+            for p in plans:
+                ctx.progress(p.run_id, {"kind": "batch", "done": done, "total": total})
+
+        resumes = [resume_of(p, b, saved[p.run_id]) if saved[p.run_id] is not None else None
+                   for p, b in zip(plans, builts, strict=True)]
+        try:
+            results = fit_packed(builts, ctx.data, train, [p.seed for p in plans],
+                                 resumes=resumes,
+                                 on_epoch_end=[epoch_hook(p, b)
+                                               for p, b in zip(plans, builts, strict=True)],
+                                 on_batches=on_batches)
+        except CheckpointError as exc:
+            # Raised before the first batch: this replica restarts from zero, the others keep
+            # their checkpoints, so they no longer share an epoch: run them separately.
+            for p, b in zip(plans, builts, strict=True):
+                if saved[p.run_id] is not None:
+                    try:
+                        load_checkpoint(saved[p.run_id], b.module,  # type: ignore[arg-type]
+                                        *_fresh(train, b))
+                    except CheckpointError:
+                        discard(p, f"{ckpts[p.run_id]}: {exc}")
+            return None
+        except Interrupted:
+            for p in plans:
+                store.fail_run(p.run_id, "interrupted by the user",
+                               status=RunStatus.INTERRUPTED, peak_rss_bytes=peak_rss_bytes())
+            return {p.run_id: RunStatus.INTERRUPTED for p in plans}
+        return {p.run_id: record_result(store, p, ctx, b, r, started=t_wall, share=n)
+                for p, b, r in zip(plans, builts, results, strict=True)}
+
+
+def _fresh(train: Any, built: BuiltModel) -> tuple[Any, Any, torch.Generator]:
+    opt, sched = make_optimizer(train.optimizer, [p for p in built.module.parameters()
+                                                  if p.requires_grad])
+    return opt, sched, torch.Generator()
