@@ -19,6 +19,7 @@ from archlab.layers import LAYER_TYPES, LayerSpec, Regularizer, layer_names
 from archlab.optimizers import OPTIMIZERS
 from archlab.spec.locations import NOTHING, Place, is_call, raw_value, show, where
 from archlab.spec.schema import DataSpec, ModelSpec, NormalizeArgs, Study, TrainOverride, TrainSpec
+from archlab.spec.search import describe_search_error, search_place
 from archlab.suggest import closest, did_you_mean
 
 __all__ = ["describe", "merged", "show", "spec_error"]
@@ -127,6 +128,8 @@ def describe(err: Any, data: Any = None) -> str:
     loc = tuple(err["loc"])
     place = Place(loc)
     field, got = place.field, show(value)
+    if kind.startswith("search"):  # spec/search.py's own errors
+        return describe_search_error(kind, ctx, got)
     if kind == "missing":
         return f"Missing required {place.noun} '{loc[-1]}'"
     if kind == "extra_forbidden":
@@ -400,7 +403,7 @@ def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError
             loc = loc[:-1]  # the message names the field
         elif err["type"] == "layer_args" and isinstance(err.get("input"), dict):
             loc = (*loc, *list(err["input"])[:1])  # the layer's name: "layer 2 (Dense)"
-        place = where(loc)
+        place = search_place(loc) if loc[:1] == ("search",) else where(loc)
         message = describe(err, data)
     except Exception:  # noqa: BLE001 - a message bug must not hide the user's mistake
         errors = exc.errors()

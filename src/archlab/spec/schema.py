@@ -21,6 +21,7 @@ from archlab.fields import (
 )
 from archlab.layers import LayerList
 from archlab.optimizers import Adam, Optimizer
+from archlab.spec.search import SearchSpec, check_search
 from archlab.spec.sweep import ModelName, expand_sweeps
 from archlab.suggest import did_you_mean
 
@@ -128,6 +129,7 @@ class Study(Strict):
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
     models: Annotated[dict[ModelName, ModelSpec], Field(min_length=1)]
+    search: SearchSpec | None = None  # an Optuna search over one model's fields
     _source: str = PrivateAttr(default="<memory>")
 
     @model_validator(mode="before")
@@ -135,6 +137,13 @@ class Study(Strict):
     def _expand_sweeps(cls, data: Any) -> Any:
         """Each model's ``sweep:`` becomes one model per point, validated like any model."""
         return expand_sweeps(data)
+
+    @model_validator(mode="after")
+    def _check_search(self) -> Study:
+        """The search's base, paths and bounds, checked before anything trains."""
+        if self.search is not None:
+            check_search(self)
+        return self
 
     @property
     def source(self) -> str:
@@ -157,6 +166,7 @@ class Study(Strict):
             "data": self.data.model_dump(mode="json"),
             "train": self.train.to_config(),
             "models": {n: m.to_config() for n, m in self.models.items()},
+            **({"search": self.search.to_config()} if self.search is not None else {}),
         }
 
     def select(self, models: list[str]) -> Study:
