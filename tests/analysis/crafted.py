@@ -17,11 +17,13 @@ LAYERS: list[Any] = ["Flatten", {"Dense": {"units": 32, "activation": "relu"}},
 
 
 def config_json(model: str, layers: list[Any] | None = None, seed: int = 0,
-                validation: Any = "test") -> dict[str, Any]:
+                validation: Any = "test", dataset: str = "mnist",
+                preprocessing: Any = "scale") -> dict[str, Any]:
     """A valid stored RunConfig for ``model``."""
     return {"model": model, "layers": layers or LAYERS,
             "train": {"epochs": 1, "batch_size": 32, "optimizer": {"name": "adam"}},
-            "data": {"dataset": "mnist", "validation": validation, "preprocessing": "scale"},
+            "data": {"dataset": dataset, "validation": validation,
+                     "preprocessing": preprocessing},
             "seed": seed, "split_seed": 0}
 
 
@@ -82,7 +84,8 @@ class Run:
 
 
 def write_store(directory: Path, runs: list[Run], *, study: str = "crafted",
-                validation: Any = "test") -> Path:
+                validation: Any = "test", dataset: str = "mnist",
+                preprocessing: Any = "scale") -> Path:
     """A study directory holding ``runs`` (every run in the plan), no weights or predictions."""
     plan = []
     with Store(directory) as store:
@@ -90,7 +93,7 @@ def write_store(directory: Path, runs: list[Run], *, study: str = "crafted",
             seed = r.seed if r.seed is not None else 1000 * r.repeat + len(r.model)
             run_id = f"{r.model}-{r.repeat}"
             plan.append(run_id)
-            cfg = config_json(r.model, r.layers, seed, validation)
+            cfg = config_json(r.model, r.layers, seed, validation, dataset, preprocessing)
             store.start_run(run_id, r.model, r.repeat, seed, cfg,
                             {"archlab": "0.2.0", "torch": "x", **r.environment})
             if r.test_accuracy is None or r.status is RunStatus.FAILED:

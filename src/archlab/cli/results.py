@@ -2,7 +2,9 @@
 
 Both take a study directory, a study file or ``zoo:NAME`` (its default directory,
 ``archlab-runs/<name>``). The study directory may be read-only: the table is printed, and the
-files go where ``-o DIR`` says (or into the study directory when it is writable).
+files go where ``-o DIR`` says (or into the study directory when it is writable). Given two or
+more studies they compare them in one table (and, with ``-o``, one report), writing nothing
+into any of them.
 """
 
 from __future__ import annotations
@@ -53,11 +55,60 @@ def _out_dir(path: str) -> Path:
     return directory
 
 
+def _compare_results(args: argparse.Namespace) -> int:
+    """`archlab results DIR1 DIR2 ...`: one table of every model of the studies. Nothing is
+    written into them; -o DIR writes the comparison's results.md/csv/json there."""
+    from archlab.analysis.compare import collect_comparison
+    from archlab.analysis.results import resolve_study_directory
+    from archlab.report.compare import (
+        compare_csv,
+        compare_json,
+        ranking_lines,
+        rich_compare_table,
+        write_compare_tables,
+    )
+
+    if args.pivot:
+        raise ArchlabError(f"--pivot {args.pivot[0]}: Expected one study to pivot, received "
+                           f"{len(args.study)} (pivot each study on its own)")
+    comparison = collect_comparison([resolve_study_directory(s) for s in args.study])
+    written = None
+    if args.out:
+        target = _out_dir(args.out)
+        try:
+            written = write_compare_tables(comparison, target)
+        except OSError as exc:
+            raise ArchlabError(f"{target}: cannot write results.md/csv/json "
+                               f"({exc.strerror or exc})") from None
+    if comparison.warning:
+        _line(f"warning: {comparison.warning}")
+    if args.format == "json":
+        print(compare_json(comparison), end="")
+        return 0
+    if args.format == "csv":
+        print(compare_csv(comparison), end="")
+        return 0
+    out.print(rich_compare_table(comparison, wide=args.wide))
+    for note in comparison.notes:
+        out.print(f"note: {note}", markup=False)
+    for heading, verdicts in ranking_lines(comparison):
+        if heading:
+            out.print(f"{heading}:", markup=False)
+        for verdict in verdicts:
+            out.print(verdict, markup=False)
+    if written:
+        out.print(f"tables: {written[0].parent}/results.md, results.csv, results.json",
+                  markup=False)
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from archlab.analysis.results import collect, resolve_study_directory
     from archlab.report.tables import json_text, to_csv, write_tables
 
-    directory = resolve_study_directory(args.study)
+    if len(args.study) > 1:
+        return _compare_results(args)
+    directory = resolve_study_directory(args.study[0])
     results = collect(directory)
     pivots = []
     if args.pivot:  # a bad path is refused before any table is printed or written
@@ -91,12 +142,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     from archlab.analysis.results import resolve_study_directory
     from archlab.report import write_report
 
-    directory = resolve_study_directory(args.study)
-    target = _out_dir(args.out) if args.out else None
-
     def warn(message: str) -> None:
         _line(f"warning: {message}")
 
+    if len(args.study) > 1:
+        from archlab.report.compare import report_paths, write_comparison
+
+        if not args.out:
+            raise ArchlabError(f"report of {len(args.study)} studies: Expected -o FILE.html or "
+                               "-o DIR for the comparison (nothing is written into a compared "
+                               "study), received no -o")
+        directories = [resolve_study_directory(s) for s in args.study]
+        html_path = report_paths(args.out)[0]
+        if html_path.parent != Path(args.out):  # -o FILE.html: its directory must exist
+            _out_dir(str(html_path.parent))
+        else:
+            _out_dir(args.out)
+        for p in write_comparison(directories, args.out, on_warning=warn):
+            out.print(str(p), markup=False)
+        return 0
+    directory = resolve_study_directory(args.study[0])
+    target = _out_dir(args.out) if args.out else None
     for p in write_report(directory, out=target, on_warning=warn):
         out.print(str(p), markup=False)
     return 0
@@ -105,8 +171,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     source = ("study directory, study file (YAML) or zoo:NAME (read from its default "
               "directory, archlab-runs/NAME)")
+    several = (" (two or more: one table comparing the models of those studies; a model name "
+               "two studies share is written study/model)")
     res = sub.add_parser("results", help="the comparison table again, from the store")
-    res.add_argument("study", metavar="STUDY", help=source)
+    res.add_argument("study", metavar="STUDY", nargs="+", help=source + several)
     res.add_argument("--format", choices=["table", "json", "csv"], default="table")
     res.add_argument("--wide", action="store_true",
                      help="every column (validation, train, architecture) and the statistics")
@@ -119,7 +187,9 @@ def add_parsers(sub: Any) -> None:
     res.set_defaults(func=cmd_results)
 
     rep = sub.add_parser("report", help="write report.html and report.md for a study")
-    rep.add_argument("study", metavar="STUDY", help=source)
+    rep.add_argument("study", metavar="STUDY", nargs="+", help=source + several)
     rep.add_argument("-o", "--out", metavar="DIR",
-                     help="write the report here (default: the study directory)")
+                     help="write the report here (default: the study directory); required for "
+                          "several studies: FILE.html (Markdown beside it) or DIR (compare.html, "
+                          "compare.md)")
     rep.set_defaults(func=cmd_report)

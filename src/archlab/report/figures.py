@@ -36,11 +36,12 @@ VIOLIN_SAMPLE = 4000  # values per layer fed to the violin's density estimate
 class Image:
     """One PNG: embedded in the HTML as a data URI, written beside the Markdown as a file."""
 
-    name: str  # file stem in report_files/
+    name: str  # file stem in the folder beside the Markdown
     alt: str
     png: bytes
     width: int
     height: int
+    folder: str = REPORT_FILES  # a comparison report keeps its PNGs in a folder of its own
 
     @property
     def data_uri(self) -> str:
@@ -48,7 +49,7 @@ class Image:
 
     @property
     def path(self) -> str:
-        return f"{REPORT_FILES}/{self.name}.png"
+        return f"{self.folder}/{self.name}.png"
 
 
 RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from archlab.analysis.predictions import Predictions, load_predictions
-from archlab.analysis.results import StudyResults
+from archlab.analysis.results import ModelResult, StudyResults
 from archlab.analysis.stats import Summary
 from archlab.describe import ARROW
 from archlab.errors import StoreError
@@ -34,6 +34,7 @@ __all__ = [
     "SweepPoint",
     "gather_curves",
     "gather_gallery",
+    "gather_model_scatter",
     "gather_scatter",
     "gather_sweeps",
     "gather_weights",
@@ -207,8 +208,15 @@ class ScatterPoint:
 def gather_scatter(results: StudyResults, by: Literal["params", "time"]) -> list[ScatterPoint]:
     """Test accuracy against parameters or against median training time, one point per model
     with a test accuracy (and a positive x)."""
+    return gather_model_scatter(results.models, by)
+
+
+def gather_model_scatter(models: Sequence[ModelResult],
+                         by: Literal["params", "time"]) -> list[ScatterPoint]:
+    """:func:`gather_scatter` of any models (those of several studies, say), labelled by their
+    ``model`` name."""
     out = []
-    for m in results.models:
+    for m in models:
         s = m.metrics.get("test_accuracy")
         if s is None:
             continue

@@ -32,11 +32,16 @@ __all__ = [
     "Cell",
     "Column",
     "ci_text",
+    "column_values",
     "fmt_metric",
     "format_duration",
+    "finite",
     "json_text",
+    "model_record",
+    "records_csv",
     "ranking_lines",
     "rich_stats_table",
+    "rich_cells_table",
     "rich_pivot_table",
     "rich_table",
     "rich_wide_tables",
@@ -148,7 +153,7 @@ def _model_label(m: ModelResult) -> str:
     return m.model
 
 
-def _values(m: ModelResult) -> dict[str, tuple[str, Any]]:
+def column_values(m: ModelResult) -> dict[str, tuple[str, Any]]:
     """Every column's (text, sort key) for one model."""
     a = m.architecture
     out: dict[str, tuple[str, Any]] = {
@@ -181,7 +186,7 @@ def table_cells(results: StudyResults, headers: Sequence[str] | None = None,
             and (with_ci or c.header != CI_HEADER)]
     rows: list[list[Cell]] = []
     for m in results.models:
-        values = _values(m)
+        values = column_values(m)
         row = []
         for c in cols:
             text, key = values[c.header]
@@ -257,7 +262,7 @@ def to_markdown(results: StudyResults) -> str:
     return "\n".join(lines)
 
 
-def _finite(v: Any) -> Any:
+def finite(v: Any) -> Any:
     """NaN and ±inf become None: JSON has no NaN (``JSON.parse`` rejects it)."""
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -265,31 +270,33 @@ def _finite(v: Any) -> Any:
 def _summary_fields(prefix: str, s: Summary | None) -> dict[str, Any]:
     if s is None:
         return {f"{prefix}_{k}": None for k in ("mean", "std", "ci_low", "ci_high")}
-    return {f"{prefix}_mean": _finite(s.mean), f"{prefix}_std": _finite(s.std),
-            f"{prefix}_ci_low": _finite(s.ci_low), f"{prefix}_ci_high": _finite(s.ci_high)}
+    return {f"{prefix}_mean": finite(s.mean), f"{prefix}_std": finite(s.std),
+            f"{prefix}_ci_low": finite(s.ci_low), f"{prefix}_ci_high": finite(s.ci_high)}
+
+
+def model_record(m: ModelResult, validation_is_test: bool) -> dict[str, Any]:
+    """One model's flat dict (a CSV/JSON row). Values with no meaning (the std and CI of a
+    single run, say) are None."""
+    row: dict[str, Any] = {"model": m.model, "n": m.n,
+                           "statuses": ";".join(f"{k}={v}" for k, v in m.statuses.items()),
+                           **asdict(m.architecture), "total_params": m.total_params,
+                           "macs_per_sample": m.macs_per_sample}
+    for k in FINAL_METRICS:
+        row |= _summary_fields(k, m.metrics.get(k))
+    row |= _summary_fields("train_seconds", m.train_seconds)
+    row["train_seconds_median"] = m.median_train_seconds
+    row |= _summary_fields("overfit_gap", m.overfit_gap)
+    row["validation_is_test"] = validation_is_test
+    return row
 
 
 def to_records(results: StudyResults) -> list[dict[str, Any]]:
-    """One flat dict per model (the CSV/JSON rows). Values with no meaning (the std and CI of a
-    single run, say) are None."""
-    rows = []
-    for m in results.models:
-        row: dict[str, Any] = {"model": m.model, "n": m.n,
-                               "statuses": ";".join(f"{k}={v}" for k, v in m.statuses.items()),
-                               **asdict(m.architecture), "total_params": m.total_params,
-                               "macs_per_sample": m.macs_per_sample}
-        for k in FINAL_METRICS:
-            row |= _summary_fields(k, m.metrics.get(k))
-        row |= _summary_fields("train_seconds", m.train_seconds)
-        row["train_seconds_median"] = m.median_train_seconds
-        row |= _summary_fields("overfit_gap", m.overfit_gap)
-        row["validation_is_test"] = results.validation_is_test
-        rows.append(row)
-    return rows
+    """One flat dict per model (the CSV/JSON rows)."""
+    return [model_record(m, results.validation_is_test) for m in results.models]
 
 
-def to_csv(results: StudyResults) -> str:
-    rows = to_records(results)
+def records_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text of flat dicts sharing their keys (a header line, then a line per dict)."""
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -298,9 +305,13 @@ def to_csv(results: StudyResults) -> str:
     return buf.getvalue()
 
 
+def to_csv(results: StudyResults) -> str:
+    return records_csv(to_records(results))
+
+
 def json_text(results: StudyResults) -> str:
     """results.json: strict JSON (``null`` where a value is undefined, never ``NaN``)."""
-    ranking = [{k: _finite(v) for k, v in asdict(c).items()} for c in results.ranking]
+    ranking = [{k: finite(v) for k, v in asdict(c).items()} for c in results.ranking]
     return json.dumps({"study": results.study, "validation_is_test": results.validation_is_test,
                        "models": to_records(results), "ranking": ranking},
                       indent=2, allow_nan=False) + "\n"
@@ -338,12 +349,14 @@ def rich_stats_table(results: StudyResults) -> Any:
     return table
 
 
-def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: list[str]) -> Any:
+def rich_cells_table(title: str, cols: Sequence[Column], rows: Sequence[Sequence[Cell]],
+                     caption: list[str], highlight: int | None = None) -> Any:
+    """A rich table of cells: numbers never wrap or shorten, text folds onto more lines where
+    space is short (never cut); row ``highlight`` in bold green."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    cols, rows = table_cells(results, headers)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
                   caption="\n".join(caption), caption_justify="left", show_edge=False,
                   pad_edge=False)
@@ -354,11 +367,17 @@ def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: li
         else:  # text folds onto more lines where space is short; it is never cut
             table.add_column(c.header, justify="right" if c.numeric else "left",
                              overflow="fold", min_width=min(len(c.header), 6))
-    best = results.best()
-    for m, r in zip(results.models, rows, strict=True):
-        style = "bold green" if best is not None and m is best else None
+    for i, r in enumerate(rows):
+        style = "bold green" if i == highlight else None
         table.add_row(*(escape(x.text) for x in r), style=style)  # names like mlp[units=32]
     return table
+
+
+def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: list[str]) -> Any:
+    cols, rows = table_cells(results, headers)
+    best = results.best()
+    highlight = next((i for i, m in enumerate(results.models) if m is best), None)
+    return rich_cells_table(title, cols, rows, caption, highlight)
 
 
 def rich_table(results: StudyResults) -> Any:

@@ -1,0 +1,160 @@
+"""Models of several studies side by side: ``archlab results DIR1 DIR2 ...`` and the comparison
+report read each study's store (read-only) and put every model in one table.
+
+A model name that two studies share is qualified by its study (``mnist-study/cnn``); two
+studies of the same name are told apart by their directories. Accuracies are comparable only
+on the same test set: when the studies use different datasets the comparison says so (one
+warning line, the dataset on every row) and significance tests are run only between models of
+the same dataset, never across datasets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from archlab.analysis.results import ModelResult, StudyResults, collect, rank_models
+from archlab.analysis.stats import Comparison
+from archlab.errors import ArchlabError
+
+__all__ = ["ComparedModel", "StudyComparison", "collect_comparison", "data_text"]
+
+
+@dataclass(frozen=True)
+class ComparedModel:
+    """One model of one study in the comparison."""
+
+    study: str  # the study's label: its name, or its directory when two studies share a name
+    label: str  # the model's name, 'study/model' when another compared study has that name
+    model: str  # the model's name in its study
+    dataset: str  # the dataset its runs used ('-' when it has no run)
+    data: dict[str, Any]  # its runs' data settings (dataset, validation, preprocessing)
+    result: ModelResult  # its study's result, named ``label`` (as the table and verdicts say)
+    directory: Path  # its study directory
+
+
+@dataclass
+class StudyComparison:
+    """Every model of the compared studies, in study order, with the tests that may be run."""
+
+    studies: list[StudyResults]
+    study_labels: list[str]
+    models: list[ComparedModel]
+    datasets: list[str]  # the distinct datasets, in order of appearance
+    rankings: dict[str, list[Comparison]]  # per dataset: its best model against each other
+    notes: list[str]  # differences that do not stop a comparison (data settings, protocol)
+
+    @property
+    def same_dataset(self) -> bool:
+        return len(self.datasets) <= 1
+
+    @property
+    def warning(self) -> str | None:
+        """The line that says the datasets differ (None when they do not)."""
+        if self.same_dataset:
+            return None
+        per = "; ".join(f"{d}: " + ", ".join(m.label for m in self.models if m.dataset == d)
+                        for d in self.datasets)
+        return (f"The compared runs use different datasets ({per}). Test accuracies "
+                "on different test sets are not comparable, and no significance test is run "
+                "across datasets.")
+
+    @property
+    def title(self) -> str:
+        return "comparison: " + ", ".join(self.study_labels)
+
+
+def data_text(data: dict[str, Any]) -> str:
+    """'mnist-sample, x / 255, 10% validation split' for a run's data settings."""
+    pre = data.get("preprocessing", "scale")
+    pre_text = "x / 255" if pre == "scale" else (
+        "keras normalize " + json.dumps(pre.get("normalize", pre), sort_keys=True)
+        if isinstance(pre, dict) else str(pre))
+    validation = data.get("validation", {"split": 0.1})
+    val_text = ("validation on the test set" if validation == "test" else
+                f"{validation.get('split', 0) * 100:g}% validation split"
+                if isinstance(validation, dict) else str(validation))
+    return f"{data.get('dataset', '-')}, {pre_text}, {val_text}"
+
+
+def _labels(studies: Sequence[StudyResults]) -> list[str]:
+    """Each study's name; the directory where two share a name (the whole path if needed)."""
+    names = [s.study for s in studies]
+    if len(set(names)) == len(names):
+        return names
+    dirs = [s.directory.name or str(s.directory) for s in studies]
+    if len(set(dirs)) == len(dirs):
+        return [n if names.count(n) == 1 else d for n, d in zip(names, dirs, strict=True)]
+    return [n if names.count(n) == 1 else str(s.directory)
+            for n, s in zip(names, studies, strict=True)]
+
+
+def _data(m: ModelResult) -> dict[str, Any]:
+    datas = {json.dumps(r.config_json.get("data", {}), sort_keys=True) for r in m.runs}
+    if len(datas) != 1:  # one model, several data settings: the plan's runs disagree
+        return {"dataset": "-"} if not datas else json.loads(sorted(datas)[0])
+    return json.loads(next(iter(datas)))
+
+
+def collect_comparison(directories: Sequence[str | Path]) -> StudyComparison:
+    """Read each study directory's store (read-only) and line up their models. Raises
+    :class:`ArchlabError` for fewer than two directories or the same directory twice."""
+    paths = [Path(d) for d in directories]
+    if len(paths) < 2:
+        raise ArchlabError(f"Expected two or more study directories to compare, received "
+                           f"{len(paths)}")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise ArchlabError(f"{p}: Expected each study directory once, received it twice "
+                               f"(as {seen[key]} and {p})")
+        seen[key] = p
+    studies = [collect(p) for p in paths]
+    study_labels = _labels(studies)
+    counts: dict[str, int] = {}
+    for s in studies:
+        for m in s.models:
+            counts[m.model] = counts.get(m.model, 0) + 1
+    models: list[ComparedModel] = []
+    for label, s in zip(study_labels, studies, strict=True):
+        for m in s.models:
+            data = _data(m)
+            name = m.model if counts[m.model] == 1 else f"{label}/{m.model}"
+            models.append(ComparedModel(label, name, m.model, str(data.get("dataset", "-")),
+                                        data, replace(m, model=name), s.directory))
+    datasets = list(dict.fromkeys(m.dataset for m in models if m.dataset != "-"))
+    rankings: dict[str, list[Comparison]] = {}
+    for dataset in datasets:
+        group = [m.result for m in models if m.dataset == dataset]
+        ranking = rank_models(group)
+        if ranking:
+            rankings[dataset] = ranking
+    return StudyComparison(studies, study_labels, models, datasets, rankings,
+                           _notes(studies, study_labels, models, datasets))
+
+
+def _notes(studies: list[StudyResults], labels: list[str], models: list[ComparedModel],
+           datasets: list[str]) -> list[str]:
+    notes = []
+    for dataset in datasets:
+        settings: dict[str, list[str]] = {}
+        for m in models:
+            if m.dataset == dataset:
+                text = data_text(m.data)
+                studies_with = settings.setdefault(text, [])
+                if m.study not in studies_with:
+                    studies_with.append(m.study)
+        if len(settings) > 1:
+            notes.append(f"The data settings on {dataset} differ: "
+                         + "; ".join(f"{', '.join(s)}: {t.split(', ', 1)[1]}"
+                                     for t, s in settings.items())
+                         + ". Test accuracies are on the same test set.")
+    on_test = [label for label, s in zip(labels, studies, strict=True) if s.validation_is_test]
+    if on_test:
+        notes.append(f"{', '.join(on_test)} validate{'s' if len(on_test) == 1 else ''} on the "
+                     "test set: its test metrics are optimistic.")
+    return notes
