@@ -80,13 +80,11 @@ def _compare_results(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ArchlabError(f"{target}: cannot write results.md/csv/json "
                                f"({exc.strerror or exc})") from None
-    if comparison.warning:
-        _line(f"warning: {comparison.warning}")
-    if args.format == "json":
-        print(compare_json(comparison), end="")
-        return 0
-    if args.format == "csv":
-        print(compare_csv(comparison), end="")
+    if args.format in ("json", "csv"):
+        print(compare_json(comparison) if args.format == "json" else compare_csv(comparison),
+              end="")
+        if comparison.warning:
+            _line(f"warning: {comparison.warning}")
         return 0
     out.print(rich_compare_table(comparison, wide=args.wide))
     for note in comparison.notes:
@@ -99,6 +97,9 @@ def _compare_results(args: argparse.Namespace) -> int:
     if written:
         out.print(f"tables: {written[0].parent}/results.md, results.csv, results.json",
                   markup=False)
+    if comparison.warning:  # last, where it is seen
+        sys.stdout.flush()
+        _line(f"warning: {comparison.warning}")
     return 0
 
 

@@ -40,6 +40,8 @@ __all__ = ["COMPARE_COLUMNS", "compare_cells", "compare_json", "compare_markdown
 COMPARE_COLUMNS = ("study", "model", "dataset", "test acc", CI_HEADER, "n", "params",
                    "time (s)")
 WIDE_COLUMNS = (*COMPARE_COLUMNS, "val acc", "val loss", "test loss", "train acc (eval)")
+#: The terminal's compact table (80 columns): the dataset only when the studies' differ.
+TERMINAL_COLUMNS = ("study", "model", "dataset", "test acc", CI_HEADER, "n")
 _BY_HEADER = {c.header: c for c in COLUMNS}
 
 
@@ -115,11 +117,18 @@ def _studies(comparison: StudyComparison) -> list[tuple[str, str, str, str]]:
 
 
 def rich_compare_table(comparison: StudyComparison, *, wide: bool = False) -> Any:
-    cols, rows = compare_cells(comparison, WIDE_COLUMNS if wide else COMPARE_COLUMNS)
-    caption = ["test acc: mean ± std over the n finished runs; 95% CI: Student t",
-               "time: mean training seconds"]
-    if not comparison.same_dataset:
+    """The comparison for the terminal: study, model, test accuracy (mean ± std, 95 % CI)
+    and n, with the dataset column when the datasets differ (``wide``: every column)."""
+    headers = WIDE_COLUMNS if wide else tuple(
+        h for h in TERMINAL_COLUMNS if h != "dataset" or not comparison.same_dataset)
+    cols, rows = compare_cells(comparison, headers)
+    caption = ["test acc: mean ± std over the n finished runs; 95% CI: Student t"]
+    if comparison.same_dataset and comparison.datasets:
+        caption.append(f"dataset: {comparison.datasets[0]} (every model)")
+    else:
         caption.append("datasets differ: no best value is marked")
+    if not wide:
+        caption.append("params, time and the other metrics: --wide, results.md (-o DIR)")
     return rich_cells_table(comparison.title, cols, rows, caption)
 
 
