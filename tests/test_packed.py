@@ -111,7 +111,10 @@ def test_adam_with_dropout_matches_separate_with_the_same_masks(tiny_study: Any,
 
 
 def test_dropout_masks_are_the_separate_runs_masks(tiny_study: Any) -> None:
-    pack = PackedModel([build_model(tiny_study, "cnn", seed=s) for s in SEEDS])
+    builts = [build_model(tiny_study, "cnn", seed=s) for s in SEEDS]
+    for built in builts:
+        prefer_channels_last(built.module)  # NHWC, as fit lays out a conv model by default
+    pack = PackedModel(builts)
     assert len(pack.sites) == 1 and pack.sites[0].channels_last
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
     batches = [pack.draw_masks(5, gens)[0] for _ in range(2)]

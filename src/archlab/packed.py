@@ -46,7 +46,15 @@ from archlab.model import BuiltModel
 from archlab.optimizers import make_optimizer
 from archlab.spec import Study, TrainSpec
 from archlab.store import RunStatus
-from archlab.train import EVAL_BATCH, BatchHook, EpochHook, Resume, TrainResult, TrainState
+from archlab.train import (
+    EVAL_BATCH,
+    BatchHook,
+    EpochHook,
+    Resume,
+    TrainResult,
+    TrainState,
+    prefer_channels_last,
+)
 
 __all__ = ["PackedModel", "fit_packed", "pack_blocker"]
 
@@ -122,10 +130,7 @@ class PackedModel:
     def _mask_dropout(self, first: nn.Module) -> list[_DropoutSite]:
         """Swap the template's dropouts for masked ones; record each one's call order, input
         shape and layout from one forward pass of a separate-run module."""
-        probe = copy.deepcopy(first)
-        from archlab.train import prefer_channels_last
-
-        prefer_channels_last(probe)  # as fit trains it: the layout decides the mask order
+        probe = copy.deepcopy(first)  # in the layout fit gave it: that decides the mask order
         seen: list[tuple[str, tuple[int, ...], bool]] = []
         names = {id(m): k for k, m in probe.named_modules()}
         hooks = []
@@ -301,6 +306,16 @@ def _stack_optimizer_state(opt: torch.optim.Optimizer, params: list[torch.Tensor
     opt.load_state_dict({"state": state, "param_groups": sds[0]["param_groups"]})
 
 
+def _layout_as_fit(built: BuiltModel, train: TrainSpec) -> None:
+    """Give the replica's module the memory layout fit would give it (a checkpoint records
+    it; dropout masks are drawn in its memory order)."""
+    try:
+        prefer_channels_last(built.module, built.input_shape,  # type: ignore[call-arg]
+                             train.batch_size)
+    except TypeError:  # the older signature: (module)
+        prefer_channels_last(built.module)
+
+
 def fit_packed(
     builts: Sequence[BuiltModel],
     data: Tensors,
@@ -327,6 +342,7 @@ def fit_packed(
     # as fit makes them, restored from its checkpoint where it has one.
     gens, drop_gens, states, replica_opts = [], [], [], []
     for r, built in enumerate(builts):
+        _layout_as_fit(built, train)
         opt_r, sched_r = make_optimizer(train.optimizer, [p for p in built.module.parameters()
                                                           if p.requires_grad])
         gen = torch.Generator().manual_seed(seeds[r])
@@ -397,9 +413,11 @@ def fit_packed(
                                    "val_accuracy": math.nan, "seconds": seconds})
                 continue
             val_loss, val_acc = vals[r]
-            st.history.append({"epoch": epoch, "loss": train_losses[r], "accuracy": accs[r],
-                               "val_loss": val_loss, "val_accuracy": val_acc,
-                               "seconds": seconds})
+            row = {"epoch": epoch, "loss": train_losses[r], "accuracy": accs[r],
+                   "val_loss": val_loss, "val_accuracy": val_acc}
+            if getattr(sched, "recorded", False):  # a learning-rate schedule: logged as fit does
+                row["lr"] = sched.current()  # type: ignore[union-attr]
+            st.history.append({**row, "seconds": seconds})
             if val_loss < st.best_val_loss:  # no early stopping here: monitor is val_loss
                 st.best_val_loss, st.best_epoch, st.wait = val_loss, epoch, 0
                 if train.restore_best:
