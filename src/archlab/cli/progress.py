@@ -41,6 +41,14 @@ class ProgressView:
         self._overall = self._progress.add_task("runs", total=len(plans), info=info)
         self._progress.start()
 
+    def add(self, plans: list[Any]) -> None:
+        """Runs decided while others run (a search's trials): named, and counted in the bar."""
+        self._names.update({p.run_id: escape(f"{p.model}#{p.repeat}") for p in plans})
+        self._epochs.update({p.run_id: p.config.train.epochs for p in plans})
+        if self._overall is not None:
+            total = next(t.total for t in self._progress.tasks if t.id == self._overall) or 0
+            self._progress.update(self._overall, total=total + len(plans))
+
     def stop(self) -> None:
         self._progress.stop()
 

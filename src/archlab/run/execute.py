@@ -36,6 +36,14 @@ class Interrupted(Exception):
     """Raised inside a run when the user pressed Ctrl-C (the last epoch checkpoint is kept)."""
 
 
+class Pruned(Exception):
+    """Raised inside a run when its ``epoch_check`` says stop (the run is final: pruned)."""
+
+    def __init__(self, epoch: int, train_seconds: float) -> None:
+        super().__init__(f"pruned at epoch {epoch}")
+        self.epoch, self.train_seconds = epoch, train_seconds
+
+
 @dataclass
 class RunContext:
     """What a run needs besides its plan: where to write, the data, how to report progress.
@@ -49,6 +57,10 @@ class RunContext:
     progress: Callable[[str, dict[str, Any]], None] = lambda run_id, event: None
     stop_requested: Callable[[], bool] = lambda: False
     device: str = "cpu"
+    #: After each recorded epoch: called with the plan and the epoch's history row; True
+    #: stops the run there as ``pruned`` (a search trial's pruner). Also asked again for the
+    #: epoch a run resumes at, which a killed process may have recorded without asking.
+    epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None
 
 
 def peak_rss_bytes() -> int:
@@ -114,6 +126,9 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
                 state = load_checkpoint(data, built.module, opt, sched, gen)
                 store.truncate_epochs(plan.run_id, state.epoch)
                 ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
+                if ctx.epoch_check is not None and state.history \
+                        and ctx.epoch_check(plan, state.history[-1]):
+                    raise Pruned(state.epoch, state.train_seconds)
                 return state
             return resume
 
@@ -122,6 +137,8 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
             store.record_epoch(plan.run_id, st.history[-1], files=[CHECKPOINT_FILE])
             ctx.progress(plan.run_id, {"kind": "epoch", "epoch": st.epoch,
                                        "epochs": train.epochs, **st.history[-1]})
+            if ctx.epoch_check is not None and ctx.epoch_check(plan, st.history[-1]):
+                raise Pruned(st.epoch, st.train_seconds)
 
         def on_batches(done: int, total: int) -> None:
             if ctx.stop_requested():
@@ -148,6 +165,15 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
                 discard_checkpoint(f"{ckpt}: {exc}")
                 built = fresh_model()
                 result = run(None)
+        except Pruned as pruned:
+            store.prune_run(plan.run_id, epoch=pruned.epoch, counts={
+                "total_params": built.total_params, "trainable_params": built.trainable_params,
+                "non_trainable_params": built.non_trainable_params,
+                "macs_per_sample": built.macs_per_sample}, train_seconds=pruned.train_seconds,
+                wall_seconds=time.perf_counter() - t_wall, peak_rss_bytes=peak_rss_bytes())
+            ckpt.unlink(missing_ok=True)
+            ctx.progress(plan.run_id, {"kind": "done", "status": RunStatus.PRUNED.value})
+            return RunStatus.PRUNED
         except Interrupted:
             store.fail_run(plan.run_id, "interrupted by the user", status=RunStatus.INTERRUPTED,
                            peak_rss_bytes=peak_rss_bytes())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from archlab import errors
 from archlab.data import load_dataset, prepare_tensors
@@ -32,7 +32,7 @@ from archlab.run.lock import disk_full_error
 from archlab.spec import Study
 from archlab.store import RunStatus, Store
 
-__all__ = ["record_unfinished", "run_parallel"]
+__all__ = ["Feed", "Task", "record_unfinished", "run_parallel"]
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -41,8 +41,29 @@ Report = Callable[[str, dict[str, Any]], None]
 _MAX_ERROR = 500
 
 
+@dataclass(frozen=True)
+class Task:
+    """A run with its own study (a search trial's model) and per-epoch check (its pruner,
+    picklable: a worker calls it in its own process)."""
+
+    plan: RunPlan
+    study: Study
+    epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None
+
+
+class Feed(Protocol):
+    """Runs decided while others run (a search asks its next trial when a slot frees)."""
+
+    def next(self) -> Task | None:
+        """The next run to start now, or None when there is none (yet)."""
+
+    def ended(self, run_id: str, status: str) -> None:
+        """A run started from this feed has ended with ``status``."""
+
+
 def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: str,
-            data_dir: str | None, threads: int, conn: Connection, device: str) -> None:
+            data_dir: str | None, threads: int, conn: Connection, device: str,
+            epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -67,7 +88,8 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
         data = prepare_tensors(raw, study.data, study.seed).to(device)
         ctx = RunContext(Path(directory), data, threads,
                          progress=lambda rid, ev: send(("event", rid, ev)),
-                         stop_requested=stop_requested, device=device)
+                         stop_requested=stop_requested, device=device,
+                         epoch_check=epoch_check)
         execute_run(study, plan, ctx)
     except Exception as exc:  # noqa: BLE001 - a worker must say why its run died
         if is_disk_full(exc):
@@ -97,9 +119,11 @@ class _Worker:
 
 def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: Any, jobs: int,
                  threads: int, report: Report, stop_requested: Callable[[], bool],
-                 statuses: dict[str, str], errors: dict[str, str], device: str) -> None:
+                 statuses: dict[str, str], errors: dict[str, str], device: str,
+                 feed: Feed | None = None) -> None:
     """Run ``todo`` in up to ``jobs`` worker processes, filling ``statuses`` as runs end (and
-    ``errors`` with why each failed one failed).
+    ``errors`` with why each failed one failed); then, given a ``feed``, the runs it gives
+    whenever a worker is free, telling it how each ended, until it has none and all ended.
 
     Raises the first user error a worker met (data, full disk) after stopping the others;
     their runs are marked interrupted and resume on the next `archlab run`.
@@ -110,16 +134,22 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["archlab.run", "archlab.data"])
     cfg = study.to_config()
-    pending = list(todo)
+    pending: list[RunPlan | Task] = list(todo)
     workers: list[_Worker] = []
     fatal: ArchlabError | None = None
     terminated = False
     try:
-        while pending or workers:
+        while pending or workers or feed is not None:
             stopping = fatal is not None or stop_requested()
+            while feed is not None and not pending and len(workers) < jobs and not stopping \
+                    and (fed := feed.next()) is not None:
+                pending.append(fed)
             while pending and len(workers) < jobs and not stopping:
-                workers.append(_start(ctx, cfg, study.source, pending.pop(0), directory,
-                                      data_dir, threads, device))
+                item = pending.pop(0)
+                task = item if isinstance(item, Task) else Task(item, study)
+                workers.append(_start(ctx, cfg if task.study is study else task.study.to_config(),
+                                      study.source, task.plan, directory, data_dir, threads,
+                                      device, task.epoch_check))
             if stopping:
                 pending.clear()
                 if not terminated:
@@ -145,6 +175,8 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
                         errors[w.plan.run_id] = why
                     if w.outcome is not None and w.outcome[0] == "fatal" and fatal is None:
                         fatal = _rebuild(w.outcome[1], w.outcome[2], directory)
+                    if feed is not None:
+                        feed.ended(w.plan.run_id, status)
     finally:
         _kill(workers, directory)
     if fatal is not None:
@@ -152,14 +184,15 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
 
 
 def _start(ctx: Any, cfg: dict[str, Any], source: str, plan: RunPlan, directory: Path,
-           data_dir: Any, threads: int, device: str) -> _Worker:
+           data_dir: Any, threads: int, device: str,
+           epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None) -> _Worker:
     with Store(directory) as store:  # claimed now: a worker dying at birth is seen
         store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config.to_json(),
                         environment(threads, device))
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(cfg, source, plan, str(directory),
                                              str(data_dir) if data_dir else None, threads,
-                                             writer, device), daemon=True)
+                                             writer, device, epoch_check), daemon=True)
     proc.start()
     # The worker has its own copy now. Closing ours is what lets the reader see EOF when the
     # worker dies, however it dies.

@@ -108,11 +108,24 @@ def run_study(
         raw = _load(study, data_dir)
     with StudyLock(directory):
         try:
-            return _run_locked(study, directory, plans, raw, data_dir=data_dir, jobs=jobs,
-                               threads=threads or default_threads(jobs),
-                               threads_from="given" if threads else "default",
-                               progress=progress,
-                               device=device, stop_requested=stop_requested, pack=pack)
+            outcome = _run_locked(study, directory, plans, raw, data_dir=data_dir, jobs=jobs,
+                                  threads=threads or default_threads(jobs),
+                                  threads_from="given" if threads else "default",
+                                  progress=progress,
+                                  device=device, stop_requested=stop_requested, pack=pack)
+            if study.search is not None and study.search.base in study.models \
+                    and not outcome.interrupted:
+                from archlab.run.search import run_search
+
+                searched = run_search(study, directory, raw, data_dir=data_dir, jobs=jobs,
+                                      threads=threads or default_threads(jobs),
+                                      progress=progress, device=device,
+                                      stop_requested=stop_requested, statuses=outcome.statuses,
+                                      errors=outcome.errors,
+                                      threads_from="given" if threads else "default")
+                outcome.planned += searched.planned
+                outcome.interrupted = stop_requested()
+            return outcome
         except DiskFullError:
             raise
         except Exception as exc:

@@ -295,6 +295,25 @@ class Store:
                  wall_seconds, samples_per_second, peak_rss_bytes, time.time(), run_id))
 
     @_guarded
+    def prune_run(self, run_id: str, *, epoch: int, counts: dict[str, int],
+                  train_seconds: float, wall_seconds: float,
+                  peak_rss_bytes: int | None = None) -> None:
+        """Mark a run pruned after ``epoch`` (final: a rerun skips it). Its epochs up to
+        ``epoch`` stay; its checkpoint is no longer pointed to (it never resumes)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epoch))
+            db.execute("DELETE FROM files WHERE run_id=?", (run_id,))
+            db.execute(
+                "UPDATE runs SET status=?, epochs_done=?, error=NULL, total_params=?, "
+                "trainable_params=?, non_trainable_params=?, macs_per_sample=?, "
+                "train_seconds=?, wall_seconds=?, peak_rss_bytes=?, updated_at=? "
+                "WHERE run_id=?",
+                (RunStatus.PRUNED.value, epoch, counts["total_params"],
+                 counts["trainable_params"], counts["non_trainable_params"],
+                 counts["macs_per_sample"], train_seconds, wall_seconds, peak_rss_bytes,
+                 time.time(), run_id))
+
+    @_guarded
     def fail_run(self, run_id: str, error: str, status: RunStatus | str = RunStatus.FAILED,
                  *, peak_rss_bytes: int | None = None) -> None:
         """Mark an unfinished run failed (or interrupted) with a one-line reason."""

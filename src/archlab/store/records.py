@@ -17,18 +17,20 @@ FINAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "te
 
 
 class RunStatus(str, enum.Enum):
-    """A run's state in the store. ``finished`` and ``diverged`` are final: a rerun skips them;
-    the others are retried (resuming from the last epoch checkpoint)."""
+    """A run's state in the store. ``finished``, ``diverged`` and ``pruned`` (a search trial
+    stopped by its pruner; ``epochs_done`` is the epoch it was pruned at) are final: a rerun
+    skips them; the others are retried (resuming from the last epoch checkpoint)."""
 
     RUNNING = "running"
     FINISHED = "finished"
     DIVERGED = "diverged"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"
 
     def is_finished(self) -> bool:
-        """True for the final states a rerun keeps (finished or diverged)."""
-        return self in (RunStatus.FINISHED, RunStatus.DIVERGED)
+        """True for the final states a rerun keeps (finished, diverged or pruned)."""
+        return self in (RunStatus.FINISHED, RunStatus.DIVERGED, RunStatus.PRUNED)
 
     def __str__(self) -> str:
         return self.value
@@ -64,6 +66,11 @@ class RunRecord:
     #: ``--jobs 1`` every run shares one process; in the pool each run has its own).
     peak_rss_bytes: int | None = None
     warnings: tuple[str, ...] = ()
+
+    @property
+    def pruned_epoch(self) -> int | None:
+        """The epoch a pruned run was stopped at (its last recorded epoch); None otherwise."""
+        return self.epochs_done if self.status is RunStatus.PRUNED else None
 
     @cached_property
     def config(self) -> RunConfig:

@@ -1,0 +1,460 @@
+"""Running a study's search: Optuna ask/tell over archlab runs, pruning per epoch, resumable.
+
+Optuna keeps the search in ``search.db`` (its RDB storage, SQLite) in the study directory,
+under the study's name. Each trial is an ordinary archlab run of a model built from the base
+(``mlp.trial007``: Optuna's trial number), seed of repeat 0, trained through the same
+``--jobs`` pool as any run. Its objective (``val_accuracy`` or ``val_loss``) is reported to
+Optuna at each epoch end, where the pruner may stop it: the run is then recorded ``pruned``
+and the trial told PRUNED. Workers open the same storage to report and ask.
+
+A search killed at any moment resumes: trials Optuna still has as RUNNING are taken up again
+with the same params, so the same run, from its last epoch checkpoint (a run the store already
+holds as finished or pruned is only told), and new trials are asked only while complete and
+pruned trials (with those in flight) are fewer than ``trials``: the count is exact. The sampler
+is seeded per ask from the study seed and the number of trials so far, so with ``--jobs 1``
+a search (interrupted or not) asks the same trials.
+
+Then the ``confirm.top`` best trials are re-run with ``confirm.repeats`` seeds (repeat i of every
+model shares a seed; repeat 0 is the trial itself): the winner is named by the report from
+these runs, with archlab's CIs and paired tests. At the end, ``search.json`` holds Optuna's
+history and parameter importances, so the report never opens Optuna.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlab.data import RawDataset, load_dataset, prepare_tensors
+from archlab.errors import ArchlabError, SpecError
+from archlab.run.config import RunPlan, canonical_json, derive_seed, plan_runs
+from archlab.run.execute import RunContext
+from archlab.run.pool import Task, run_parallel
+from archlab.spec import ModelSpec, Study
+from archlab.spec.search import (
+    ChoiceParam,
+    FloatParam,
+    IntParam,
+    Pruner,
+    SearchSpec,
+    grid_values,
+    search_points,
+    trial_name,
+    trial_point,
+)
+from archlab.store import DONE, RunStatus, Store
+
+__all__ = ["SEARCH_DB", "SEARCH_FILE", "SearchOutcome", "TrialCheck", "run_search",
+           "search_projection", "search_studies", "storage_url", "trial_study",
+           "validate_search"]
+
+SEARCH_DB = "search.db"
+SEARCH_FILE = "search.json"
+
+Report = Callable[[str, dict[str, Any]], None]
+
+
+def storage_url(directory: Path) -> str:
+    return f"sqlite:///{Path(directory).resolve() / SEARCH_DB}"
+
+
+def _storage(url: str) -> Any:
+    import optuna
+
+    # Workers and the parent write the same file: wait for its lock rather than fail.
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def _pruner(pruner: Pruner, epochs: int) -> Any:
+    import optuna
+
+    if pruner.median is not None:
+        return optuna.pruners.MedianPruner(**pruner.median.model_dump())
+    if pruner.hyperband is not None:
+        args = pruner.hyperband.model_dump()
+        if args["max_resource"] == "auto":
+            args["max_resource"] = epochs
+        return optuna.pruners.HyperbandPruner(**args)
+    return optuna.pruners.NopPruner()
+
+
+def _sampler(spec: SearchSpec, seed: int) -> Any:
+    import optuna
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(
+            {p: grid_values(v) for p, v in spec.space.items()}, seed=seed)  # type: ignore[misc]
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _distribution(param: IntParam | FloatParam | ChoiceParam) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(param, IntParam):
+        return IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, FloatParam):
+        return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+    return CategoricalDistribution(param.choice)
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _epochs(study: Study) -> int:
+    assert study.search is not None
+    return study.train_for(study.search.base).epochs
+
+
+class TrialCheck:
+    """A trial's per-epoch check (RunContext.epoch_check): report the objective to Optuna and
+    ask its pruner. Picklable: a ``--jobs`` worker opens the storage itself."""
+
+    def __init__(self, url: str, study_name: str, trial_id: int, objective: str,
+                 pruner: Pruner, epochs: int) -> None:
+        self.url, self.study_name, self.trial_id = url, study_name, trial_id
+        self.objective, self.pruner, self.epochs = objective, pruner, epochs
+        self._study: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_study": None}  # an open storage stays in its process
+
+    def __call__(self, plan: RunPlan, row: dict[str, float]) -> bool:
+        import optuna
+
+        value, epoch = row.get(self.objective), int(row["epoch"])
+        if value is None or not math.isfinite(value):
+            return False
+        if self._study is None:
+            _quiet_optuna()
+            self._study = optuna.load_study(study_name=self.study_name,
+                                            storage=_storage(self.url),
+                                            pruner=_pruner(self.pruner, self.epochs))
+        trial = optuna.trial.Trial(self._study, self.trial_id)
+        frozen = self._study._storage.get_trial(self.trial_id)
+        if frozen.state != optuna.trial.TrialState.RUNNING:
+            return False
+        if epoch not in frozen.intermediate_values:  # a resumed epoch is reported once
+            trial.report(value, epoch)
+        # The last epoch is not pruned: the run has trained in full by then.
+        return epoch < self.epochs and trial.should_prune()
+
+
+def trial_study(study: Study, name: str, params: dict[str, Any]) -> Study:
+    """A one-model study of the base model with ``params`` set: a trial's (or a point's)."""
+    spec = ModelSpec.model_validate(trial_point(study, params))
+    out = study.model_copy(update={"models": {name: spec}, "search": None})
+    out._source = study._source
+    return out
+
+
+def search_studies(study: Study) -> list[tuple[str, Study]]:
+    """The points a search is checked at before it runs (see spec.search.search_points)."""
+    assert study.search is not None
+    return [(label, trial_study(study, study.search.base, values))
+            for label, values in search_points(study.search)]
+
+
+def validate_search(study: Study, *, memory_limit: int | None = None) -> None:
+    """Build every checked point's model (shapes, outputs, memory): a SpecError names the
+    search and the point."""
+    from archlab.model import validate_study
+
+    for label, point in search_studies(study):
+        try:
+            validate_study(point, memory_limit=memory_limit)
+        except SpecError as exc:
+            text = str(exc).removeprefix(f"{study.source}: ")
+            raise SpecError(f"{study.source}: search, {label}: {text}") from None
+
+
+def search_projection(study: Study, device: str = "cpu") -> float:
+    """Projected seconds of the whole search: every trial and confirmation run at the base
+    model's projected time (pruned trials take less; larger points more)."""
+    from archlab.run.projection import projected_seconds
+
+    spec = study.search
+    assert spec is not None
+    runs = spec.trials + spec.confirm.top * (spec.confirm.repeats - 1)
+    return projected_seconds(study, spec.base, device=device) * runs
+
+
+def _fingerprint(study: Study) -> str:
+    """What makes earlier trials comparable: base model, space, sampler, pruner, objective,
+    training and data (not the trial count or the confirmation, which may grow)."""
+    spec = study.search
+    assert spec is not None
+    cfg = spec.to_config()
+    return hashlib.sha256(canonical_json({
+        "base": study.models[spec.base].to_config(), "space": cfg["space"],
+        "sampler": spec.sampler, "pruner": cfg["pruner"], "objective": spec.objective,
+        "train": study.train.to_config(), "data": study.data.model_dump(mode="json"),
+        "seed": study.seed}).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`run_search` did: every run it planned (trials, then confirmations)."""
+
+    planned: list[RunPlan] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)  # model names, best trial first
+    complete: bool = False  # every trial told and every confirmation run done
+
+
+class _Search:
+    """The ask/tell loop's state; also the pool's Feed (next / ended)."""
+
+    def __init__(self, study: Study, directory: Path, outcome: SearchOutcome,
+                 statuses: dict[str, str], report: Report, progress: Any,
+                 stop_requested: Callable[[], bool]) -> None:
+        import optuna
+
+        assert study.search is not None
+        self.study, self.spec, self.directory = study, study.search, directory
+        self.outcome, self.statuses, self.report = outcome, statuses, report
+        self.progress, self.stop_requested = progress, stop_requested
+        self.url = storage_url(directory)
+        self.optuna = optuna.create_study(
+            storage=_storage(self.url), study_name=study.name, load_if_exists=True,
+            direction=self.spec.direction, pruner=_pruner(self.spec.pruner, _epochs(study)))
+        fingerprint = _fingerprint(study)
+        found = self.optuna.user_attrs.get("fingerprint")
+        if found is None:
+            self.optuna.set_user_attr("fingerprint", fingerprint)
+        elif found != fingerprint:
+            raise ArchlabError(f"{directory / SEARCH_DB}: holds a search of another base model, "
+                               "space, sampler, pruner, objective or training than the study's "
+                               "search; delete it to start the search over, or run the study "
+                               "as it was")
+        self.distributions = {p: _distribution(v) for p, v in self.spec.space.items()}
+        state = optuna.trial.TrialState
+        # Trials a killed process left running: taken up first, same params, same runs.
+        self.queue = [t for t in self.optuna.get_trials(deepcopy=False, states=(state.RUNNING,))]
+        self.inflight: dict[str, int] = {}
+        self.failures = 0
+        self.importances: dict[str, float] | None = None
+
+    # -- trials ---------------------------------------------------------------------------
+
+    def _counted(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                  TrialState.PRUNED)))
+
+    def _plan(self, number: int, params: dict[str, Any]) -> tuple[Study, RunPlan]:
+        name = trial_name(self.spec.base, number)
+        study = trial_study(self.study, name, params)
+        return study, plan_runs(study, repeats=1)[0]
+
+    def next(self) -> Task | None:
+        import optuna
+
+        while not self.stop_requested():
+            if self.queue:
+                frozen = self.queue.pop(0)
+                number, trial_id, params = frozen.number, frozen._trial_id, frozen.params
+            elif self._counted() + len(self.inflight) < self.spec.trials \
+                    and self.failures < self.spec.trials:
+                n = len(self.optuna.get_trials(deepcopy=False))
+                self.optuna.sampler = _sampler(self.spec, derive_seed(self.study.seed, n))
+                trial = self.optuna.ask(self.distributions)
+                number, trial_id, params = trial.number, trial._trial_id, trial.params
+            else:
+                return None
+            trial_study_, plan = self._plan(number, params)
+            optuna.trial.Trial(self.optuna, trial_id).set_user_attr("run_id", plan.run_id)
+            self._add_plan(plan)
+            with Store(self.directory) as store:
+                status = store.status(plan.run_id)
+            if status in DONE:  # trained before a kill, never told
+                self._tell(number, plan.run_id, status.value)  # type: ignore[union-attr]
+                continue
+            self.inflight[plan.run_id] = number
+            if self.progress is not None and hasattr(self.progress, "add"):
+                self.progress.add([plan])
+            return Task(plan, trial_study_, TrialCheck(
+                self.url, self.study.name, trial_id, self.spec.objective, self.spec.pruner,
+                _epochs(self.study)))
+        return None
+
+    def ended(self, run_id: str, status: str) -> None:
+        number = self.inflight.pop(run_id, None)
+        if number is not None:
+            self._tell(number, run_id, status)
+
+    def _tell(self, number: int, run_id: str, status: str) -> None:
+        from optuna.trial import TrialState
+
+        if status == RunStatus.INTERRUPTED.value or (
+                status == RunStatus.FAILED.value and self.stop_requested()):
+            return  # stays RUNNING in Optuna: the next `archlab run` takes it up again
+        if status == RunStatus.PRUNED.value:
+            self.optuna.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        elif status == RunStatus.FINISHED.value:
+            with Store(self.directory) as store:
+                value = next(iter(store.runs(run_ids=[run_id])), None)
+            metric = value.metrics.get(self.spec.objective) if value is not None else None
+            if metric is None or not math.isfinite(metric):
+                self.failures += 1
+                self.optuna.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            else:
+                self.optuna.tell(number, metric, skip_if_finished=True)
+        elif status == RunStatus.DIVERGED.value:
+            # A diverged trial is a point to avoid: told as the worst value there is.
+            worst = -math.inf if self.spec.direction == "maximize" else math.inf
+            self.optuna.tell(number, worst, skip_if_finished=True)
+        else:  # failed: replaced by a new trial (at most `trials` failures in all)
+            self.failures += 1
+            self.optuna.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        self.write()
+
+    def _add_plan(self, plan: RunPlan) -> None:
+        if all(p.run_id != plan.run_id for p in self.outcome.planned):
+            self.outcome.planned.append(plan)
+            with Store(self.directory) as store:
+                current = list(store.meta().get("plan") or [])
+                if plan.run_id not in current:
+                    store.set_meta(plan=[*current, plan.run_id])
+
+    # -- confirmation -------------------------------------------------------------------------
+
+    def best(self) -> list[Any]:
+        """The complete trials with a finite value, best first (ties: lower number)."""
+        from optuna.trial import TrialState
+
+        done = [t for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+        sign = -1.0 if self.spec.direction == "maximize" else 1.0
+        return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+    def confirm_tasks(self) -> list[Task]:
+        tasks = []
+        self.outcome.confirmed = []
+        for frozen in self.best()[: self.spec.confirm.top]:
+            name = trial_name(self.spec.base, frozen.number)
+            self.outcome.confirmed.append(name)
+            study = trial_study(self.study, name, frozen.params)
+            for plan in plan_runs(study, repeats=self.spec.confirm.repeats):
+                self._add_plan(plan)
+                tasks.append(Task(plan, study))
+        with Store(self.directory) as store:
+            done = {r.run_id for r in store.runs(run_ids=[t.plan.run_id for t in tasks])
+                    if r.status in DONE}
+        return [t for t in tasks if t.plan.run_id not in done]
+
+    # -- search.json ----------------------------------------------------------------------
+
+    def write(self, *, final: bool = False) -> None:
+        """Optuna's history (and, at the end, its parameter importances) as search.json."""
+        from optuna.trial import TrialState
+
+        if final and self.importances is None:
+            self.importances = _importances(self.optuna)
+        trials = []
+        for t in self.optuna.get_trials(deepcopy=False):
+            steps = sorted(t.intermediate_values)
+            trials.append({
+                "number": t.number, "model": trial_name(self.spec.base, t.number),
+                "run_id": t.user_attrs.get("run_id"), "state": t.state.name,
+                "value": t.value if t.value is not None and math.isfinite(t.value) else None,
+                "params": t.params,
+                "intermediate": {str(s): t.intermediate_values[s] for s in steps},
+                "pruned_epoch": steps[-1] if t.state == TrialState.PRUNED and steps else None})
+        data = {"study": self.study.name, "base": self.spec.base, "search": self.spec.to_config(),
+                "direction": self.spec.direction, "trials": trials,
+                "importances": self.importances, "confirmed": self.outcome.confirmed,
+                "complete": self.outcome.complete}
+        path = self.directory / SEARCH_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+
+
+def _importances(ostudy: Any) -> dict[str, float]:
+    """Optuna's parameter importances, by PED-ANOVA (deterministic, and needs no scikit-learn,
+    which Optuna's default fANOVA does); {} when Optuna cannot rate the trials (too few)."""
+    import optuna
+
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(
+            ostudy, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
+    except (ValueError, RuntimeError, ImportError):
+        return {}
+
+
+def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
+               data_dir: str | Path | None, jobs: int, threads: int, progress: Any,
+               device: str, stop_requested: Callable[[], bool],
+               statuses: dict[str, str], errors: dict[str, str],
+               threads_from: str | None = None) -> SearchOutcome:
+    """Run (or resume) ``study``'s search in ``directory`` (the caller holds its lock): the
+    trials, then the confirmation runs, then search.json. Fills ``statuses`` and ``errors``
+    as runs end."""
+    from archlab.run.study import _run_one
+
+    _quiet_optuna()
+    outcome = SearchOutcome()
+    search = _Search(study, directory, outcome, statuses,
+                     progress.event if progress is not None else (lambda rid, ev: None),
+                     progress, stop_requested)
+    report = search.report
+    data: Any = None
+
+    def run_tasks(feed: Any, tasks: list[Task]) -> None:
+        nonlocal data, raw
+        if jobs > 1:
+            run_parallel(study, tasks, directory, data_dir, jobs, threads, report,  # type: ignore[arg-type]
+                         stop_requested, statuses, errors, device, feed=feed)
+            return
+        pending = list(tasks)
+        while not stop_requested():
+            task = pending.pop(0) if pending else (feed.next() if feed is not None else None)
+            if task is None:
+                return
+            if data is None:
+                raw = raw if raw is not None else load_dataset(study.data.dataset, data_dir)
+                data = prepare_tensors(raw, study.data, study.seed).to(device)
+            ctx = RunContext(directory, data, threads, report, stop_requested, device,
+                             epoch_check=task.epoch_check)
+            if threads_from is not None and hasattr(ctx, "threads_from"):
+                ctx.threads_from = threads_from
+            status = _run_one(task.study, task.plan, ctx, report, errors)
+            statuses[task.plan.run_id] = status
+            if feed is not None:
+                feed.ended(task.plan.run_id, status)
+
+    if progress is not None:
+        progress.start([], 0)
+    try:
+        run_tasks(search, [])
+        if stop_requested() or search.inflight or search._counted() < study.search.trials:  # type: ignore[union-attr]
+            search.write()
+            return outcome
+        confirm = search.confirm_tasks()
+        if progress is not None and hasattr(progress, "add"):
+            progress.add([t.plan for t in confirm])
+        run_tasks(None, confirm)
+        outcome.complete = not stop_requested() and not any(
+            statuses.get(t.plan.run_id) not in (s.value for s in DONE) for t in confirm)
+        search.write(final=True)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return outcome
