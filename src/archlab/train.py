@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,11 +27,47 @@ from archlab.store import RunStatus
 EVAL_BATCH = 2000
 
 
-def prefer_channels_last(module: torch.nn.Module) -> None:
-    """oneDNN's convolutions run ~1.3x faster on CPU with NHWC ("channels last") weights;
-    torch then picks that layout for the activations too. Values are unchanged."""
-    if any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
-        module.to(memory_format=torch.channels_last)
+#: Set to 0 or 1 to force the layout of every conv model (benchmarks; no probe is timed).
+CHANNELS_LAST_ENV = "ARCHLAB_CHANNELS_LAST"
+_LAYOUT_ATTR = "archlab_channels_last"  # the layout chosen for a module, as it was set
+
+
+def set_channels_last(module: torch.nn.Module, on: bool) -> None:
+    """Put ``module``'s 4-D weights in NHWC ("channels last") or NCHW order and remember
+    which (:func:`uses_channels_last`; checkpoints record it). Values are unchanged."""
+    module.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+    module.__dict__[_LAYOUT_ATTR] = on
+
+
+def uses_channels_last(module: torch.nn.Module) -> bool:
+    """Whether :func:`set_channels_last` put ``module`` in NHWC order."""
+    return bool(module.__dict__.get(_LAYOUT_ATTR, False))
+
+
+def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] | None = None,
+                         batch_size: int = 128) -> bool:
+    """Train a conv model in whichever layout, NHWC or NCHW, its steps run faster here.
+
+    NHWC weights make oneDNN pick NHWC activations too: faster for some models, slower for
+    others (layout copies around Flatten and dropout). Which one is measured per model by
+    :func:`archlab.run.projection.channels_last_faster` (a few timed steps each way on
+    synthetic input of ``input_shape`` (H, W, C), cached per machine); without
+    ``input_shape`` a conv model gets NHWC. ``$ARCHLAB_CHANNELS_LAST`` (0 or 1) forces it.
+    Returns the choice. A run's checkpoint records it, so a resumed run keeps its layout.
+    """
+    forced = os.environ.get(CHANNELS_LAST_ENV, "").strip()
+    if not any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+        choice = False
+    elif forced in ("0", "1"):
+        choice = forced == "1"
+    elif input_shape is None:
+        choice = True
+    else:
+        from archlab.run.projection import channels_last_faster
+
+        choice = channels_last_faster(module, input_shape, batch_size)
+    set_channels_last(module, choice)
+    return choice
 
 
 @torch.no_grad()
@@ -109,7 +146,7 @@ def fit(
     whatever it raises leaves nothing trained. ``on_batches`` may raise to stop.
     """
     module = built.module
-    prefer_channels_last(module)
+    prefer_channels_last(module, built.input_shape, train.batch_size)
     opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
                                                   if p.requires_grad])
     gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: resumable

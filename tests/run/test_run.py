@@ -14,7 +14,7 @@ from archlab.analysis.results import collect
 from archlab.cli import main
 from archlab.data import load_dataset, prepare_tensors
 from archlab.errors import StoreError
-from archlab.run import RunContext, default_threads, execute_run, plan_runs, run_study
+from archlab.run import RunContext, execute_run, plan_runs, run_study
 from archlab.run.execute import record_failure
 from archlab.store import (
     CHECKPOINT_FILE,
@@ -156,7 +156,8 @@ def test_interrupted_run_resumes_from_checkpoint_identically(finished: Path,
             epochs_seen.append(event["epoch"])
 
     # Stop during epoch 2: the checkpoint of epoch 1 stays, the run is 'interrupted'.
-    threads = default_threads(1)  # same threads as the reference: same float reduction order
+    with Store(finished) as ref:  # same threads as the reference: same float reduction order
+        threads = ref.runs(run_ids=[plan.run_id])[0].environment["threads"]
     ctx = RunContext(tmp_path, data, threads, progress,
                      stop_requested=lambda: len(epochs_seen) >= 1)
     assert execute_run(study, plan, ctx) == "interrupted"

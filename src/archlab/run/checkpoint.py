@@ -8,7 +8,9 @@ A checkpoint is one safetensors file. Its tensors and its JSON metadata, key for
     rng/torch, rng/cuda    the global torch (and CUDA: dropout) RNG states
     rng/shuffle            the shuffling generator's state
     metadata "archlab":    format, epoch, history, best, best_epoch, wait, train_seconds,
-                           param_groups, scalars (non-tensor optimizer state), sched
+                           param_groups, scalars (non-tensor optimizer state), sched,
+                           engine: {threads, channels_last} (how the run computes: a resumed
+                           run keeps both, so its float reductions are those it started with)
 
 Loading checks the file against the model before changing anything, and raises
 :class:`CheckpointError` for any file it cannot use (truncated, not safetensors, another
@@ -26,11 +28,11 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
-from archlab.train import TrainState
+from archlab.train import TrainState, set_channels_last, uses_channels_last
 
-FORMAT = 1  # bumped when the keys below change; an older file is then discarded, not misread
+FORMAT = 2  # bumped when the keys below change; an older file is then discarded, not misread
 META_KEYS = ("format", "epoch", "history", "best", "best_epoch", "wait", "train_seconds",
-             "param_groups", "scalars", "sched")
+             "param_groups", "scalars", "sched", "engine")
 
 
 class CheckpointError(Exception):
@@ -79,7 +81,9 @@ def save_checkpoint(path: Path, state: TrainState, model: torch.nn.Module,
             "best": state.best_val_loss, "best_epoch": state.best_epoch, "wait": state.wait,
             "train_seconds": state.train_seconds, "param_groups": opt_state["param_groups"],
             "scalars": scalars,
-            "sched": scheduler.state_dict() if scheduler is not None else None}
+            "sched": scheduler.state_dict() if scheduler is not None else None,
+            "engine": {"threads": torch.get_num_threads(),
+                       "channels_last": uses_channels_last(model)}}
     atomic_save(tensors, path, {"archlab": json.dumps(meta)})
 
 
@@ -96,6 +100,9 @@ def load_checkpoint(source: bytes | Path, model: torch.nn.Module,
     tensors, meta = _read(data)
     _check(tensors, meta, model, optimizer)
     try:
+        # The thread count and layout the run started with: same float reduction order.
+        torch.set_num_threads(meta["engine"]["threads"])
+        set_channels_last(model, meta["engine"]["channels_last"])
         model.load_state_dict(_prefixed(tensors, "model/"))
         per_param: dict[int, dict[str, Any]] = {}
         for k, v in tensors.items():
@@ -159,6 +166,11 @@ def _check(tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: torch.
     if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) \
             or sum(len(g.get("params", ())) for g in groups) != n_params:
         raise CheckpointError("its optimizer state is for other parameters")
+    engine = meta["engine"]
+    if not isinstance(engine, dict) or not isinstance(engine.get("threads"), int) \
+            or isinstance(engine["threads"], bool) or engine["threads"] < 1 \
+            or not isinstance(engine.get("channels_last"), bool):
+        raise CheckpointError("its engine settings (threads, layout) are unreadable")
     epoch, history = meta["epoch"], meta["history"]
     if not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch \
             or "rng/shuffle" not in tensors or "rng/torch" not in tensors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from archlab.errors import ArchlabError
 from archlab.fields import Strict
@@ -33,6 +33,9 @@ class RunConfig(Strict):
     data: DataSpec
     seed: int
     split_seed: int
+    #: ``--precision``: fp32 (default) or bf16 autocast. In the identity only when not fp32,
+    #: so every fp32 run keeps the id it had before precision existed.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (also what the run id hashes)."""
@@ -40,7 +43,8 @@ class RunConfig(Strict):
         train.pop("repeats", None)
         return {"model": self.model, "layers": [layer.to_config() for layer in self.layers],
                 "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
-                "split_seed": self.split_seed}
+                "split_seed": self.split_seed,
+                **({"precision": self.precision} if self.precision != "fp32" else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
@@ -69,7 +73,8 @@ class RunPlan:
     config: RunConfig
 
 
-def plan_runs(study: Study, *, repeats: int | None = None) -> list[RunPlan]:
+def plan_runs(study: Study, *, repeats: int | None = None,
+              precision: Literal["fp32", "bf16"] = "fp32") -> list[RunPlan]:
     """Every run the study asks for, in study order (model by model, repeat by repeat)."""
     if repeats is not None and (isinstance(repeats, bool) or repeats < 1):
         raise ArchlabError(f"repeats: expected a whole number >= 1, received {repeats!r}")
@@ -80,7 +85,8 @@ def plan_runs(study: Study, *, repeats: int | None = None) -> list[RunPlan]:
         for r in range(n):
             seed = derive_seed(study.seed, r)
             config = RunConfig(model=name, layers=spec.layers, train=train.model_copy(
-                update={"repeats": 1}), data=study.data, seed=seed, split_seed=study.seed)
+                update={"repeats": 1}), data=study.data, seed=seed, split_seed=study.seed,
+                precision=precision)
             plans.append(RunPlan(config.run_id, name, r, seed, config))
     return plans
 

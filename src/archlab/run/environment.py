@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any
+import statistics
+import time
+from typing import Any, Literal
 
 import torch
 
@@ -34,25 +36,84 @@ def load_average() -> float | None:
         return None
 
 
-def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
+#: Numeric precisions of ``--precision``: fp32 (the default) or bf16 autocast.
+PRECISIONS = ("fp32", "bf16")
+
+
+def environment(threads: int, device: str = "cpu", *, precision: str = "fp32",
+                threads_from: str | None = None,
+                busy: float | None = None) -> dict[str, Any]:
     """What a run ran on, recorded at its start.
 
     ``load_average`` (1 minute) over ``cpu_count`` says whether the machine was shared while
     the run's timings were taken (the report uses it to qualify time comparisons).
+    ``threads_from`` says where ``threads`` came from: ``"given"`` (``--threads``),
+    ``"default"`` (:func:`default_threads`, with the ``busy_cores`` it saw) or
+    ``"checkpoint"`` (a resumed run keeps the count it started with). ``precision`` is
+    recorded only when it is not fp32.
     """
     from archlab import __version__
 
-    env = {"archlab": __version__, "torch": torch.__version__,
-           "python": platform.python_version(), "machine": platform.machine(),
-           "processor": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count(), "load_average": load_average(), "threads": threads,
-           "device": device}
+    env: dict[str, Any] = {
+        "archlab": __version__, "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "load_average": load_average(), "threads": threads,
+        "device": device}
+    if threads_from is not None:
+        env["threads_from"] = threads_from
+    if busy is not None:
+        env["busy_cores"] = round(busy, 2)
+    if precision != "fp32":
+        env["precision"] = precision
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
 
 
+def busy_cores(samples: int = 11, interval: float = 0.01) -> float | None:
+    """How many cores other processes keep busy now (None where the OS does not say).
+
+    The larger of the 1-minute load average and the median number of runnable tasks in
+    ``/proc/loadavg`` over ``samples`` reads ``interval`` apart, less this process: the load
+    average lags a minute behind a job that just started; the instant count sees it at once
+    but jitters (the median of ~0.1 s of reads steadies it). Erring high costs little (one
+    thread where two would do: at most 2x on an idle 2-core machine); erring low costs much
+    (two threads beside a busy core: 14x measured, docs/cpu-trainer.md).
+    """
+    avg = load_average()
+    running: list[int] = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as fh:
+                running.append(int(fh.read().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            break
+        if i + 1 < samples:
+            time.sleep(interval)
+    now = max(0.0, statistics.median(running) - 1) if running else None
+    if avg is None:
+        return now
+    return avg if now is None else max(avg, now)
 
 
-def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+def default_threads(jobs: int = 1, busy: float | None | Literal["measure"] = "measure") -> int:
+    """torch threads per job when ``--threads`` is not given: the cores other processes leave
+    free, shared among the jobs, at least 1 and at most ``cores // jobs``.
+
+    torch's parallel regions wait for their slowest thread, so a thread that shares a core
+    with another process stalls every step: on a 2-core machine with one core busy, 2 threads
+    ran a step ~14x slower than 1 (benchmarks/threads_under_load.py). ``busy``: cores taken
+    by others (default: :func:`busy_cores` now; None: assume an idle machine). The count is
+    chosen once per run and kept in its checkpoint, so a resumed run reuses it whatever the
+    load then (same thread count, same float reduction order, same numbers).
+    """
+    cores = os.cpu_count() or 1
+    jobs = max(1, jobs)
+    fair = max(1, cores // jobs)
+    if busy == "measure":
+        busy = busy_cores()
+    if busy is None:
+        return fair
+    free = int(cores - busy + 0.5)  # a core more than half free counts as free
+    return max(1, min(fair, free // jobs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import sys
@@ -61,6 +62,16 @@ class RunContext:
     #: stops the run there as ``pruned`` (a search trial's pruner). Also asked again for the
     #: epoch a run resumes at, which a killed process may have recorded without asking.
     epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None
+    #: where ``threads`` came from ("given", "default"), recorded in the run's environment
+    threads_from: str | None = None
+
+
+def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` for ``precision`` "bf16" (matmuls and convs in bfloat16,
+    losses and reductions in float32, weights and optimizer state in float32); else nothing."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def peak_rss_bytes() -> int:
@@ -91,12 +102,19 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
     """Train one run to completion (resuming from its checkpoint if any); return its status."""
     t_wall = time.perf_counter()
     torch.set_num_threads(ctx.threads)
+    precision = plan.config.precision
     with Store(ctx.directory) as store:
         run_dir = store.run_dir(plan.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt = run_dir / CHECKPOINT_FILE
-        store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config.to_json(),
-                        environment(ctx.threads, ctx.device))
+
+        def record_environment(threads_from: str | None) -> None:
+            store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
+                            plan.config.to_json(),
+                            environment(torch.get_num_threads(), ctx.device,
+                                        precision=precision, threads_from=threads_from))
+
+        record_environment(ctx.threads_from)
         train = study.train_for(plan.model)
         store.set_meta(data_sizes={"train": len(ctx.data.x_train), "val": len(ctx.data.x_val),
                                    "test": len(ctx.data.x_test),
@@ -124,6 +142,8 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
             def resume(opt: torch.optim.Optimizer, sched: Any,
                        gen: torch.Generator) -> TrainState:
                 state = load_checkpoint(data, built.module, opt, sched, gen)
+                if torch.get_num_threads() != ctx.threads:  # the checkpoint's count wins
+                    record_environment("checkpoint")
                 store.truncate_epochs(plan.run_id, state.epoch)
                 ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
                 if ctx.epoch_check is not None and state.history \
@@ -146,8 +166,9 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
             ctx.progress(plan.run_id, {"kind": "batch", "done": done, "total": total})
 
         def run(resume: Callable[..., TrainState] | None) -> TrainResult:
-            return fit(built, ctx.data, train, plan.seed, resume=resume,
-                       on_epoch_end=on_epoch_end, on_batches=on_batches)
+            with autocast(ctx.device, precision):
+                return fit(built, ctx.data, train, plan.seed, resume=resume,
+                           on_epoch_end=on_epoch_end, on_batches=on_batches)
 
         built = fresh_model()
         resume = None
@@ -163,6 +184,9 @@ def execute_run(study: Study, plan: RunPlan, ctx: RunContext) -> RunStatus:
                 # Raised before the first batch; the model, optimizer and RNGs it may have
                 # half-restored are all rebuilt, exactly as a run that never had a checkpoint.
                 discard_checkpoint(f"{ckpt}: {exc}")
+                if torch.get_num_threads() != ctx.threads:  # a half-restored thread count
+                    torch.set_num_threads(ctx.threads)
+                    record_environment(ctx.threads_from)
                 built = fresh_model()
                 result = run(None)
         except Pruned as pruned:
@@ -192,7 +216,8 @@ def record_result(store: Store, plan: RunPlan, ctx: RunContext, built: BuiltMode
                      {"model": plan.model, "run_id": plan.run_id})
         # The report's confusion matrix and mistakes: computed here, once, while the model
         # and the data are in memory, so the report never loads either.
-        proba = predict_proba(built, ctx.data.x_test)
+        with autocast(ctx.device, plan.config.precision):
+            proba = predict_proba(built, ctx.data.x_test).float()
         save_predictions(compute_predictions(proba, ctx.data.x_test, ctx.data.y_test,
                                              ctx.data.class_names),
                          run_dir / PREDICTIONS_FILE)

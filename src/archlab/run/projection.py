@@ -33,8 +33,8 @@ from archlab.model import build_model
 from archlab.spec import Study
 
 __all__ = ["BUSY_LOAD_PER_CORE", "CACHE_FILE", "SPREAD_LIMIT", "StepTiming",
-           "load_per_core", "projected_seconds", "projection_note", "step_timing",
-           "timings_cache_path"]
+           "channels_last_faster", "load_per_core", "projected_seconds", "projection_note",
+           "step_timing", "timings_cache_path"]
 
 CACHE_FILE = "step-timings.json"
 #: Spread of the timed steps ((slowest - fastest) / median) above which they "vary a lot".
@@ -137,7 +137,7 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
     train = study.train_for(model)
     built = build_model(study, model, seed=0)
     built.module.to(device)
-    prefer_channels_last(built.module)  # as fit() trains it
+    prefer_channels_last(built.module, built.input_shape, train.batch_size)  # as fit() does
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
     bs = train.batch_size
     h, w, c = built.input_shape
@@ -248,3 +248,106 @@ def projection_note() -> str | None:
         return None
     return ("the projection is unreliable: " + "; ".join(reasons) + ". Timings are cached "
             "per machine and are measured again when it is quiet")
+
+
+# --- The layout probe: NHWC or NCHW, per model (used by archlab.train.prefer_channels_last) ---
+
+LAYOUT_CACHE_FILE = "layouts.json"
+#: NHWC is chosen only when its steps are at least this much faster (ties keep plain NCHW).
+LAYOUT_MARGIN = 0.05
+#: Seconds of timed steps per probe, both layouts together (at least one step each).
+LAYOUT_BUDGET_S = 2.0
+_layouts: dict[str, bool] = {}  # this process's decisions: one model, one layout
+
+
+def _layout_key(module: torch.nn.Module, input_shape: tuple[int, ...], batch: int,
+                device: str) -> str:
+    ident = {"module": repr(module), "input": list(input_shape), "batch": batch,
+             "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "cpu": _cpu_model()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _time_layouts(module: torch.nn.Module, input_shape: tuple[int, ...], batch: int,
+                  device: torch.device) -> dict[bool, float]:
+    """Median seconds of a forward+backward step per layout, on copies of ``module``."""
+    import copy
+
+    h, w, c = input_shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, c, h, w, generator=gen).to(device)
+    copies = {}
+    for cl in (False, True):
+        m = copy.deepcopy(module).train()
+        m.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        copies[cl] = (m, x.contiguous(memory_format=torch.channels_last) if cl else x)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step(cl: bool) -> float:
+        m, xb = copies[cl]
+        t0 = time.perf_counter()
+        m(xb).float().logsumexp(1).mean().backward()
+        sync()
+        m.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for cl in (False, True):
+        step(cl)  # warm-up: allocation, oneDNN kernel selection
+    started = time.perf_counter()
+    for r in range(7):  # interleaved, alternating order: drift hits both layouts alike
+        for cl in ((False, True) if r % 2 == 0 else (True, False)):
+            times[cl].append(step(cl))
+        if time.perf_counter() - started > LAYOUT_BUDGET_S:
+            break
+    return {cl: statistics.median(ts) for cl, ts in times.items()}
+
+
+def channels_last_faster(module: torch.nn.Module, input_shape: tuple[int, ...],
+                         batch_size: int) -> bool:
+    """Whether ``module`` trains faster here in NHWC than in NCHW.
+
+    Times forward+backward steps both ways (interleaved) on deep copies and synthetic input
+    (batch up to 64); the global RNG is forked, so the run's dropout stream is untouched.
+    Cached like step timings (a JSON file beside them, and in this process), keyed by the
+    module, input shape, batch, device, torch threads, torch version and CPU model.
+    """
+    try:
+        device = next(module.parameters()).device
+    except StopIteration:
+        return False
+    batch = max(1, min(batch_size, 64))
+    key = _layout_key(module, tuple(input_shape), batch, str(device))
+    if key in _layouts:
+        return _layouts[key]
+    path = timings_cache_path().with_name(LAYOUT_CACHE_FILE)
+    cached = _read_cache(path).get(key)
+    if isinstance(cached, dict) and isinstance(cached.get("channels_last"), bool):
+        _layouts[key] = cached["channels_last"]
+        return _layouts[key]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        t = _time_layouts(module, tuple(input_shape), batch, device)
+    choice = t[True] < t[False] * (1 - LAYOUT_MARGIN)
+    _layouts[key] = choice
+    entries = _read_cache(path)
+    entries[key] = {"channels_last": choice, "nchw_s": t[False], "nhwc_s": t[True],
+                    "load_per_core": load_per_core(), "measured_at": time.time()}
+    if len(entries) > MAX_ENTRIES:
+        entries = dict(sorted(entries.items(),
+                              key=lambda kv: kv[1].get("measured_at", 0.0))[-MAX_ENTRIES:])
+    _write_json(path, entries)
+    return choice
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic, and silent on failure (a cache must not stop a run)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
