@@ -25,7 +25,27 @@ def test_zoo_list_json_has_every_model_with_counts(capsys: pytest.CaptureFixture
     assert by_ref["keras-mnist-cnn", "cnn"] == 1_199_882
 
 
-@pytest.mark.parametrize("name", ["quickstart", "zoo:keras-mnist-cnn"])
+def test_residual_study_is_listed_and_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    """The residual study (beyond the notebooks): listed with its Keras counts, and
+    `archlab validate zoo:residual` passes with both models."""
+    assert main(["zoo", "list", "--format", "json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)
+            if r["study"] == "residual"}
+    assert sorted(rows) == ["m9", "resnet"]
+    assert (rows["resnet"]["total_params"], rows["resnet"]["non_trainable_params"]) == (
+        78_426, 672)
+    assert rows["resnet"]["ref"] == "zoo:residual:resnet"
+    assert rows["m9"]["total_params"] == 3_210_378
+    assert main(["validate", "zoo:residual", "--no-timing"]) == 0
+    captured = capsys.readouterr()
+    assert "ok: 2 model(s) valid" in captured.out and "error" not in captured.err
+    assert main(["zoo", "list"]) == 0
+    table = capsys.readouterr().out
+    cells = [[c.strip() for c in line.split("│")[1:4]] for line in table.splitlines()]
+    assert ["residual", "resnet", "78,426"] in cells, table
+
+
+@pytest.mark.parametrize("name", ["quickstart", "zoo:keras-mnist-cnn", "residual"])
 def test_zoo_show_prints_the_file_exactly(name: str, capsys: pytest.CaptureFixture[str],
                                           tmp_path: Path) -> None:
     assert main(["zoo", "show", name]) == 0
