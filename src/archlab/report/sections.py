@@ -33,6 +33,7 @@ from archlab.report.gather import (
     read_predictions,
     read_weights,
 )
+from archlab.report.search import search_figures
 from archlab.spec import TrainSpec
 from archlab.store import PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
 
@@ -212,6 +213,7 @@ def model_section(m: ModelResult, i: int, study: Any, store: Store,
     else:
         more, per_class = _run_files(m, store, built, notes, warn)
         images += more
+    images += search_figures(m, store.directory, notes, warn)  # a study's search, if any
     trainings = _unique([format_training(r.config.train) for r in m.runs])
     return Section(
         result=m, anchor=f"model-{i}", description=desc, status=status, ok=ok, badge=badge,
