@@ -34,6 +34,14 @@ def print_results(results: Any, *, wide: bool = False,
         out.print(f"[yellow]{TEST_AS_VALIDATION_NOTE}[/]")
     for line in ranking_lines(results):
         out.print(line, markup=False)
+    from archlab.report.search import gather_search, rich_search_tables, search_lines
+
+    search = gather_search(results.directory, results)  # a study's search: trials, ranking
+    if search is not None:
+        for table in rich_search_tables(search):
+            out.print(table)
+        for line in search_lines(search):
+            out.print(line, markup=False, soft_wrap=True)
     where = results.directory if tables == "study" else tables
     if where is not None:
         out.print(f"tables: {where}/results.md, results.csv, results.json", markup=False)

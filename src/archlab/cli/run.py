@@ -113,6 +113,25 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
     return table
 
 
+def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
+    """A study's search: every checked point built (before anything trains), its size and
+    projected time."""
+    search = study.search
+    if search is None or search.base not in study.models:
+        return
+    from archlab.model import available_memory
+    from archlab.run.search import search_projection, validate_search
+
+    validate_search(study, memory_limit=available_memory(device))
+    confirm = search.confirm.top * (search.confirm.repeats - 1)
+    when = (f"; projected {format_duration(search_projection(study, device))} at the base "
+            "model's time per run (pruned trials take less)") if project else ""
+    out.print(f"search over {search.base}: {search.trials} trials ({len(search.space)} "
+              f"parameters, {search.sampler} sampler, {search.pruner.name} pruner, objective "
+              f"{search.objective}) + {confirm} confirmation runs{when}", markup=False,
+              soft_wrap=True)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from archlab.data import check_study_data
     from archlab.run.projection import projection_note
@@ -120,6 +139,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     study = _load(args.study, args.models)
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     out.print(_compute_table(study, project=not args.no_timing))
+    _check_search(study, project=not args.no_timing)
     _warn_projection(None if args.no_timing else projection_note())
     from archlab.spec.sweep import sweep_note
 
@@ -158,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             held.enter_context(lock)  # another process on this study: say so before timing
         out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
                                  device=device))
+        _check_search(study, project=not args.no_timing, device=device)
         _warn_projection(None if args.no_timing else projection_note())
         if args.dry_run:
             return 0
