@@ -28,6 +28,7 @@ from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir, disk_full_error
 from archlab.run.pack import execute_pack, should_pack
 from archlab.run.pool import record_unfinished, run_parallel
+from archlab.run.ray_executor import RayExecutor, run_on_ray
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunStatus, Store
 
@@ -68,6 +69,7 @@ def run_study(
     dataset: RawDataset | None = None,
     pack: bool = True,
     precision: str = "fp32",
+    executor: RayExecutor | None = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` that the store in ``out`` does not already hold.
 
@@ -82,6 +84,9 @@ def run_study(
     :func:`~archlab.run.environment.default_threads` picks it from the cores other processes
     leave free (recorded in each run's environment; a resumed run keeps its checkpoint's).
     ``precision``: "fp32" or "bf16" (autocast; in the runs' identity when not fp32).
+    ``executor``: a :class:`~archlab.run.ray_executor.RayExecutor` runs each run as a Ray
+    task (docs/ray.md; ``jobs`` and packing do not apply, ``threads`` and ``device`` come
+    from its resources); None: this machine's processes.
 
     Raises :class:`ArchlabError` (nothing written) for bad counts, an unusable output path or
     a missing or corrupt dataset; :class:`~archlab.run.lock.StudyBusyError` when another
@@ -97,7 +102,12 @@ def run_study(
     plans = plan_runs(study, repeats=repeats, precision=precision)  # type: ignore[arg-type]
     directory = study_dir(study, out)
     check_output_dir(directory)
-    device = resolve_device(device)
+    device = resolve_device(device) if executor is None else executor.device
+    if executor is not None:
+        if threads is not None and threads != executor.threads:
+            raise ArchlabError(f"threads: Expected {executor.threads} (a Ray run's torch threads "
+                               f"are its CPUs, cpus_per_run), received {threads}")
+        threads = executor.threads
     stop_requested = _as_callable(stop)
     if dataset is not None and dataset.name != study.data.dataset:
         raise ValueError(f"dataset is {dataset.name!r}, the study trains on "
@@ -112,7 +122,8 @@ def run_study(
                                   threads=threads or default_threads(jobs),
                                   threads_from="given" if threads else "default",
                                   progress=progress,
-                                  device=device, stop_requested=stop_requested, pack=pack)
+                                  device=device, stop_requested=stop_requested, pack=pack,
+                                  executor=executor)
             if study.search is not None and study.search.base in study.models \
                     and not outcome.interrupted:
                 from archlab.run.search import run_search
@@ -137,7 +148,8 @@ def run_study(
 def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDataset | None,
                 *, data_dir: str | Path | None, jobs: int, threads: int, progress: Any,
                 device: str, stop_requested: Callable[[], bool],
-                pack: bool = True, threads_from: str | None = None) -> StudyOutcome:
+                pack: bool = True, threads_from: str | None = None,
+                executor: RayExecutor | None = None) -> StudyOutcome:
     with Store(directory) as store:
         done = {r.run_id for r in store.runs() if r.status in DONE}
     todo = [p for p in plans if p.run_id not in done]
@@ -154,7 +166,12 @@ def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDat
     if progress is not None:
         progress.start(todo, len(outcome.skipped))
     try:
-        if jobs <= 1:
+        if executor is not None:  # each run a Ray task; this process writes the store
+            assert raw is not None
+            run_on_ray(executor, study, todo, directory,
+                       prepare_tensors(raw, study.data, study.seed), report, stop_requested,
+                       outcome.statuses, outcome.errors)
+        elif jobs <= 1:
             assert raw is not None
             data = prepare_tensors(raw, study.data, study.seed).to(device)
             ctx = RunContext(directory, data, threads, report, stop_requested, device,

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -378,6 +379,29 @@ class Store:
             raise self._damaged(f"history of run {run_id}", exc) from None
 
     # -- files ------------------------------------------------------------------------------
+
+    @_guarded
+    def import_file(self, run_id: str, name: str, data: bytes) -> None:
+        """Write a run's file from bytes made elsewhere (a Ray worker's checkpoint, weights,
+        predictions) and record its checksum: written beside, synced, renamed into place, so
+        a reader sees the old file or the new one, then hashed from disk as stored."""
+        if name not in RUN_FILES:
+            raise StoreError(f"run file name: Expected one of {', '.join(RUN_FILES)}, "
+                             f"received {name!r}")
+        path = self.run_dir(run_id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        digests = self._digests(run_id, [name])
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", digests)
 
     @_guarded
     def forget_file(self, run_id: str, name: str) -> None:
