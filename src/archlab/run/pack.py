@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from archlab.data import Tensors
 from archlab.errors import StoreError
 from archlab.model import BuiltModel, build_model
 from archlab.optimizers import make_optimizer
-from archlab.packed import PackedModel, fit_packed, pack_blocker
+from archlab.packed import fit_packed, pack_blocker
 from archlab.run.checkpoint import CheckpointError, _read, load_checkpoint, save_checkpoint
 from archlab.run.config import RunPlan
 from archlab.run.environment import environment
@@ -38,7 +38,7 @@ from archlab.run.projection import (
 )
 from archlab.spec import Study
 from archlab.store import CHECKPOINT_FILE, RunStatus, Store
-from archlab.train import TrainState, prefer_channels_last
+from archlab.train import TrainState, fit
 
 __all__ = ["PACK_MIN_RATIO", "PackProbe", "execute_pack", "pack_probe", "should_pack"]
 
@@ -46,10 +46,11 @@ log = logging.getLogger("archlab")
 
 #: Packed throughput over separate throughput above which a model's repeats are packed.
 PACK_MIN_RATIO = 1.15
-#: Timed steps per side, after warm-up (fewer when a side's steps take long: STEP_BUDGET_S).
+#: Timed training steps per side and round, at most.
 PROBE_STEPS = 20
-#: Seconds of timed steps per side at most.
-STEP_BUDGET_S = 4.0
+#: Seconds of timed steps per side and round, about; rounds stop after twice this (at least
+#: one round, at most 3).
+STEP_BUDGET_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ class PackProbe:
 
     replicas: int
     ratio: float  # packed samples/s over separate samples/s (> 1: packing is faster)
-    packed_step_s: float  # one packed step (n replicas' batches), median
-    separate_step_s: float  # one separate step (one replica's batch), median
+    packed_step_s: float  # one packed step (n replicas' batches), in a fit, median round
+    separate_step_s: float  # one separate step (one replica's batch), in a fit, median
     load_per_core: float | None
     measured_at: float
     cached: bool = False
@@ -74,66 +75,72 @@ def _probe_key(study: Study, model: str, n: int, device: str) -> str:
     return "pack:" + hashlib.sha256(json.dumps([base, n]).encode()).hexdigest()[:24]
 
 
-def _measure(study: Study, model: str, n: int, device: str, steps: int) -> PackProbe:
-    load = load_per_core()
-    train = study.train_for(model)
-    builts = [build_model(study, model, seed=i) for i in range(n)]
-    single = builts[0].module.to(device)
-    prefer_channels_last(single)
-    opt1, _ = make_optimizer(train.optimizer, [p for p in single.parameters() if p.requires_grad])
-    pack = PackedModel([build_model(study, model, seed=i) for i in range(n)])
-    pack.params = {k: v.detach().to(device).requires_grad_(v.requires_grad)
-                   for k, v in pack.params.items()}
-    pack.buffers = {k: v.to(device) for k, v in pack.buffers.items()}
-    optn, _ = make_optimizer(train.optimizer, [p for p in pack.params.values()
-                                                if p.requires_grad])
-    bs = train.batch_size
-    h, w, c = builts[0].input_shape
+def _synthetic(built: BuiltModel, batches: int, batch_size: int, device: str) -> Tensors:
+    """Random images and labels of the model's shapes: ``batches`` training batches, one
+    batch each for validation and test."""
+    h, w, c = built.input_shape
+    classes = built.output_shape[0]
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(n, bs, c, h, w, generator=gen).to(device)
-    y = torch.randint(0, builts[0].output_shape[0], (n, bs), generator=gen).to(device)
-    drop_gens = [torch.Generator().manual_seed(i) for i in range(n)]
+
+    def part(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.rand(size, c, h, w, generator=gen).to(device),
+                torch.randint(0, classes, (size,), generator=gen).to(device))
+
+    (xt, yt), (xv, yv), (xs, ys) = part(batches * batch_size), part(batch_size), part(batch_size)
+    return Tensors(xt, yt, xv, yv, xs, ys, tuple(str(i) for i in range(classes)), False)
+
+
+def _measure(study: Study, model: str, n: int, device: str, steps: int,
+             budget_s: float) -> PackProbe:
+    """Time the real trainers on synthetic data: one separate :func:`archlab.train.fit` and
+    one :func:`fit_packed` of n replicas, each on 2 batches and on 2 + k batches, so that the
+    difference is k steady training steps without either side's fixed costs (set-up,
+    evaluation). Rounds are interleaved (a burst of load from elsewhere hits both sides
+    alike); medians. k is at most ``steps``, fewer for slow models (about ``budget_s`` a side).
+    """
+    load = load_per_core()
+    train = study.train_for(model).model_copy(update={"epochs": 1, "restore_best": False})
+    single = build_model(study, model, seed=0)
+    single.module.to(device)
+    replicas = [build_model(study, model, seed=i) for i in range(n)]
+    for built in replicas:
+        built.module.to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    single.train()
+    seeds = list(range(n))
 
-    def separate() -> float:
+    def separate(data: Tensors) -> float:
         t0 = time.perf_counter()
-        loss = F.cross_entropy(single(x[0]), y[0])
-        opt1.zero_grad()
-        loss.backward()
-        opt1.step()
+        torch.manual_seed(0)
+        fit(single, data, train, 0)
         sync()
         return time.perf_counter() - t0
 
-    def packed() -> float:
+    def packed(data: Tensors) -> float:
         t0 = time.perf_counter()
-        masks = [m.to(device) for m in pack.draw_masks(bs, drop_gens)]
-        losses, _ = pack.train_step_forward(x, y, masks)
-        optn.zero_grad()
-        losses.sum().backward()
-        optn.step()
+        fit_packed(replicas, data, train, seeds)
         sync()
         return time.perf_counter() - t0
 
-    for _ in range(2):  # warm-up: allocation, kernel choice
-        separate()
-        packed()
-    # Interleaved rounds, so that a burst of load from elsewhere hits both sides alike.
+    short = _synthetic(single, 2, train.batch_size, device)
+    separate(short)  # warm-up: allocation, kernel choice, layout probes
+    warm = packed(short)
+    k = max(4, min(steps, int(budget_s / max(warm / 2, 1e-4))))
+    long = _synthetic(single, 2 + k, train.batch_size, device)
     sep: list[float] = []
     pk: list[float] = []
     started = time.perf_counter()
-    while len(pk) < steps:
-        for _ in range(4):
-            sep.append(separate())
-        pk.append(packed())
-        if len(pk) >= 2 and time.perf_counter() - started > 2 * STEP_BUDGET_S:
+    while len(pk) < 3:
+        sep.append((separate(long) - separate(short)) / k)
+        pk.append((packed(long) - packed(short)) / k)
+        if time.perf_counter() - started > 2 * budget_s:
             break
-    s, p = statistics.median(sep), statistics.median(pk)
-    return PackProbe(n, (n * s) / p, p, s, load, time.time())
+    s, p = max(statistics.median(sep), 1e-9), max(statistics.median(pk), 1e-9)
+    return PackProbe(n, n * s / p, p, s, load, time.time())
 
 
 def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
-               steps: int = PROBE_STEPS, use_cache: bool = True) -> PackProbe:
+               steps: int = PROBE_STEPS, budget_s: float = STEP_BUDGET_S,
+               use_cache: bool = True) -> PackProbe:
     """Whether packing ``n`` repeats of ``model`` pays on this machine: from the step-timing
     cache, else timed on synthetic data of the model's input shape (and cached, keyed by the
     model's config, n, torch threads, torch and archlab versions, device and CPU model)."""
@@ -146,7 +153,7 @@ def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
                 return PackProbe(**entry, cached=True)
             except TypeError:  # another version's entry: measure again
                 pass
-    probe = _measure(study, model, n, device, steps)
+    probe = _measure(study, model, n, device, steps, budget_s)
     if use_cache:
         _write_cache(path, key, probe)  # type: ignore[arg-type]
     return probe

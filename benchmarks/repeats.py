@@ -1,0 +1,132 @@
+"""Packed repeats: what packing 5 seeds buys, per zoo architecture and for a whole study.
+
+Part 1 (``--part probe``): for every model of every zoo study, the packed/separate training
+throughput ratio for 5 repeats, as the probe that `archlab run` uses measures it (a few
+interleaved steps each way on synthetic input of the model's shape, timed here without the
+cache), and what `archlab run` would do: pack, separate (measured slower packed), or separate
+because the config cannot be packed (and why).
+
+Part 2 (``--part study``): the headline. `archlab run` of notebook 004's 32-32 MLP under its own
+protocol (zoo:mlp-hparams' mlp32: plain SGD, batch 64, 20 epochs, full MNIST, validation on the
+test set) with 1 repeat, with 5 repeats (packed where the probe says so) and with 5 repeats
+``--no-pack``: wall time of each `archlab run` process, rounds interleaved, medians and ratios.
+
+    python benchmarks/repeats.py [--part probe|study|both] [--threads 1] [--rounds 1]
+        [--epochs 20] [--data-dir ../shared/datasets/mnist] [--studies quickstart,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from archlab import load_study
+from archlab.packed import pack_blocker
+from archlab.run.pack import PACK_MIN_RATIO, pack_probe
+
+ZOO = Path(__file__).resolve().parents[1] / "src" / "archlab" / "zoo"
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def probe_table(studies: list[str], n: int, steps: int, budget: float) -> None:
+    print(f"## Part 1: packed/separate throughput, {n} repeats, {torch.get_num_threads()} "
+          f"thread(s); load average before: {load()}\n")
+    print("| study | model | batch | separate step (ms) | packed step (ms) | ratio | run does |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    ratios: dict[str, float] = {}
+    for name in studies:
+        study = load_study(f"zoo:{name}")
+        for model in study.models:
+            bs = study.train_for(model).batch_size
+            why = pack_blocker(study, model)
+            if why is not None:
+                print(f"| {name} | {model} | {bs} | | | | separate: {why} |", flush=True)
+                continue
+            probe = pack_probe(study, model, n, steps=steps, budget_s=budget, use_cache=False)
+            ratios[f"{name}:{model}"] = probe.ratio
+            does = "pack" if probe.pack else f"separate (ratio < {PACK_MIN_RATIO})"
+            print(f"| {name} | {model} | {bs} | {probe.separate_step_s * 1e3:.2f} | "
+                  f"{probe.packed_step_s * 1e3:.2f} | {probe.ratio:.2f}x | {does} |", flush=True)
+    if ratios:
+        packed = sorted(r for r in ratios.values() if r >= PACK_MIN_RATIO)
+        print(f"\n{len(packed)} of {len(ratios)} packable models pack; median ratio "
+              f"{statistics.median(ratios.values()):.2f}x; load average after: {load()}\n")
+
+
+def run_cli(args: list[str], cache: str) -> float:
+    env = {**os.environ, "ARCHLAB_CACHE_DIR": cache}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "archlab", *args], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
+    base = ["run", "zoo:mlp-hparams", "--models", "mlp32", "--data-dir", str(data_dir),
+            "--threads", str(threads), "--epochs", str(epochs), "--quiet", "--no-report",
+            "--no-timing"]
+    configs = {"1 repeat": ["--repeats", "1"], "5 repeats": ["--repeats", "5"],
+               "5 repeats --no-pack": ["--repeats", "5", "--no-pack"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "cache")
+        os.environ["ARCHLAB_CACHE_DIR"] = cache
+        torch.set_num_threads(threads)
+        study = load_study("zoo:mlp-hparams")
+        t0 = time.perf_counter()
+        probe = pack_probe(study, "mlp32", 5)  # what the first packed run would pay, cached
+        probe_s = time.perf_counter() - t0
+        print(f"## Part 2: archlab run, mlp32 (batch {study.train_for('mlp32').batch_size}, "
+              f"{epochs} epochs, full MNIST), {threads} thread(s)\n")
+        print(f"probe: {probe_s:.1f} s, ratio {probe.ratio:.2f}x -> "
+              f"{'pack' if probe.pack else 'separate'} (cached for the runs below)")
+        times: dict[str, list[float]] = {k: [] for k in configs}
+        loads: list[str] = [load()]
+        for r in range(rounds):
+            for label, extra in configs.items():
+                out = str(Path(tmp) / f"{r}-{label.replace(' ', '_')}")
+                times[label].append(run_cli([*base, *extra, "--out", out], cache))
+                loads.append(load())
+                print(f"  round {r + 1}: {label}: {times[label][-1]:.1f} s (load {loads[-1]})",
+                      flush=True)
+    one = statistics.median(times["1 repeat"])
+    print("\n| config | wall s (median) | runs | vs 1 repeat |")
+    print("|---|---:|---:|---:|")
+    for label, ts in times.items():
+        print(f"| {label} | {statistics.median(ts):.1f} | {len(ts)} | "
+              f"{statistics.median(ts) / one:.2f}x |")
+    print(f"\nload averages (1, 5, 15 min) before and after each run: {' / '.join(loads)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("probe", "study", "both"), default="both")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10, help="timed packed steps per model")
+    ap.add_argument("--budget", type=float, default=1.5, help="seconds per side, at most")
+    ap.add_argument("--studies", default=",".join(sorted(p.stem for p in ZOO.glob("*.yaml"))))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--data-dir", type=Path, default=MNIST)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part in ("probe", "both"):
+        probe_table(args.studies.split(","), args.repeats, args.steps, args.budget)
+    if args.part in ("study", "both"):
+        study_table(args.threads, args.rounds, args.epochs, args.data_dir)
+
+
+if __name__ == "__main__":
+    main()
