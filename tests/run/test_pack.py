@@ -144,3 +144,24 @@ def test_the_probe_is_cached_per_model_and_count(tiny_study: archlab.Study, tmp_
     assert again.cached and again.ratio == first.ratio and again.pack == first.pack
     assert not pack_probe(tiny_study, "mlp", 2, steps=2).cached  # n is part of the key
     assert (tmp_path / "step-timings.json").exists()
+
+
+def test_should_pack_probes_only_what_could_pay(tiny_study: archlab.Study,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import archlab.run.pack as pack_module
+
+    probed: list[int] = []
+
+    def probe(study: Any, model: str, n: int, **_: Any) -> PackProbe:
+        probed.append(n)
+        return PackProbe(n, 2.0 if n == 3 else 0.9, 0.01, 0.01, None, 0.0)
+
+    monkeypatch.setattr(pack_module, "pack_probe", probe)
+    monkeypatch.setattr(pack_module, "projected_seconds", lambda *a, **k: 1.0)
+    assert not pack_module.should_pack(tiny_study, "mlp", 3)  # 3 s of training: no probe
+    assert not pack_module.should_pack(tiny_study, "mlp", 1)
+    assert probed == []
+    monkeypatch.setattr(pack_module, "projected_seconds", lambda *a, **k: 100.0)
+    assert pack_module.should_pack(tiny_study, "mlp", 3)  # measured 2x: packed
+    assert not pack_module.should_pack(tiny_study, "mlp", 4)  # measured 0.9x: separate
+    assert probed == [3, 4]

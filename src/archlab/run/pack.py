@@ -34,6 +34,7 @@ from archlab.run.projection import (
     _read_cache,
     _write_cache,
     load_per_core,
+    projected_seconds,
     timings_cache_path,
 )
 from archlab.spec import Study
@@ -46,6 +47,9 @@ log = logging.getLogger("archlab")
 
 #: Packed throughput over separate throughput above which a model's repeats are packed.
 PACK_MIN_RATIO = 1.15
+#: Projected seconds of training (all n runs) below which no probe is timed: the runs are
+#: short, and a probe (a few seconds, once per model and machine) could cost what it saves.
+PROBE_WORTH_S = 60.0
 #: Timed training steps per side and round, at most.
 PROBE_STEPS = 20
 #: Seconds of timed steps per side and round, about; rounds stop after twice this (at least
@@ -160,9 +164,12 @@ def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
 
 
 def should_pack(study: Study, model: str, n: int, *, device: str = "cpu") -> bool:
-    """Pack ``model``'s ``n`` repeats: packable (see :func:`archlab.packed.pack_blocker`) and
-    measured faster packed."""
+    """Pack ``model``'s ``n`` repeats: packable (see :func:`archlab.packed.pack_blocker`),
+    long enough that a probe can pay for itself (:data:`PROBE_WORTH_S` of projected
+    training for the n runs), and measured faster packed."""
     if n < 2 or pack_blocker(study, model) is not None:
+        return False
+    if n * projected_seconds(study, model, device=device) < PROBE_WORTH_S:
         return False
     return pack_probe(study, model, n, device=device).pack
 
