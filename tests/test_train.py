@@ -140,3 +140,21 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_bit(
     for (name, a), b in zip(reference.module.state_dict().items(),
                             resumed.module.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("section", ["## Learning-rate schedules", "## Reducing the learning rate",
+                                     "## Data augmentation", "## Activity regularization"])
+def test_the_training_sections_yaml_examples_validate(section: str, tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text(encoding="utf-8")
+    if section not in text:
+        pytest.skip(f"no '{section}' section yet")
+    body = text[text.index(section):]
+    body = body[:body.find("\n## ", 1) if "\n## " in body[1:] else len(body)]
+    blocks = re.findall(r"```yaml\n(.*?)```", body, re.S)
+    assert blocks, section
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(block, encoding="utf-8")
+        archlab.validate_study(archlab.load_study(path))  # raises SpecError when it does not

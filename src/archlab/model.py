@@ -315,6 +315,9 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
                         f"{classes} classes), received {out_shape[0]}")
     trainable, frozen = _count(module)
     train = study.train_for(model)
+    if (conflict := train.lr_conflict()) is not None:  # the study's and the model's fields
+        raise SpecError(f"{study.source}: model '{model}', train: Expected {conflict[0]}, "
+                        f"received {conflict[1]}")
     return BuiltModel(
         name=model, module=module, input_shape=input_shape, output_shape=out_shape,
         rows=walker.rows, trainable_params=trainable, non_trainable_params=frozen,

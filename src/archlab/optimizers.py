@@ -1,22 +1,148 @@
 """Keras optimizers: their spec (Keras names, arguments and defaults) and the torch optimizer
-each one builds (Keras 2 rules for Adadelta's learning rate and `decay`)."""
+each one builds (Keras 2 rules for Adadelta's learning rate and `decay`); Keras's learning-rate
+schedules (CosineDecay, ExponentialDecay) and its ReduceLROnPlateau callback, all driven by one
+:class:`LearningRate` per run, whose state the checkpoint keeps."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import torch
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
-from archlab.fields import Fraction, NonNegFloat, PosFloat, Rate, Strict
+from archlab.fields import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Rate, Strict
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules: keras.optimizers.schedules, evaluated at the optimizer's step count
+# (the first step uses step 0), as Keras 3's optimizers call them.
+
+
+class _Schedule(Strict):
+    type: str
+
+    def to_config(self) -> dict[str, Any]:
+        """The YAML form ``{CosineDecay: {args}}`` (Keras's defaults left out)."""
+        return {self.type: self.model_dump(mode="json", exclude_defaults=True,
+                                           exclude={"type"})}
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError
+
+
+class CosineDecay(_Schedule):
+    """keras.optimizers.schedules.CosineDecay: an optional linear warmup from
+    ``initial_learning_rate`` to ``warmup_target`` over ``warmup_steps``, then a cosine from
+    there down to ``alpha`` times it over ``decay_steps``; constant afterwards."""
+
+    type: Literal["CosineDecay"] = "CosineDecay"
+    initial_learning_rate: PosFloat
+    decay_steps: PosInt
+    alpha: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)] = 0.0
+    warmup_target: PosFloat | None = None
+    warmup_steps: NonNegInt = 0
+
+    def _decay(self, step: float, start: float) -> float:
+        cosine = 0.5 * (1.0 + math.cos(math.pi * step / self.decay_steps))
+        return start * ((1 - self.alpha) * cosine + self.alpha)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_target is None:
+            return self._decay(min(step, self.decay_steps), self.initial_learning_rate)
+        step = min(step, self.decay_steps + self.warmup_steps)
+        if step < self.warmup_steps:
+            delta = self.warmup_target - self.initial_learning_rate
+            return delta * (step / self.warmup_steps) + self.initial_learning_rate
+        return self._decay(step - self.warmup_steps, self.warmup_target)
+
+
+class ExponentialDecay(_Schedule):
+    """keras.optimizers.schedules.ExponentialDecay:
+    ``initial_learning_rate · decay_rate ^ (step / decay_steps)`` (the exponent floored with
+    ``staircase``)."""
+
+    type: Literal["ExponentialDecay"] = "ExponentialDecay"
+    initial_learning_rate: PosFloat
+    decay_steps: PosInt
+    decay_rate: PosFloat
+    staircase: bool = False
+
+    def __call__(self, step: int) -> float:
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate * self.decay_rate ** p
+
+
+SCHEDULES: dict[str, type[_Schedule]] = {c.model_fields["type"].default: c
+                                         for c in (CosineDecay, ExponentialDecay)}
+
+
+def _schedule_item(value: Any) -> Any:
+    """``{CosineDecay: {args}}``, as the schedule's class and arguments are written in Keras."""
+    if isinstance(value, dict) and len(value) == 1:
+        (name, args), = value.items()
+        if name not in SCHEDULES:
+            raise PydanticCustomError(
+                "union_form", "Expected {form}",
+                {"form": f"a number or a schedule ({' or '.join(SCHEDULES)})"})
+        if not isinstance(args, dict):
+            raise PydanticCustomError(
+                "union_form", "Expected {form}",
+                {"form": f"a mapping of arguments for {name}, such as "
+                         f"{{{name}: {{initial_learning_rate: 0.01, decay_steps: 1000}}}}"})
+        return {"type": name, **args}
+    return value
+
+
+Schedule = Annotated[
+    Annotated[Union[CosineDecay, ExponentialDecay], Field(discriminator="type")],  # noqa: UP007
+    BeforeValidator(_schedule_item, json_schema_input_type=dict[str, dict[str, Any]]),
+]
+#: An optimizer's ``learning_rate``: a number, or a schedule stepped per optimizer step.
+LearningRateValue = Annotated[
+    Union[Annotated[PosFloat, Tag("number")], Annotated[Schedule, Tag("schedule")]],  # noqa: UP007
+    Discriminator(lambda v: "schedule" if isinstance(v, dict | _Schedule) else "number"),
+]
+
+
+class ReduceLROnPlateau(Strict):
+    """keras.callbacks.ReduceLROnPlateau, evaluated at each epoch end (Keras 3's semantics)."""
+
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    factor: Fraction = 0.1  # Keras refuses factor >= 1
+    patience: NonNegInt = 10
+    min_delta: NonNegFloat = 1e-4
+    cooldown: NonNegInt = 0
+    min_lr: NonNegFloat = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Keras's ``auto``: a loss is minimized, an accuracy maximized."""
+        return self.mode == "min" or (self.mode == "auto" and self.monitor.endswith("loss"))
 
 
 class _Optimizer(Strict):
     name: str
     decay: NonNegFloat = 0.0  # Keras 2: lr_t = lr / (1 + decay * iterations)
     clipnorm: PosFloat | None = None
+    learning_rate: Any
+
+    @model_validator(mode="after")
+    def _schedule_without_decay(self) -> _Optimizer:
+        if isinstance(self.learning_rate, _Schedule) and self.decay:
+            # Keras 3 has no `decay`; a Keras 2 optimizer would divide the schedule's value by
+            # (1 + decay·step) too. Refused rather than guessed: the schedule says it all.
+            raise PydanticCustomError("expected_received", "Expected {expected}, received "
+                                      "{received}", {
+                                          "expected": "decay 0 with a learning_rate schedule "
+                                                      f"(put the decay in the "
+                                                      f"{self.learning_rate.type})",
+                                          "received": f"decay {self.decay}"})
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -30,7 +156,10 @@ class _Optimizer(Strict):
         return data
 
     def to_config(self) -> dict[str, Any]:
-        return self.model_dump(exclude_defaults=True) | {"name": self.name}
+        out = self.model_dump(exclude_defaults=True) | {"name": self.name}
+        if isinstance(self.learning_rate, _Schedule):
+            out["learning_rate"] = self.learning_rate.to_config()
+        return out
 
     @property
     def state_slots(self) -> int:
@@ -41,7 +170,7 @@ class _Optimizer(Strict):
 
 class SGD(_Optimizer):
     name: Literal["sgd"] = "sgd"
-    learning_rate: PosFloat = 0.01
+    learning_rate: LearningRateValue = 0.01
     momentum: Rate = 0.0
     nesterov: bool = False
 
@@ -52,7 +181,7 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     name: Literal["adam"] = "adam"
-    learning_rate: PosFloat = 0.001
+    learning_rate: LearningRateValue = 0.001
     beta_1: Fraction = 0.9
     beta_2: Fraction = 0.999
     epsilon: PosFloat = 1e-7
@@ -65,7 +194,7 @@ class Adam(_Optimizer):
 
 class Adadelta(_Optimizer):
     name: Literal["adadelta"] = "adadelta"
-    learning_rate: PosFloat = 1.0  # Keras 2's default, which every seed notebook ran with
+    learning_rate: LearningRateValue = 1.0  # Keras 2's default, which every seed notebook ran with
     rho: Fraction = 0.95
     epsilon: PosFloat = 1e-7
 
@@ -76,7 +205,7 @@ class Adadelta(_Optimizer):
 
 class RMSprop(_Optimizer):
     name: Literal["rmsprop"] = "rmsprop"
-    learning_rate: PosFloat = 0.001
+    learning_rate: LearningRateValue = 0.001
     rho: Fraction = 0.9
     momentum: Rate = 0.0
     epsilon: PosFloat = 1e-7
@@ -89,7 +218,7 @@ class RMSprop(_Optimizer):
 
 class Adagrad(_Optimizer):
     name: Literal["adagrad"] = "adagrad"
-    learning_rate: PosFloat = 0.01
+    learning_rate: LearningRateValue = 0.01
     initial_accumulator_value: NonNegFloat = 0.1
     epsilon: PosFloat = 1e-7
 
@@ -100,7 +229,7 @@ class Adagrad(_Optimizer):
 
 class Nadam(_Optimizer):
     name: Literal["nadam"] = "nadam"
-    learning_rate: PosFloat = 0.001
+    learning_rate: LearningRateValue = 0.001
     beta_1: Fraction = 0.9
     beta_2: Fraction = 0.999
     epsilon: PosFloat = 1e-7
@@ -158,16 +287,99 @@ def _fused_supported() -> bool:
 _FUSED: dict[str, bool] = {"fused": True} if _fused_supported() else {}
 
 
-def make_optimizer(spec: Any, params: Any) -> tuple[torch.optim.Optimizer,
-                                                           Scheduler | None]:
-    """The torch optimizer that does what the Keras one does (Keras 2 `decay` as a scheduler).
+class LearningRate:
+    """The learning rate of every optimizer step, as Keras computes it: the constant or the
+    schedule's value at the step count, Keras 2's ``decay`` (``lr / (1 + decay·k)`` after k
+    steps), and ReduceLROnPlateau's reductions at epoch ends. Written into the optimizer's
+    param groups after each step; its whole state is :meth:`state_dict` (JSON), so a resumed
+    run continues with the same rates."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, spec: Any,
+                 plateau: ReduceLROnPlateau | None = None) -> None:
+        self.optimizer = optimizer
+        self.schedule: _Schedule | None = spec.learning_rate if isinstance(
+            spec.learning_rate, _Schedule) else None
+        self.decay: float = spec.decay
+        self.plateau = plateau
+        self.iterations = 0  # optimizer steps taken
+        # The settable rate (Keras's optimizer.learning_rate); ReduceLROnPlateau lowers it.
+        self.lr: float = 0.0 if self.schedule is not None else float(spec.learning_rate)
+        self.best: float | None = None  # ReduceLROnPlateau's best, wait and cooldown counter
+        self.wait = 0
+        self.cooldown_counter = 0
+        self._apply()
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the rate moves in ways the history should show (a schedule, a plateau)."""
+        return self.schedule is not None or self.plateau is not None
+
+    def current(self) -> float:
+        """The rate of the next optimizer step."""
+        k = self.iterations
+        lr = self.schedule(k) if self.schedule is not None else self.lr
+        # Keras 2's decay, in torch LambdaLR's arithmetic (base · factor): the same floats.
+        return lr * (1.0 / (1.0 + self.decay * k)) if self.decay else lr
+
+    def _apply(self) -> None:
+        lr = self.current()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        """After each optimizer step."""
+        self.iterations += 1
+        self._apply()
+
+    def epoch_end(self, logs: dict[str, float]) -> None:
+        """Keras 3's ReduceLROnPlateau.on_epoch_end on this epoch's ``logs``."""
+        p = self.plateau
+        if p is None:
+            return
+        current = logs[p.monitor]
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        # Keras: an improvement beats the best by more than min_delta (best starts unset).
+        if self.best is None or (current + p.min_delta < self.best if p.lower_is_better
+                                 else current - p.min_delta > self.best):
+            self.best = current
+            self.wait = 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= p.patience:
+                # Keras's learning rate is a float32 variable: it reads, compares and stores
+                # float32 values, so the rates and the min_lr test are those floats.
+                old = float(np.float32(self.lr))
+                if old > np.float32(p.min_lr):
+                    self.lr = float(np.float32(max(old * p.factor, p.min_lr)))
+                    self.cooldown_counter = p.cooldown
+                    self.wait = 0
+                    self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iterations": self.iterations, "lr": self.lr, "best": self.best,
+                "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if sorted(state) != sorted(self.state_dict()):
+            raise KeyError(f"learning-rate state with keys {sorted(state)}")
+        self.iterations, self.lr, self.best = state["iterations"], state["lr"], state["best"]
+        self.wait, self.cooldown_counter = state["wait"], state["cooldown_counter"]
+        self._apply()
+
+
+def make_optimizer(spec: Any, params: Any, plateau: ReduceLROnPlateau | None = None) -> tuple[
+        torch.optim.Optimizer, LearningRate | None]:
+    """The torch optimizer that does what the Keras one does, and the :class:`LearningRate`
+    that steps its rate (None when the rate is constant: no schedule, decay or plateau).
 
     Torch's update rules are Keras's (Adadelta, RMSprop and Adagrad with Keras 2's ε placement,
     Nadam with Keras 2's 0.96^(0.004·t) momentum schedule) but for two details, which step
-    pre-hooks put right: Adam's ε, and SGD momentum when `decay` changes the learning rate.
+    pre-hooks put right: Adam's ε, and SGD momentum when the learning rate changes.
     """
     o: Any = spec
-    lr = o.learning_rate
+    lr = o.learning_rate(0) if isinstance(o.learning_rate, _Schedule) else o.learning_rate
     if o.name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=o.momentum,
                                                      nesterov=o.nesterov, **_FUSED)
@@ -201,17 +413,20 @@ def make_optimizer(spec: Any, params: Any) -> tuple[torch.optim.Optimizer,
     else:  # pragma: no cover - the spec's Literal names make this unreachable
         raise ValueError(o.name)
     sched = None
-    if o.decay:
-        decay = o.decay
-        # Keras 2: the step after k steps uses lr / (1 + decay·k).
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0 / (1.0 + decay * it))
+    if o.decay or plateau is not None or isinstance(o.learning_rate, _Schedule):
+        sched = LearningRate(opt, o, plateau)
         if getattr(o, "momentum", 0.0):
 
             def keras_velocity(optimizer: torch.optim.Optimizer, *_: Any) -> None:
                 # Keras keeps v = momentum·v - lr_t·g (lr inside the velocity; SGD, RMSprop);
                 # torch keeps b = momentum·b + g and steps by -lr_t·b. When lr changes, scaling b
                 # by lr_old/lr_new keeps -lr·b equal to Keras's v, step for step.
+                # A rate of exactly 0 (CosineDecay's end with alpha 0) cannot be matched: torch
+                # then stands still where Keras's velocity coasts on. The buffer keeps its
+                # scale for the next non-zero rate.
                 for group in optimizer.param_groups:
+                    if group["lr"] == 0.0:
+                        continue
                     previous = group.get("keras_previous_lr")
                     if previous is not None and previous != group["lr"]:
                         for p in group["params"]:

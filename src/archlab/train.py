@@ -18,9 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from archlab.augment import Augmenter
 from archlab.data import Tensors
 from archlab.model import BuiltModel
-from archlab.optimizers import make_optimizer
+from archlab.optimizers import LearningRate, make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 
@@ -107,6 +108,12 @@ class TrainState:
     wait: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     train_seconds: float = 0.0
+    #: the augmentation generators' states (:meth:`archlab.augment.Augmenter.get_state`)
+    augment_rng: torch.Tensor | None = None
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used for this run (the message says why, in one line)."""
 
 
 @dataclass
@@ -148,9 +155,16 @@ def fit(
     module = built.module
     prefer_channels_last(module, built.input_shape, train.batch_size)
     opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
-                                                  if p.requires_grad])
+                                                  if p.requires_grad],
+                                plateau=train.reduce_lr_on_plateau)
     gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: resumable
+    # Augmentation draws from generators of its own: adding it shifts no other stream.
+    augment = Augmenter(train.augmentation, seed) if train.augmentation else None
     state = resume(opt, sched, gen) if resume is not None else TrainState()
+    if augment is not None and state.epoch > 0:
+        if state.augment_rng is None:
+            raise CheckpointError("it holds no augmentation state")
+        augment.set_state(state.augment_rng)
     x, y, n, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
     n_batches = math.ceil(n / bs)
     diverged_epoch = None
@@ -166,6 +180,8 @@ def fit(
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
             xb, yb = x[idx], y[idx]
+            if augment is not None:  # training batches only, as Keras's preprocessing layers
+                xb = augment(xb)
             logits = module(xb)
             loss = F.cross_entropy(logits, yb)
             reg = built.regularization_loss()
@@ -195,9 +211,12 @@ def fit(
                                   "seconds": time.perf_counter() - t0})
             break
         val_loss, val_acc = evaluate(built, data.x_val, data.y_val)
-        state.history.append({"epoch": state.epoch, "loss": train_loss,
-                              "accuracy": correct.item() / n, "val_loss": val_loss,
-                              "val_accuracy": val_acc, "seconds": time.perf_counter() - t0})
+        logs = {"epoch": state.epoch, "loss": train_loss, "accuracy": correct.item() / n,
+                "val_loss": val_loss, "val_accuracy": val_acc}
+        if isinstance(sched, LearningRate) and sched.recorded:
+            logs["lr"] = sched.current()  # as Keras logs it: before this epoch's plateau check
+            sched.epoch_end(logs)
+        state.history.append({**logs, "seconds": time.perf_counter() - t0})
         stop_early = False
         monitored = val_loss if (es is None or es.monitor == "val_loss") else -val_acc
         delta = es.min_delta if es is not None else 0.0
@@ -208,6 +227,8 @@ def fit(
         else:
             state.wait += 1
             stop_early = es is not None and state.wait >= es.patience
+        if augment is not None:
+            state.augment_rng = augment.get_state()
         if on_epoch_end is not None:
             on_epoch_end(state, opt, sched, gen)
         if stop_early:

@@ -7,6 +7,7 @@ A checkpoint is one safetensors file. Its tensors and its JSON metadata, key for
     opt/<index>/<name>     optimizer state tensors, per parameter index
     rng/torch, rng/cuda    the global torch (and CUDA: dropout) RNG states
     rng/shuffle            the shuffling generator's state
+    rng/augment            the augmentation generators' states (runs with augmentation)
     metadata "archlab":    format, epoch, history, best, best_epoch, wait, train_seconds,
                            param_groups, scalars (non-tensor optimizer state), sched,
                            engine: {threads, channels_last} (how the run computes: a resumed
@@ -28,15 +29,11 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
-from archlab.train import TrainState, set_channels_last, uses_channels_last
+from archlab.train import CheckpointError, TrainState, set_channels_last, uses_channels_last
 
 FORMAT = 2  # bumped when the keys below change; an older file is then discarded, not misread
 META_KEYS = ("format", "epoch", "history", "best", "best_epoch", "wait", "train_seconds",
              "param_groups", "scalars", "sched", "engine")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used for this run (the message says why, in one line)."""
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
@@ -77,6 +74,8 @@ def save_checkpoint(path: Path, state: TrainState, model: torch.nn.Module,
     if device.type == "cuda":
         tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
     tensors["rng/shuffle"] = generator.get_state()
+    if state.augment_rng is not None:
+        tensors["rng/augment"] = state.augment_rng
     meta = {"format": FORMAT, "epoch": state.epoch, "history": state.history,
             "best": state.best_val_loss, "best_epoch": state.best_epoch, "wait": state.wait,
             "train_seconds": state.train_seconds, "param_groups": opt_state["param_groups"],
@@ -99,6 +98,8 @@ def load_checkpoint(source: bytes | Path, model: torch.nn.Module,
         raise CheckpointError(f"unreadable ({exc.strerror or exc})") from None
     tensors, meta = _read(data)
     _check(tensors, meta, model, optimizer)
+    if (scheduler is None) != (meta["sched"] is None):
+        raise CheckpointError("its learning-rate state is for another schedule")
     try:
         # The thread count and layout the run started with: same float reduction order.
         torch.set_num_threads(meta["engine"]["threads"])
@@ -112,7 +113,7 @@ def load_checkpoint(source: bytes | Path, model: torch.nn.Module,
         for pid, values in meta["scalars"].items():
             per_param.setdefault(int(pid), {}).update(values)
         optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-        if scheduler is not None and meta["sched"] is not None:
+        if scheduler is not None:
             scheduler.load_state_dict(meta["sched"])
         generator.set_state(tensors["rng/shuffle"])
         torch.set_rng_state(tensors["rng/torch"])
@@ -123,7 +124,8 @@ def load_checkpoint(source: bytes | Path, model: torch.nn.Module,
     return TrainState(epoch=meta["epoch"], history=meta["history"],
                       best_val_loss=meta["best"], best_epoch=meta["best_epoch"],
                       wait=meta["wait"], best_weights=_prefixed(tensors, "best/") or None,
-                      train_seconds=meta["train_seconds"])
+                      train_seconds=meta["train_seconds"],
+                      augment_rng=tensors.get("rng/augment"))
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -142,6 +142,8 @@ def describe(err: Any, data: Any = None) -> str:
         elif isinstance(value, str) and value.lstrip().startswith("("):
             hint = " (YAML has no tuples: write a list such as [3, 3])"
         return f"Expected a positive integer or [height, width], received {got}{hint}"
+    if kind == "expected_received":  # a rule across fields: its validator words both halves
+        return f"Expected {ctx['expected']}, received {ctx['received']}"
     if kind == "union_form":
         return f"Expected {ctx['form']}, received {got}" + _unquote_hint(value)
     if kind == "unknown_layer":

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic_core import PydanticCustomError
 
+from archlab.augment import Augmentation
 from archlab.datasets import DATASET_NAMES
 from archlab.errors import SpecError
 from archlab.fields import (
@@ -20,7 +22,7 @@ from archlab.fields import (
     Strict,
 )
 from archlab.layers import LayerList
-from archlab.optimizers import Adam, Optimizer
+from archlab.optimizers import Adam, Optimizer, ReduceLROnPlateau
 from archlab.spec.search import SearchSpec, check_search
 from archlab.spec.sweep import ModelName, expand_sweeps
 from archlab.suggest import did_you_mean
@@ -76,10 +78,37 @@ class TrainSpec(Strict):
     repeats: Repeats = 1
     early_stopping: EarlyStopping | None = None
     restore_best: bool = False  # evaluate test on the best-validation-loss weights
+    #: Keras preprocessing layers applied to training batches only (archlab.augment).
+    augmentation: list[Augmentation] = Field(default_factory=list)
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
+
+    @model_validator(mode="after")
+    def _plateau_needs_a_settable_rate(self) -> TrainSpec:
+        if (problem := self.lr_conflict()) is not None:
+            raise PydanticCustomError("expected_received", "Expected {expected}, received "
+                                      "{received}", {"expected": problem[0],
+                                                     "received": problem[1]})
+        return self
+
+    def lr_conflict(self) -> tuple[str, str] | None:
+        """(expected, received) when ReduceLROnPlateau meets a schedule: Keras refuses to set
+        the rate of an optimizer built with a LearningRateSchedule."""
+        if self.reduce_lr_on_plateau is not None and isinstance(
+                self.optimizer.learning_rate, BaseModel):
+            return ("a number as the optimizer's learning_rate with reduce_lr_on_plateau "
+                    "(Keras cannot set a schedule's rate)",
+                    f"a {self.optimizer.learning_rate.type}")  # type: ignore[attr-defined]
+        return None
 
     def to_config(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json")
+        # The fields added after run ids existed are left out at their defaults, so adding them
+        # changed no run's id.
+        out = self.model_dump(mode="json", exclude={"augmentation", "reduce_lr_on_plateau"})
         out["optimizer"] = self.optimizer.to_config()
+        if self.augmentation:
+            out["augmentation"] = [a.to_config() for a in self.augmentation]
+        if self.reduce_lr_on_plateau is not None:
+            out["reduce_lr_on_plateau"] = self.reduce_lr_on_plateau.model_dump(mode="json")
         return out
 
 
@@ -93,6 +122,8 @@ class TrainOverride(Strict):
     repeats: Repeats | None = None
     early_stopping: EarlyStopping | None = None
     restore_best: bool | None = None
+    augmentation: list[Augmentation] | None = None
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
 
 
 class ModelSpec(Strict):
@@ -116,6 +147,8 @@ class ModelSpec(Strict):
             value = getattr(self.train, key)
             train[key] = value.to_config() if key == "optimizer" else (
                 value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
+            if key == "augmentation" and value is not None:
+                train[key] = [a.to_config() for a in value]
         if train:
             out["train"] = train
         out["layers"] = [layer.to_config() for layer in self.layers]

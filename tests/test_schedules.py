@@ -1,0 +1,295 @@
+"""Learning-rate schedules and ReduceLROnPlateau: Keras 3's values, the history's `lr`, errors,
+and a resumed run equal to an uninterrupted one bit for bit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import archlab
+from archlab import SpecError, TrainSpec
+from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.optimizers import CosineDecay, ExponentialDecay, LearningRate, make_optimizer
+from archlab.run.checkpoint import load_checkpoint, save_checkpoint
+from archlab.run.config import plan_runs
+from archlab.train import TrainState, fit
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
+    pytest.skip("Keras is configured for another backend", allow_module_level=True)
+
+# keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+SEED = 11
+
+
+def _train(train: dict[str, Any]) -> TrainSpec:
+    return TrainSpec.model_validate(train)
+
+
+def _controller(train: dict[str, Any]) -> tuple[torch.optim.Optimizer, LearningRate]:
+    spec = _train(train)
+    opt, sched = make_optimizer(spec.optimizer, [torch.nn.Parameter(torch.zeros(1))],
+                                plateau=spec.reduce_lr_on_plateau)
+    assert isinstance(sched, LearningRate)
+    return opt, sched
+
+
+SCHEDULES = [
+    {"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 50}},
+    {"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 50, "alpha": 0.2}},
+    {"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_steps": 7, "decay_rate": 0.5}},
+    {"ExponentialDecay": {"initial_learning_rate": 0.1, "decay_steps": 7, "decay_rate": 0.5,
+                          "staircase": True}},
+]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=["cosine", "cosine-alpha", "exponential",
+                                                     "exponential-staircase"])
+def test_each_optimizer_step_uses_keras_schedule_value(schedule: dict[str, Any]) -> None:
+    (name, args), = schedule.items()
+    reference = getattr(keras.optimizers.schedules, name)(**args)
+    opt, sched = _controller({"optimizer": {"name": "sgd", "learning_rate": schedule}})
+    for step in range(70):  # past decay_steps: Keras's cosine stays at its floor
+        want = float(keras.ops.convert_to_numpy(reference(step)))
+        # Keras computes in float32: near the cosine's floor that is float32's error on the
+        # initial rate's scale, not on the (smaller) value.
+        tolerance = 1e-6 * args["initial_learning_rate"]
+        assert opt.param_groups[0]["lr"] == pytest.approx(want, rel=1e-6, abs=tolerance), step
+        sched.step()
+
+
+def test_cosine_warmup_is_keras() -> None:
+    args = {"initial_learning_rate": 0.01, "decay_steps": 40, "warmup_target": 0.5,
+            "warmup_steps": 10, "alpha": 0.1}
+    reference = keras.optimizers.schedules.CosineDecay(**args)
+    ours = CosineDecay(**args)
+    got = [ours(step) for step in range(60)]
+    want = [float(keras.ops.convert_to_numpy(reference(step))) for step in range(60)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] == pytest.approx(0.01) and got[10] == pytest.approx(0.5)  # warmup, then peak
+    assert ExponentialDecay(initial_learning_rate=1.0, decay_steps=2, decay_rate=0.5)(4) == 0.25
+
+
+def _keras_plateau(values: list[float], monitor: str, lr: float, **kwargs: Any) -> list[float]:
+    """Keras 3's callback on a model stand-in: the learning rate it logs at each epoch end."""
+    callback = keras.callbacks.ReduceLROnPlateau(monitor=monitor, **kwargs)
+    model = type("Model", (), {})()
+    model.optimizer = keras.optimizers.SGD(learning_rate=lr)
+    callback.set_model(model)
+    callback.on_train_begin()
+    logged = []
+    for epoch, value in enumerate(values):
+        logs = {monitor: value}
+        callback.on_epoch_end(epoch, logs)
+        logged.append(logs["learning_rate"])
+    logged.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    return logged
+
+
+# Plateaus shorter and longer than `patience`, improvements smaller than `min_delta`, a
+# cooldown, and enough bad epochs to reach `min_lr`.
+LOSSES = [1.0, 0.995, 0.994, 0.9, 0.95, 0.96, 0.97, 0.5, 0.49, 0.495, 0.6, 0.6, 0.6, 0.6, 0.6,
+          0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.4, 0.6, 0.6, 0.6]
+PLATEAUS = [
+    ("val_loss", LOSSES, {"factor": 0.5, "patience": 2, "min_delta": 0.01, "cooldown": 1,
+                          "min_lr": 0.004}),
+    ("val_loss", LOSSES, {"factor": 0.1, "patience": 0, "min_delta": 0.0}),
+    ("loss", LOSSES, {"factor": 0.3, "patience": 3, "cooldown": 2}),
+    ("val_loss", LOSSES, {}),  # Keras's defaults: patience 10, min_delta 1e-4
+    ("val_accuracy", [0.5, 0.6, 0.6, 0.605, 0.61, 0.7, 0.69, 0.7, 0.7, 0.7, 0.71, 0.7],
+     {"factor": 0.5, "patience": 1, "min_delta": 0.02, "mode": "max"}),
+    ("val_loss", [-x for x in LOSSES], {"factor": 0.5, "patience": 1, "mode": "max"}),
+]
+
+
+@pytest.mark.parametrize("monitor,values,kwargs", PLATEAUS,
+                         ids=["min-delta-cooldown-min-lr", "patience-0", "loss-cooldown",
+                              "defaults", "accuracy-max", "loss-max"])
+def test_reduce_lr_on_plateau_follows_keras_callback(monitor: str, values: list[float],
+                                                     kwargs: dict[str, Any]) -> None:
+    opt, sched = _controller({"optimizer": {"name": "sgd", "learning_rate": 0.08},
+                              "reduce_lr_on_plateau": {"monitor": monitor, **kwargs}})
+    got = []
+    for value in values:
+        got.append(sched.current())
+        sched.epoch_end({monitor: value})
+    got.append(opt.param_groups[0]["lr"])
+    want = _keras_plateau(values, monitor, 0.08, **kwargs)
+    np.testing.assert_allclose(got, want, rtol=1e-7)
+    assert len(set(got)) > 1 or kwargs == {}, "the sequence should reduce at least once"
+
+
+def test_auto_mode_maximizes_an_accuracy() -> None:
+    # Keras's auto mode reads the metric's direction: accuracy goes up. The same sequence with
+    # mode max is the Keras reference (above).
+    values = [0.5, 0.6, 0.6, 0.6, 0.7]
+    _, auto = _controller({"optimizer": "sgd", "reduce_lr_on_plateau": {
+        "monitor": "val_accuracy", "patience": 1}})
+    _, explicit = _controller({"optimizer": "sgd", "reduce_lr_on_plateau": {
+        "monitor": "val_accuracy", "patience": 1, "mode": "max"}})
+    for value in values:
+        auto.epoch_end({"val_accuracy": value})
+        explicit.epoch_end({"val_accuracy": value})
+        assert auto.state_dict() == explicit.state_dict()
+    assert auto.lr == pytest.approx(1e-4, rel=1e-7)  # reduced at epochs 3 and 4
+
+
+def test_decay_with_plateau_divides_the_reduced_rate_as_keras_2() -> None:
+    opt, sched = _controller({"optimizer": {"name": "sgd", "learning_rate": 0.1, "decay": 0.5},
+                              "reduce_lr_on_plateau": {"patience": 0}})
+    for _ in range(4):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 3)
+    sched.epoch_end({"val_loss": 1.0})  # the first value is always an improvement
+    sched.epoch_end({"val_loss": 1.0})
+    assert opt.param_groups[0]["lr"] == pytest.approx(float(np.float32(0.01)) / 3)
+
+
+def test_spec_errors_are_one_line() -> None:
+    layers = ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
+
+    def error(train: dict[str, Any], model_train: dict[str, Any] | None = None) -> str:
+        model: dict[str, Any] = {"layers": layers}
+        if model_train:
+            model["train"] = model_train
+        with pytest.raises(SpecError) as info:
+            archlab.parse_study({"name": "t", "train": train, "models": {"m": model}})
+        message = str(info.value)
+        assert "\n" not in message
+        return message
+
+    cosine = {"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 100}}
+    assert "Expected decay 0 with a learning_rate schedule" in error(
+        {"optimizer": {"name": "sgd", "learning_rate": cosine, "decay": 0.01}})
+    assert "received a CosineDecay" in error(
+        {"optimizer": {"name": "adam", "learning_rate": cosine},
+         "reduce_lr_on_plateau": {"patience": 2}})
+    assert "decay_steps" in error({"optimizer": {"name": "sgd", "learning_rate": {
+        "ExponentialDecay": {"initial_learning_rate": 0.1, "decay_steps": 0,
+                             "decay_rate": 0.9}}}})
+    assert "CosineDecay or ExponentialDecay" in error(
+        {"optimizer": {"name": "sgd", "learning_rate": {"PiecewiseConstantDecay": {}}}})
+    assert "factor" in error({"reduce_lr_on_plateau": {"factor": 1.0}})
+    assert "monitor" in error({"reduce_lr_on_plateau": {"monitor": "val_acc"}})
+    # A model's own schedule under the study's plateau: refused when the study is built.
+    with pytest.raises(SpecError, match="model 'm'.*received a CosineDecay"):
+        study = archlab.parse_study({"name": "t", "train": {"reduce_lr_on_plateau": {}},
+                                     "models": {"m": {"layers": layers, "train": {
+                                         "optimizer": {"name": "sgd",
+                                                       "learning_rate": cosine}}}}})
+        archlab.validate_study(study)
+
+
+def test_schedule_round_trips_and_leaves_other_run_ids_alone() -> None:
+    plain = {"name": "t", "seed": 1, "data": {"dataset": "mnist-sample"},
+             "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10,
+                                                               "activation": "softmax"}}]}}}
+    before = [p.run_id for p in plan_runs(archlab.parse_study(plain))]
+    config = TrainSpec().to_config()
+    assert "augmentation" not in config and "reduce_lr_on_plateau" not in config
+    scheduled = dict(plain, train={
+        "optimizer": {"name": "sgd", "learning_rate": {"ExponentialDecay": {
+            "initial_learning_rate": 0.1, "decay_steps": 10, "decay_rate": 0.9}}},
+        "reduce_lr_on_plateau": None})
+    study = archlab.parse_study(scheduled)
+    dumped = study.train.to_config()
+    assert dumped["optimizer"]["learning_rate"] == {"ExponentialDecay": {
+        "initial_learning_rate": 0.1, "decay_steps": 10, "decay_rate": 0.9}}
+    assert TrainSpec.model_validate(dumped) == study.train
+    assert [p.run_id for p in plan_runs(archlab.parse_study(plain))] == before
+    assert [p.run_id for p in plan_runs(study)] != before
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the history's lr, and resuming
+
+
+@pytest.fixture(scope="module")
+def data() -> Tensors:
+    study = archlab.parse_study({"name": "t", "seed": 3, "data": {
+        "dataset": "mnist-sample", "validation": {"split": 0.1}},
+        "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}})
+    full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
+    return Tensors(full.x_train[:1000], full.y_train[:1000], full.x_val[:300],
+                   full.y_val[:300], full.x_test[:300], full.y_test[:300], full.class_names,
+                   full.validation_is_test)
+
+
+def _study(train: dict[str, Any]) -> archlab.Study:
+    return archlab.parse_study({
+        "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"}, "train": train,
+        "models": {"m": {"layers": [
+            {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+            {"MaxPooling2D": {"pool_size": 2}}, {"Dropout": {"rate": 0.25}}, "Flatten",
+            {"Dense": {"units": 10, "activation": "softmax"}}]}}})
+
+
+def _fresh(study: archlab.Study) -> archlab.BuiltModel:
+    built = archlab.build_model(study, "m", seed=SEED)
+    torch.manual_seed(SEED)
+    return built
+
+
+SCHEDULED = {"optimizer": {"name": "sgd", "momentum": 0.9, "learning_rate": {"CosineDecay": {
+    "initial_learning_rate": 0.05, "decay_steps": 30, "warmup_target": 0.1,
+    "warmup_steps": 5}}}, "batch_size": 100, "epochs": 4}
+PLATEAU = {"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+           "batch_size": 100, "epochs": 4,
+           "reduce_lr_on_plateau": {"monitor": "val_accuracy", "patience": 0, "factor": 0.5,
+                                    "min_delta": 0.5}}
+
+
+def test_history_records_the_lr_only_when_it_moves(data: Tensors) -> None:
+    study = _study(SCHEDULED)
+    result = fit(_fresh(study), data, study.train, SEED)
+    steps = 10  # 1000 images, batches of 100
+    schedule = study.train.optimizer.learning_rate
+    assert [h["lr"] for h in result.history] == [schedule(steps * e) for e in (1, 2, 3, 4)]
+    study = _study(PLATEAU)  # min_delta 0.5: no epoch improves on the first
+    result = fit(_fresh(study), data, study.train, SEED)
+    # Logged before each epoch's check (Keras's order); halved from epoch 2 on, in float32.
+    assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.05, 0.025, 0.0125],
+                                                              rel=1e-7)
+    plain = _study({"optimizer": {"name": "sgd", "decay": 0.01}, "batch_size": 100})
+    assert "lr" not in fit(_fresh(plain), data, plain.train, SEED).history[0]
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("train", [SCHEDULED, PLATEAU], ids=["cosine-warmup", "plateau"])
+def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path: Path,
+                                                         train: dict[str, Any]) -> None:
+    study = _study(train)
+    spec = study.train
+    reference = _fresh(study)
+    want = fit(reference, data, spec, SEED)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    first = _fresh(study)
+
+    def save_then_stop(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
+        save_checkpoint(ckpt, st, first.module, opt, sched, gen)
+        if st.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(first, data, spec, SEED, on_epoch_end=save_then_stop)
+    torch.manual_seed(12345)
+    resumed = _fresh(study)
+    got = fit(resumed, data, spec, SEED, resume=lambda opt, sched, gen: load_checkpoint(
+        ckpt, resumed.module, opt, sched, gen))
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in want.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in got.history] == strip
+    assert got.final == want.final
+    for (name, a), b in zip(reference.module.state_dict().items(),
+                            resumed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
