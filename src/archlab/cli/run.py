@@ -25,6 +25,7 @@ from archlab.spec import Study, load_study, override_training
 if TYPE_CHECKING:
     from archlab.data import RawDataset
     from archlab.run import StudyOutcome
+    from archlab.run.ray_executor import RayExecutor
 
 
 def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
@@ -37,6 +38,37 @@ def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
                                "names, e.g. --models m1,m2")
         study = study.select(names)
     return override_training(study, **overrides)
+
+
+def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
+    """The Ray executor the flags ask for (None: this machine's processes), checked before
+    anything is timed or written."""
+    flags = {"--address": args.address, "--ray-cpus-per-run": args.ray_cpus_per_run,
+             "--ray-gpus-per-run": args.ray_gpus_per_run, "--ray-retries": args.ray_retries}
+    if args.executor != "ray":
+        given = [name for name, value in flags.items() if value is not None]
+        if given:
+            raise ArchlabError(f"{given[0]}: Expected --executor ray with it, received "
+                               f"--executor {args.executor}")
+        return None
+    from archlab.run.ray_executor import RayExecutor, require_ray
+
+    executor = RayExecutor(
+        address=args.address,
+        cpus_per_run=1 if args.ray_cpus_per_run is None else args.ray_cpus_per_run,
+        gpus_per_run=0.0 if args.ray_gpus_per_run is None else args.ray_gpus_per_run,
+        retries=2 if args.ray_retries is None else args.ray_retries)
+    if args.jobs != 1:
+        raise ArchlabError(f"--jobs: Expected 1 with --executor ray (Ray runs as many runs at "
+                           f"once as its nodes' CPUs hold), received {args.jobs}")
+    if args.threads is not None:
+        raise ArchlabError(f"--threads: Expected --ray-cpus-per-run with --executor ray (a run's "
+                           f"torch threads are its CPUs), received --threads {args.threads}")
+    if args.device not in ("auto", executor.device):
+        raise ArchlabError(f"--device: Expected auto with --executor ray (runs train on cuda "
+                           f"when --ray-gpus-per-run > 0), received {args.device}")
+    require_ray()
+    return executor
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -159,6 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from archlab.run.projection import projection_note
 
     _check_counts(args)
+    _ray_executor(args)  # its flags are checked before any timing
     study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
     directory = study_dir(study, args.out)
     try:  # before any timing: a bad path must not cost the user a projection first
@@ -196,6 +229,7 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
     with _StopOnCtrlC() as stop:
         outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
                             jobs=args.jobs, threads=args.threads, device=device,
+                            executor=_ray_executor(args),
                             progress=None if args.quiet else ProgressView(err), stop=stop,
                             dataset=dataset, pack=not args.no_pack)
     directory = outcome.directory
@@ -245,6 +279,17 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--repeats", type=int, help="seeds per model (default: the study's)")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     r.add_argument("--threads", type=int, help="torch threads per job (default cores/jobs)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine's processes (default); ray: each run a Ray task "
+                        "(docs/ray.md)")
+    r.add_argument("--address", help="with --executor ray: HOST:PORT of a Ray cluster's head "
+                                     "(default: start a local Ray instance)")
+    r.add_argument("--ray-cpus-per-run", type=int,
+                   help="CPUs each run asks Ray for; also its torch threads (default 1)")
+    r.add_argument("--ray-gpus-per-run", type=float,
+                   help="GPUs each run asks Ray for; a fraction shares one (default 0)")
+    r.add_argument("--ray-retries", type=int,
+                   help="times a run whose Ray worker died is submitted again (default 2)")
     r.add_argument("--no-pack", action="store_true",
                    help="train repeats as separate runs, never packed (docs/packing.md)")
     r.add_argument("--data-dir", help="directory holding the dataset files")
