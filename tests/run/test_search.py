@@ -1,0 +1,193 @@
+"""A study's Optuna search end to end on mnist-sample: per-epoch pruning, resuming after the
+`archlab run` process is SIGKILLed mid-trial (no trial lost or duplicated), the confirmation
+runs and the winner's CIs, trials through the --jobs pool, and the report's search figures."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from archlab.cli import main
+from archlab.report.search import gather_search
+from archlab.run import derive_seed
+from archlab.run.search import SEARCH_DB, SEARCH_FILE
+from archlab.store import RunStatus, Store
+from tests.conftest import TINY
+
+TIMEOUT = 300.0
+EPOCHS = 3
+
+
+def _config(trials: int, *, n_startup: int = 2, top: int = 2) -> dict[str, Any]:
+    """The tiny MLP, 3 epochs, and a seeded random search whose low learning rates the median
+    pruner stops after their first epoch."""
+    cfg = copy.deepcopy(TINY)
+    del cfg["models"]["cnn"]
+    cfg["name"] = "searchy"
+    cfg["train"]["epochs"] = EPOCHS
+    cfg["search"] = {
+        "base": "mlp", "trials": trials, "sampler": "random",
+        "pruner": {"median": {"n_startup_trials": n_startup}},
+        "space": {"layers.1.Dense.units": {"int": [4, 32], "log": True},
+                  "train.optimizer.learning_rate": {"float": [1.0e-4, 0.1], "log": True}},
+        "confirm": {"top": top, "repeats": 2}}
+    return cfg
+
+
+def _write(tmp_path: Path, cfg: dict[str, Any]) -> Path:
+    path = tmp_path / "searchy.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _cmd(study: Path, out: Path, *more: str) -> list[str]:
+    return ["run", str(study), "--out", str(out), "--threads", "1", "--no-report",
+            "--no-timing", "--quiet", *more]
+
+
+def _query(out: Path, sql: str) -> list[tuple[Any, ...]]:
+    path = out / "store.sqlite"
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return []
+
+
+def _optuna_states(out: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(f"file:{out / SEARCH_DB}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+
+
+def _check_search(out: Path, trials: int) -> dict[str, Any]:
+    """Exactly ``trials`` complete or pruned trials, distinct numbers, each one run in the
+    store (the one search.json names) whose status agrees with Optuna's state."""
+    data = json.loads((out / SEARCH_FILE).read_text())
+    assert data["complete"] is True
+    states = [t["state"] for t in data["trials"]]
+    assert states.count("COMPLETE") + states.count("PRUNED") == trials
+    assert set(states) <= {"COMPLETE", "PRUNED"}  # nothing failed, nothing left running
+    numbers = [t["number"] for t in data["trials"]]
+    assert sorted(numbers) == list(range(trials))
+    assert [s for _, s in _optuna_states(out)] == states
+    with Store(out) as store:
+        runs = store.runs()
+    for t in data["trials"]:
+        mine = [r for r in runs if r.model == t["model"] and r.repeat == 0]
+        assert [r.run_id for r in mine] == [t["run_id"]], t
+        run = mine[0]
+        assert run.config.seed == derive_seed(TINY["seed"], 0)
+        if t["state"] == "PRUNED":
+            assert run.status is RunStatus.PRUNED
+            assert run.pruned_epoch == t["pruned_epoch"] < EPOCHS
+            assert len(store_history(out, run.run_id)) == run.pruned_epoch
+        else:
+            assert run.status is RunStatus.FINISHED
+            assert t["value"] == run.metrics["val_accuracy"]
+            assert sorted(map(int, t["intermediate"])) == list(range(1, EPOCHS + 1))
+    assert not list(out.glob("runs/*/checkpoint.safetensors*"))
+    return data
+
+
+def store_history(out: Path, run_id: str) -> list[dict[str, float]]:
+    with Store(out) as store:
+        return store.history(run_id)
+
+
+def _check_confirmed(out: Path, data: dict[str, Any], top: int) -> None:
+    """The best ``top`` complete trials re-ran across 2 seeds; the winner has CIs."""
+    done = sorted((t for t in data["trials"] if t["state"] == "COMPLETE"),
+                  key=lambda t: (-t["value"], t["number"]))
+    assert data["confirmed"] == [t["model"] for t in done[:top]]
+    with Store(out) as store:
+        for name in data["confirmed"]:
+            runs = store.runs(models=[name])
+            assert sorted(r.repeat for r in runs) == [0, 1]
+            assert {r.seed for r in runs} == {derive_seed(TINY["seed"], i)
+                                             for i in (0, 1)}
+            assert all(r.status is RunStatus.FINISHED for r in runs)
+    search = gather_search(out)
+    assert search is not None and search.winner == search.confirmed[0].model
+    best = search.confirmed[0].objective
+    assert best is not None and best.n == 2
+    assert math.isfinite(best.ci_low) and best.ci_low <= best.mean <= best.ci_high
+    assert len(search.confirmed) == top and search.confirmed[1].comparison is not None
+    assert search.confirmed[1].comparison.method == "paired"  # repeat i shares a seed
+
+
+def test_search_prunes_resumes_after_sigkill_and_confirms(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    study = _write(tmp_path, _config(12))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "archlab", *_cmd(study, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    # Kill it while a trial trains (an epoch recorded, not finished), after some trials
+    # were told: the parent is frozen before the store is read again, so what is read is
+    # still true when it dies.
+    mid_trial = ("SELECT 1 FROM runs WHERE model LIKE 'mlp.trial%' AND status='running' "
+                 "AND epochs_done BETWEEN 1 AND 2 AND (SELECT COUNT(*) FROM runs WHERE "
+                 "model LIKE 'mlp.trial%' AND status IN ('finished', 'pruned')) >= 3")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        while not _query(out, mid_trial):
+            assert proc.poll() is None, f"search ended before the kill: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no trial was ever caught mid-training"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if _query(out, mid_trial):
+            break
+        os.killpg(proc.pid, signal.SIGCONT)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ("RUNNING" in {s for _, s in _optuna_states(out)}), "no trial left running"
+    killed = _query(out, "SELECT run_id, model, epochs_done FROM runs WHERE status='running'")
+    assert len(killed) == 1 and killed[0][1].startswith("mlp.trial")
+
+    assert main(_cmd(study, out)) == 0
+    printed = capsys.readouterr().out
+    data = _check_search(out, 12)
+    assert any(t["state"] == "PRUNED" for t in data["trials"])  # the median pruner stopped some
+    _check_confirmed(out, data, top=2)
+    # The killed trial resumed from its checkpoint: its run is the one the store had.
+    (rid, model, _), = killed
+    assert next(t for t in data["trials"] if t["model"] == model)["run_id"] == rid
+    assert "Confirmed winner: mlp.trial" in printed and "pruned at epoch" in printed
+
+    # A rerun trains nothing: every trial and confirmation run is final.
+    before = _query(out, "SELECT run_id, status, updated_at FROM runs")
+    assert main(_cmd(study, out)) == 0
+    assert _query(out, "SELECT run_id, status, updated_at FROM runs") == before
+    assert _check_search(out, 12)["trials"] == data["trials"]
+
+
+def test_search_trials_run_through_jobs_2_and_the_report_draws_it(tmp_path: Path) -> None:
+    study = _write(tmp_path, _config(5, n_startup=1, top=2))
+    out = tmp_path / "out"
+    assert main(_cmd(study, out, "--jobs", "2")) == 0
+    data = _check_search(out, 5)
+    _check_confirmed(out, data, top=2)
+    # Every trial's epochs were reported to Optuna by its worker (the pruner's input).
+    assert all(t["intermediate"] for t in data["trials"])
+    from archlab.report import write_report
+
+    paths = write_report(out)
+    md = paths[1].read_text()
+    for name in ("search_history", "search_importances", "search_confirmed"):
+        assert f"{name}.png" in md, name
+    assert "Confirmed winner: mlp.trial" in md
