@@ -339,6 +339,7 @@ def _sweep_panel(ax: Any, panel: SweepPanel) -> None:
         ax.errorbar(px, ys, yerr=[lo, hi], marker="o", ms=3.5, capsize=2.5, linewidth=1.1,
                     elinewidth=0.9, label=line.label or None, color=st["color"],
                     linestyle=st["linestyle"])
+    _sweep_ylim(ax, panel, scale)
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
@@ -352,6 +353,24 @@ def _sweep_panel(ax: Any, panel: SweepPanel) -> None:
                  f"by {panel.label}")
     ax.yaxis.get_major_locator().set_params(nbins=5)
     ax.grid(alpha=0.3)
+
+
+def _sweep_ylim(ax: Any, panel: SweepPanel, scale: float) -> None:
+    """Y limits that keep the means readable: the error bars' extent, but no further than
+    1.5 spans of the means beyond them (a CI over 2 runs can be 20 times the spread of the
+    means; such a bar runs off the axis) and never outside what the metric can take (0-100 %
+    accuracy, a loss of 0 or more)."""
+    means = [p.summary.mean * scale for line in panel.lines for p in line.points]
+    lows = [p.summary.ci_low * scale for line in panel.lines for p in line.points
+            if p.summary.n > 1 and math.isfinite(p.summary.ci_low)] + means
+    highs = [p.summary.ci_high * scale for line in panel.lines for p in line.points
+             if p.summary.n > 1 and math.isfinite(p.summary.ci_high)] + means
+    span = max(max(means) - min(means), 0.5 if scale == 100.0 else 0.01)
+    low = max(min(lows), min(means) - 1.5 * span, 0.0)
+    high = max(highs) if scale != 100.0 else min(max(highs), 100.0)
+    high = min(high, max(means) + 1.5 * span)
+    pad = 0.06 * (high - low) if high > low else 0.5 * span
+    ax.set_ylim(low - pad, high + pad)
 
 
 def json_key(value: Any) -> str:
@@ -405,4 +424,5 @@ def sweep_figure(plot: SweepPlot) -> Image:
                            borderaxespad=0.0)
     return _png(fig, f"sweep_{plot.sweep}", f"{plot.sweep}: test accuracy and loss against "
                 "each swept field, one line per combination of the other swept fields "
-                "(error bars: 95 % CI over each point's repeats)")
+                "(error bars: 95 % CI over each point's repeats; a bar longer than the axis "
+                "runs off it)")
