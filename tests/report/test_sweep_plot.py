@@ -151,3 +151,30 @@ def test_report_has_the_sweep_figure_only_with_a_sweep(tmp_path: Path) -> None:
                                         "activation: softmax}}]\n")
     html_path, md_path = write_report(plain)
     assert "Sweeps" not in html_path.read_text() and "## Sweeps" not in md_path.read_text()
+
+
+def test_axis_keeps_the_means_readable_and_within_the_metric() -> None:
+    """A CI over 2 runs can be far wider than the spread of the means: the accuracy axis stays
+    within 0-100 % and within 1.5 spans of the means; the loss axis never goes below zero."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    from archlab.report.figures import RC, _sweep_panel
+
+    names = {"m[units=8]": [0.2, 0.9], "m[units=32]": [0.5, 0.52]}  # n = 2: t = 12.7
+    r = results(*(model(n, accs) for n, accs in names.items()))
+    swept = {"m[units=8]": {"layers.1.Dense.units": 8}, "m[units=32]": {
+        "layers.1.Dense.units": 32}}
+    (plot,) = gather_sweeps(r, swept, metrics=("test_accuracy",))
+    (panel,) = plot.panels
+    wide = panel.lines[0].points[0].summary
+    assert wide.ci_low < -1.0 and wide.ci_high > 2.0  # the honest interval, far off the scale
+    with rc_context(RC):
+        ax = Figure().subplots()
+        _sweep_panel(ax, panel)
+        low, high = ax.get_ylim()
+    means = [55.0, 51.0]
+    span = max(means) - min(means)
+    assert low > -10.0 and high < 110.0
+    assert min(means) - 1.5 * span - 1.0 <= low < min(means)
+    assert max(means) < high <= max(means) + 1.5 * span + 1.0

@@ -107,8 +107,9 @@ def _studies(comparison: StudyComparison) -> list[tuple[str, str, str, str]]:
         datas = list(dict.fromkeys(data_text(m.data) for m in comparison.models
                                    if m.study == label and m.dataset != "-"))
         runs = sum(sum(m.statuses.values()) for m in s.models)
+        n = len(s.models)
         out.append((label, str(s.directory), "; ".join(datas) or "-",
-                    f"{runs} runs over {len(s.models)} models"))
+                    f"{runs} run{'s' if runs != 1 else ''} over {n} model{'s' if n != 1 else ''}"))
     return out
 
 
