@@ -47,6 +47,7 @@ MODELS = {
                                            "momentum": 0.9}, 32, 3000, 300),
 }
 PEERS = ("archlab", "tf", "jax", "torch")
+OPTIONAL_PEERS = ("tf-xla",)  # Keras 3 + TensorFlow with jit_compile=True (XLA)
 
 
 def peer_command(peer: str) -> tuple[list[str], dict[str, str]]:
@@ -55,17 +56,19 @@ def peer_command(peer: str) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, str(HERE / "peers_worker_archlab.py")], env
     if peer == "torch":
         return [sys.executable, str(HERE / "peers_worker_torch.py")], env
-    venv = HERE / ".venvs" / peer / "bin" / "python"
+    venv = HERE / ".venvs" / peer.split("-")[0] / "bin" / "python"
     if not venv.exists():
         raise SystemExit(f"{venv} is missing: run `nice -n 10 bash benchmarks/setup_peers.sh`")
-    env["KERAS_BACKEND"] = {"tf": "tensorflow", "jax": "jax"}[peer]
+    env["KERAS_BACKEND"] = {"tf": "tensorflow", "tf-xla": "tensorflow", "jax": "jax"}[peer]
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return [str(venv), str(HERE / "peers_worker_keras.py")], env
 
 
 def run_worker(peer: str, job: dict, timeout: float, xla_dump: Path | None = None) -> dict:
     cmd, env = peer_command(peer)
-    if xla_dump is not None and peer in ("tf", "jax"):
+    if peer == "tf-xla":
+        job = dict(job, jit_compile=True)
+    if xla_dump is not None and peer in ("tf", "tf-xla", "jax"):
         env["XLA_FLAGS"] = (f"--xla_dump_to={xla_dump / (peer + '-' + job['name'])} "
                             "--xla_dump_hlo_as_text")
     env["OMP_NUM_THREADS"] = str(job["threads"])
@@ -126,7 +129,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="timed steps per run (default: per model)")
     ap.add_argument("--warmup", type=int, help="warm-up steps per run (default: per model)")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"comma-separated, of {', '.join(PEERS + OPTIONAL_PEERS)}")
     ap.add_argument("--variant", choices=["compile"], action="append", default=[],
                     help="also time archlab with this variant (compile: torch.compile'd model)")
     ap.add_argument("--max-foreign", type=float, default=0.05,
@@ -144,8 +148,8 @@ def main() -> None:
         if m not in MODELS:
             raise SystemExit(f"unknown model {m!r} (one of {', '.join(MODELS)})")
     for p in peers:
-        if p not in PEERS:
-            raise SystemExit(f"unknown peer {p!r} (one of {', '.join(PEERS)})")
+        if p not in PEERS + OPTIONAL_PEERS:
+            raise SystemExit(f"unknown peer {p!r} (one of {', '.join(PEERS + OPTIONAL_PEERS)})")
     if "archlab" in peers:
         peers[peers.index("archlab") + 1:peers.index("archlab") + 1] = [
             f"archlab[{v}]" for v in args.variant]
@@ -187,10 +191,7 @@ def main() -> None:
                     j = dict(jobs[name], seed=rnd)
                     if peer.startswith("archlab["):
                         j["variant"] = peer[len("archlab["):-1]
-                    if peer in ("tf", "jax") and args.xla_dump is not None:
-                        r = run_worker(peer, j, args.timeout, args.xla_dump)
-                    else:
-                        r = run_worker(peer, j, args.timeout)
+                    r = run_worker(peer, j, args.timeout, args.xla_dump)
                     runs[name, peer].append(r)
                     if "error" in r:
                         print(f"  {name:<11}{peer:<17} failed: {r['error']}", flush=True)

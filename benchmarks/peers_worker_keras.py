@@ -2,11 +2,12 @@
 the peer venv's python (benchmarks/setup_peers.sh makes them).
 
 The model is built from the study file's own layer list (archlab's spec uses Keras's names
-and arguments) with keras.layers, compiled as a Keras user would (softmax output,
-sparse categorical cross-entropy, accuracy metric, ``jit_compile="auto"``: XLA on JAX, and on
-TensorFlow when every layer supports it) and trained with ``model.fit`` on NumPy arrays
-(shuffled). Timed: one fit epoch of ``steps`` batches, from on_epoch_begin to on_epoch_end,
-after a warm-up fit of ``warmup`` batches (which traces and compiles the train step).
+and arguments) with keras.layers, compiled as a Keras user would (softmax output, sparse
+categorical cross-entropy, accuracy metric, ``jit_compile="auto"``: XLA on JAX, none on
+TensorFlow on this CPU; the ``tf-xla`` peer asks for ``jit_compile=True``) and trained with
+``model.fit`` on NumPy arrays (shuffled). Timed: one fit epoch of ``steps`` batches, from
+on_epoch_begin to on_epoch_end, after a warm-up fit of ``warmup`` batches (which traces and
+compiles the train step).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def main() -> None:
                                    momentum=o.get("momentum", 0.0))
     else:
         raise SystemExit(f"keras peer: no optimizer {o['name']}")
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=job.get("jit_compile", "auto"))
     bs, bg = job["batch_size"], job["background_pid"]
     marks: dict[str, Snapshot] = {}
 
