@@ -231,7 +231,7 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
                             jobs=args.jobs, threads=args.threads, device=device,
                             executor=_ray_executor(args),
                             progress=None if args.quiet else ProgressView(err), stop=stop,
-                            dataset=dataset, pack=not args.no_pack)
+                            dataset=dataset, pack=not args.no_pack, precision=args.precision)
     directory = outcome.directory
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
@@ -295,6 +295,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--data-dir", help="directory holding the dataset files")
     r.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N or auto (CUDA when torch sees it; default)")
+    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default) or bf16 autocast (matmuls and convs in bfloat16; "
+                        "part of the runs' identity, so bf16 runs are new runs)")
     r.add_argument("--out", help="study directory (default archlab-runs/NAME)")
     r.add_argument("--dry-run", action="store_true", help="validate, print compute, stop")
     r.add_argument("--no-timing", action="store_true",

@@ -117,8 +117,9 @@ def load_checkpoint(source: bytes | Path, model: torch.nn.Module,
             scheduler.load_state_dict(meta["sched"])
         generator.set_state(tensors["rng/shuffle"])
         torch.set_rng_state(tensors["rng/torch"])
-        if "rng/cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng/cuda"], next(model.parameters()).device)
+        device = next(model.parameters()).device
+        if "rng/cuda" in tensors and device.type == "cuda":  # a CUDA run resumed on CUDA;
+            torch.cuda.set_rng_state(tensors["rng/cuda"], device)  # elsewhere it is moot
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"does not fit this run ({_first_line(exc)})") from None
     return TrainState(epoch=meta["epoch"], history=meta["history"],

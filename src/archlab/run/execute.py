@@ -68,10 +68,14 @@ class RunContext:
 
 def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on ``device`` for ``precision`` "bf16" (matmuls and convs in bfloat16,
-    losses and reductions in float32, weights and optimizer state in float32); else nothing."""
+    losses and reductions in float32, weights and optimizer state in float32); else nothing.
+
+    It wraps a whole ``fit``, so its cache of bf16 weight copies is off: that cache lives
+    until the context exits, and would keep serving the first step's weights to every later
+    step (the model would never change)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def peak_rss_bytes() -> int:

@@ -122,7 +122,8 @@ def run_study(
                                   threads=threads or default_threads(jobs),
                                   threads_from="given" if threads else "default",
                                   progress=progress,
-                                  device=device, stop_requested=stop_requested, pack=pack,
+                                  device=device, stop_requested=stop_requested,
+                                  pack=pack and precision == "fp32",  # packs train in fp32
                                   executor=executor)
             if study.search is not None and study.search.base in study.models \
                     and not outcome.interrupted:
