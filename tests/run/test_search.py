@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from archlab.analysis.results import collect
 from archlab.cli import main
 from archlab.report.search import gather_search
 from archlab.run import derive_seed
@@ -169,11 +170,14 @@ def test_search_prunes_resumes_after_sigkill_and_confirms(tmp_path: Path,
     assert next(t for t in data["trials"] if t["model"] == model)["run_id"] == rid
     assert "Confirmed winner: mlp.trial" in printed and "pruned at epoch" in printed
 
-    # A rerun trains nothing: every trial and confirmation run is final.
+    # A rerun trains nothing: every trial and confirmation run is final, and every trial
+    # (told by either process) is still in the study's results.
     before = _query(out, "SELECT run_id, status, updated_at FROM runs")
     assert main(_cmd(study, out)) == 0
     assert _query(out, "SELECT run_id, status, updated_at FROM runs") == before
     assert _check_search(out, 12)["trials"] == data["trials"]
+    shown = {m.model for m in collect(out).models}
+    assert shown == {"mlp"} | {t["model"] for t in data["trials"]}
 
 
 def test_search_trials_run_through_jobs_2_and_the_report_draws_it(tmp_path: Path) -> None:

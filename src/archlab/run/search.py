@@ -325,13 +325,23 @@ class _Search:
             self.optuna.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         self.write()
 
-    def _add_plan(self, plan: RunPlan) -> None:
-        if all(p.run_id != plan.run_id for p in self.outcome.planned):
-            self.outcome.planned.append(plan)
-            with Store(self.directory) as store:
-                current = list(store.meta().get("plan") or [])
-                if plan.run_id not in current:
-                    store.set_meta(plan=[*current, plan.run_id])
+    def _add_plan(self, *plans: RunPlan) -> None:
+        """Count ``plans`` in the study's plan (what results and the report show)."""
+        known = {p.run_id for p in self.outcome.planned}
+        new = [p for p in plans if p.run_id not in known]
+        if not new:
+            return
+        self.outcome.planned += new
+        with Store(self.directory) as store:
+            current = list(store.meta().get("plan") or [])
+            store.set_meta(plan=current + [p.run_id for p in new if p.run_id not in current])
+
+    def add_earlier_trials(self) -> None:
+        """The runs of trials an earlier `archlab run` told: still part of the study."""
+        queued = {t.number for t in self.queue}
+        self._add_plan(*(self._plan(t.number, t.params)[1]
+                         for t in self.optuna.get_trials(deepcopy=False)
+                         if t.user_attrs.get("run_id") and t.number not in queued))
 
     # -- confirmation -------------------------------------------------------------------------
 
@@ -440,6 +450,7 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
             if feed is not None:
                 feed.ended(task.plan.run_id, status)
 
+    search.add_earlier_trials()
     if progress is not None:
         progress.start([], 0)
     try:
