@@ -35,8 +35,18 @@ FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 Interpolation = Literal["nearest", "bilinear"]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: Keras's factor: a number f (the range [-|f|, |f|]) or a [lower, upper] pair.
+
+
+def _factor_form(value: Any) -> Any:
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    if not pair and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise PydanticCustomError("union_form", "Expected {form}", {
+            "form": "a number or a [lower, upper] pair"})
+    return tuple(value) if pair else value
+
+
 Factor = Annotated[Union[FiniteFloat, tuple[FiniteFloat, FiniteFloat]],  # noqa: UP007
-                   BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+                   BeforeValidator(_factor_form)]
 
 
 def factor_range(factor: float | tuple[float, float]) -> tuple[float, float]:

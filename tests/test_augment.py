@@ -1,0 +1,278 @@
+"""Data augmentation: Keras 3's RandomTranslation, RandomRotation and RandomZoom, their specs,
+their pixels next to Keras's, their seeding, and a resumed run equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+import archlab
+from archlab import SpecError
+from archlab.augment import Augmentation, Augmenter, resample
+from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from archlab.train import TrainState, fit
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
+    pytest.skip("Keras is configured for another backend", allow_module_level=True)
+
+# keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+SEED = 11
+SPECS = TypeAdapter(list[Augmentation])
+
+
+def augmenter(specs: list[dict[str, Any]], seed: int = 0) -> Augmenter:
+    return Augmenter(SPECS.validate_python(specs), seed)
+
+
+def images(n: int = 4, h: int = 28, w: int = 28) -> torch.Tensor:
+    """Random images with content up to the borders, so every fill mode shows."""
+    return torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(5))
+
+
+def keras_apply(layers: list[dict[str, Any]], x: torch.Tensor) -> torch.Tensor:
+    """Keras 3's layers, one after the other, in training mode, on NCHW ``x``."""
+    out: Any = x.permute(0, 2, 3, 1).numpy()
+    for spec in layers:
+        (name, args), = spec.items()
+        out = getattr(keras.layers, name)(**args)(out, training=True)
+    return torch.from_numpy(np.array(keras.ops.convert_to_numpy(out))).permute(0, 3, 1, 2)
+
+
+def test_shape_dtype_and_range_are_kept() -> None:
+    x = images(6, 28, 20)  # not square: height and width are not mixed up
+    aug = augmenter([{"RandomRotation": {"factor": 0.2}},
+                     {"RandomTranslation": {"height_factor": 0.2, "width_factor": 0.1}},
+                     {"RandomZoom": {"height_factor": 0.3, "fill_mode": "constant"}}])
+    y = aug(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    assert not torch.equal(x, y)
+    assert y.min() >= 0.0 and y.max() <= 1.0 + 1e-6  # interpolation and fills stay in range
+
+
+def test_zero_factors_leave_the_images_unchanged() -> None:
+    x = images()
+    aug = augmenter([{"RandomRotation": {"factor": 0.0}},
+                     {"RandomTranslation": {"height_factor": 0, "width_factor": [0, 0]}},
+                     {"RandomZoom": {"height_factor": 0.0, "width_factor": 0.0}}])
+    assert torch.equal(aug(x), x)
+    identity = torch.eye(3, dtype=torch.float64).repeat(len(x), 1, 1)
+    for fill in ("reflect", "wrap", "constant", "nearest"):  # the sampler itself, at identity
+        torch.testing.assert_close(resample(x, identity, fill, "bilinear", 0.5), x,
+                                   atol=1e-5, rtol=0)
+
+
+def test_seeded_streams_repeat_and_differ_across_seeds() -> None:
+    specs = [{"RandomRotation": {"factor": 0.1}},
+             {"RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1}}]
+    x = images()
+    a, b, c = augmenter(specs, 1), augmenter(specs, 1), augmenter(specs, 2)
+    first = a(x)
+    assert torch.equal(first, b(x))
+    assert not torch.equal(first, c(x))
+    assert not torch.equal(first, a(x))  # the next batch gets new draws
+    # A layer's own seed fixes its draws whatever the run's seed (Keras's `seed`).
+    fixed = [{"RandomRotation": {"factor": 0.1, "seed": 7}}]
+    assert torch.equal(augmenter(fixed, 1)(x), augmenter(fixed, 2)(x))
+
+
+def test_augmentation_uses_no_other_random_stream() -> None:
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    augmenter([{"RandomZoom": {"height_factor": 0.2}}], 3)(images())
+    assert torch.equal(torch.get_rng_state(), before)  # dropout's stream is untouched
+
+
+CASES = [
+    ({"RandomTranslation": {"height_factor": [0.1, 0.1], "width_factor": [-0.23, -0.23]}}),
+    ({"RandomRotation": {"factor": [0.07, 0.07]}}),
+    ({"RandomRotation": {"factor": [-0.3, -0.3]}}),
+    ({"RandomZoom": {"height_factor": [0.3, 0.3]}}),  # zoom out
+    ({"RandomZoom": {"height_factor": [-0.25, -0.25], "width_factor": [0.2, 0.2]}}),
+]
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "reflect", "wrap", "nearest"])
+@pytest.mark.parametrize("case", CASES, ids=["translation", "rotation", "rotation-negative",
+                                             "zoom-out", "zoom-in-out"])
+def test_fixed_transforms_give_keras_pixels(case: dict[str, Any], fill_mode: str) -> None:
+    (name, args), = case.items()
+    layer = {name: {**args, "fill_mode": fill_mode, "fill_value": 0.25}}
+    x = images(3, 28, 24)
+    want = keras_apply([layer], x)
+    got = augmenter([layer])(x)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=["translation", "rotation", "rotation-negative",
+                                                 "zoom-out"])
+def test_nearest_interpolation_picks_keras_pixels(case: dict[str, Any]) -> None:
+    (name, args), = case.items()
+    layer = {name: {**args, "fill_mode": "reflect", "interpolation": "nearest"}}
+    x = images(3)
+    differ = (augmenter([layer])(x) - keras_apply([layer], x)).abs() > 1e-6
+    # Rounding a coordinate that float32 puts within an ulp of .5 may pick the other pixel.
+    assert differ.float().mean() < 0.002
+
+
+def test_listed_transforms_compose_in_keras_order() -> None:
+    # A whole-pixel shift resamples exactly, so Keras's two passes and archlab's one agree
+    # wherever the rotation does not sample the shift's filled border (Keras fills there, the
+    # single pass samples the image): everywhere but near the edges of a digit pushed there.
+    data = prepare_tensors(load_dataset("mnist-sample"), archlab.parse_study(
+        {"name": "t", "data": {"dataset": "mnist-sample"},
+         "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}}).data, 0)
+    x = data.x_train[:8]
+    layers = [{"RandomTranslation": {"height_factor": [3 / 28, 3 / 28],
+                                     "width_factor": [-2 / 28, -2 / 28],
+                                     "fill_mode": "constant"}},
+              {"RandomRotation": {"factor": [0.05, 0.05], "fill_mode": "constant"}}]
+    got = augmenter(layers)(x)
+    want = keras_apply(layers, x)
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))
+    torch.testing.assert_close(got[inner], want[inner], atol=2e-4, rtol=0)
+    assert ((got - want).abs() > 2e-4).float().mean() < 0.005
+    reversed_order = keras_apply(layers[::-1], x)
+    assert (got - reversed_order).abs().max() > 0.1  # the order matters, and is Keras's
+
+
+def test_bad_arguments_are_one_line_errors() -> None:
+    layers = ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
+
+    def error(augmentation: Any) -> str:
+        with pytest.raises(SpecError) as info:
+            archlab.parse_study({"name": "t", "train": {"augmentation": augmentation},
+                                 "models": {"m": {"layers": layers}}})
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert "in [-1, 1]" in error([{"RandomRotation": {"factor": 1.5}}])
+    assert "in [-1, 1]" in error([{"RandomTranslation": {"height_factor": [-2, 0.1],
+                                                         "width_factor": 0.1}}])
+    assert "(-1, 1]" in error([{"RandomZoom": {"height_factor": -1.0}}])
+    assert "height_factor" in error([{"RandomZoom": {"height_factor": [0.1, 0.2, 0.3]}}])
+    assert "mirror" in error([{"RandomRotation": {"factor": 0.1, "fill_mode": "mirror"}}])
+    assert "width_factor" in error([{"RandomTranslation": {"height_factor": 0.1}}])
+    assert "RandomFlip" in error([{"RandomFlip": {"mode": "horizontal"}}])
+    assert "interpolation" in error([{"RandomZoom": {"height_factor": 0.1,
+                                                    "interpolation": "bicubic"}}])
+
+
+def test_augmentation_round_trips_and_a_model_may_turn_it_off() -> None:
+    layers = ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
+    study = archlab.parse_study({
+        "name": "t", "train": {"augmentation": [{"RandomZoom": {"height_factor": [-0.1, 0.2],
+                                                                "seed": 4}}]},
+        "models": {"a": {"layers": layers}, "b": {"layers": layers,
+                                                  "train": {"augmentation": []}}}})
+    assert study.train.to_config()["augmentation"] == [
+        {"RandomZoom": {"height_factor": [-0.1, 0.2], "seed": 4}}]
+    assert archlab.parse_study(study.to_config()) == study
+    assert study.train_for("b").augmentation == []
+    assert "augmentation" not in study.train_for("b").to_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@pytest.fixture(scope="module")
+def data() -> Tensors:
+    study = archlab.parse_study({"name": "t", "seed": 3, "data": {
+        "dataset": "mnist-sample", "validation": {"split": 0.1}},
+        "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}})
+    full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
+    return Tensors(full.x_train[:800], full.y_train[:800], full.x_val[:200], full.y_val[:200],
+                   full.x_test[:200], full.y_test[:200], full.class_names,
+                   full.validation_is_test)
+
+
+TRAIN = {"optimizer": "adam", "batch_size": 100, "epochs": 3,
+         "augmentation": [{"RandomRotation": {"factor": 0.05}},
+                          {"RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1,
+                                                 "fill_mode": "constant"}}]}
+
+
+def _study(train: dict[str, Any]) -> archlab.Study:
+    return archlab.parse_study({
+        "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"}, "train": train,
+        "models": {"m": {"layers": [
+            {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+            {"MaxPooling2D": {"pool_size": 2}}, {"Dropout": {"rate": 0.25}}, "Flatten",
+            {"Dense": {"units": 10, "activation": "softmax"}}]}}})
+
+
+def _fresh(study: archlab.Study) -> archlab.BuiltModel:
+    built = archlab.build_model(study, "m", seed=SEED)
+    torch.manual_seed(SEED)
+    return built
+
+
+def test_only_training_batches_are_augmented(data: Tensors, monkeypatch) -> None:
+    seen: list[int] = []
+    call = Augmenter.__call__
+
+    def counted(self: Augmenter, x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return call(self, x)
+
+    monkeypatch.setattr(Augmenter, "__call__", counted)
+    study = _study(TRAIN)
+    result = fit(_fresh(study), data, study.train, SEED)
+    assert seen == [100] * 8 * 3  # 8 batches an epoch, never the evaluations
+    plain = _study({k: v for k, v in TRAIN.items() if k != "augmentation"})
+    other = fit(_fresh(plain), data, plain.train, SEED)
+    assert result.history[0]["loss"] != other.history[0]["loss"]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path: Path) -> None:
+    study = _study(TRAIN)
+    reference = _fresh(study)
+    want = fit(reference, data, study.train, SEED)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    first = _fresh(study)
+
+    def save_then_stop(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
+        save_checkpoint(ckpt, st, first.module, opt, sched, gen)
+        if st.epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(first, data, study.train, SEED, on_epoch_end=save_then_stop)
+    torch.manual_seed(12345)
+    resumed = _fresh(study)
+    got = fit(resumed, data, study.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
+        ckpt, resumed.module, opt, sched, gen))
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in want.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in got.history] == strip
+    assert got.final == want.final
+    for (name, a), b in zip(reference.module.state_dict().items(),
+                            resumed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+    # A checkpoint of the same model trained without augmentation cannot resume this run.
+    plain = _study({k: v for k, v in TRAIN.items() if k != "augmentation"})
+    other = tmp_path / "plain.safetensors"
+    model = _fresh(plain)
+    with pytest.raises(Stop):
+        fit(model, data, plain.train, SEED, on_epoch_end=lambda st, opt, sched, gen: (
+            save_checkpoint(other, st, model.module, opt, sched, gen), (_ for _ in ()).throw(
+                Stop())))
+    again = _fresh(study)
+    with pytest.raises(CheckpointError, match="no augmentation state"):
+        fit(again, data, study.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
+            other, again.module, opt, sched, gen))
