@@ -164,4 +164,6 @@ def test_should_pack_probes_only_what_could_pay(tiny_study: archlab.Study,
     monkeypatch.setattr(pack_module, "projected_seconds", lambda *a, **k: 100.0)
     assert pack_module.should_pack(tiny_study, "mlp", 3)  # measured 2x: packed
     assert not pack_module.should_pack(tiny_study, "mlp", 4)  # measured 0.9x: separate
-    assert probed == [3, 4]
+    assert not pack_module.should_pack(tiny_study, "cnn", 3)  # a CNN on the CPU: no probe
+    assert pack_module.should_pack(tiny_study, "cnn", 3, device="cuda")
+    assert probed == [3, 4, 3]

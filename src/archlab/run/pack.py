@@ -41,7 +41,8 @@ from archlab.spec import Study
 from archlab.store import CHECKPOINT_FILE, RunStatus, Store
 from archlab.train import TrainState, fit
 
-__all__ = ["PACK_MIN_RATIO", "PackProbe", "execute_pack", "pack_probe", "should_pack"]
+__all__ = ["PACK_MIN_RATIO", "PackProbe", "conv_on_cpu", "execute_pack", "pack_probe",
+           "should_pack"]
 
 log = logging.getLogger("archlab")
 
@@ -163,11 +164,25 @@ def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
     return probe
 
 
+def conv_on_cpu(study: Study, model: str, device: str) -> bool:
+    """A convolutional model on the CPU: never packed, never probed. vmap runs n replicas'
+    convolutions as one grouped convolution, which the CPU runs several times slower than n
+    separate ones (0.14x to 0.75x of separate throughput on the zoo: docs/packing.md), and
+    one packed step of a large CNN takes seconds, so even the probe would cost minutes."""
+    if not device.startswith("cpu"):
+        return False
+    built = build_model(study, model, device="meta")
+    return any(isinstance(m, torch.nn.Conv2d) for m in built.module.modules())
+
+
 def should_pack(study: Study, model: str, n: int, *, device: str = "cpu") -> bool:
     """Pack ``model``'s ``n`` repeats: packable (see :func:`archlab.packed.pack_blocker`),
     long enough that a probe can pay for itself (:data:`PROBE_WORTH_S` of projected
-    training for the n runs), and measured faster packed."""
+    training for the n runs), not a CNN on the CPU (:func:`conv_on_cpu`), and measured faster
+    packed."""
     if n < 2 or pack_blocker(study, model) is not None:
+        return False
+    if conv_on_cpu(study, model, device):
         return False
     if n * projected_seconds(study, model, device=device) < PROBE_WORTH_S:
         return False
