@@ -1,10 +1,12 @@
 """Packed repeats: what packing 5 seeds buys, per zoo architecture and for a whole study.
 
 Part 1 (``--part probe``): for every model of every zoo study, the packed/separate training
-throughput ratio for 5 repeats, as the probe that `archlab run` uses measures it (a few
-interleaved steps each way on synthetic input of the model's shape, timed here without the
-cache), and what `archlab run` would do: pack, separate (measured slower packed), or separate
-because the config cannot be packed (and why).
+throughput ratio for 5 repeats and what `archlab run` does with it: pack, separate (measured
+slower packed), or separate without a probe (a CNN on the CPU; a config that cannot be
+packed, and why). Conv-free models: the probe `archlab run` uses (fit against fit_packed on
+synthetic input of the model's shape, timed here without the cache). CNNs: bare training
+steps (forward, backward, optimizer step) on synthetic input, one warm-up and
+``--conv-steps`` timed steps each way (a packed step of a large CNN takes seconds).
 
 Part 2 (``--part study``): the headline. `archlab run` of notebook 004's 32-32 MLP under its own
 protocol (zoo:mlp-hparams' mlp32: plain SGD, batch 64, 20 epochs, full MNIST, validation on the
@@ -25,12 +27,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from archlab import load_study
-from archlab.packed import pack_blocker
-from archlab.run.pack import PACK_MIN_RATIO, pack_probe
+from archlab import build_model, load_study
+from archlab.optimizers import make_optimizer
+from archlab.packed import PackedModel, pack_blocker
+from archlab.run.pack import PACK_MIN_RATIO, conv_on_cpu, pack_probe
+from archlab.train import prefer_channels_last
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "archlab" / "zoo"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -40,11 +46,54 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def probe_table(studies: list[str], n: int, steps: int, budget: float) -> None:
+def bare_ratio(study: Any, model: str, n: int, steps: int) -> tuple[float, float, float]:
+    """(separate step s, packed step s, ratio) of bare training steps (forward, backward,
+    optimizer step) on synthetic input: one warm-up step each, then ``steps`` interleaved."""
+    train = study.train_for(model)
+    single = build_model(study, model, seed=0)
+    prefer_channels_last(single.module)
+    opt1, _ = make_optimizer(train.optimizer, single.module.parameters())
+    pack = PackedModel([build_model(study, model, seed=i) for i in range(n)])
+    optn, _ = make_optimizer(train.optimizer, list(pack.params.values()))
+    h, w, c = single.input_shape
+    x = torch.rand(n, train.batch_size, c, h, w)
+    y = torch.randint(0, single.output_shape[0], (n, train.batch_size))
+    gens = [torch.Generator().manual_seed(i) for i in range(n)]
+
+    def separate() -> float:
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(single.module(x[0]), y[0])
+        opt1.zero_grad()
+        loss.backward()
+        opt1.step()
+        return time.perf_counter() - t0
+
+    def packed() -> float:
+        t0 = time.perf_counter()
+        losses, _ = pack.train_step_forward(x, y, pack.draw_masks(train.batch_size, gens))
+        optn.zero_grad()
+        losses.sum().backward()
+        optn.step()
+        return time.perf_counter() - t0
+
+    separate()
+    packed()
+    sep, pk = [], []
+    for _ in range(steps):
+        sep.append(separate())
+        pk.append(packed())
+    s, p = statistics.median(sep), statistics.median(pk)
+    return s, p, n * s / p
+
+
+def probe_table(studies: list[str], n: int, steps: int, budget: float,
+                conv_steps: int) -> None:
+    t_start = time.perf_counter()
     print(f"## Part 1: packed/separate throughput, {n} repeats, {torch.get_num_threads()} "
           f"thread(s); load average before: {load()}\n")
-    print("| study | model | batch | separate step (ms) | packed step (ms) | ratio | run does |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| study | model | batch | separate step (ms) | packed step (ms) | ratio | how "
+          "measured | run does |")
+    print("|---|---|---:|---:|---:|---:|---|---|")
     ratios: dict[str, float] = {}
     for name in studies:
         study = load_study(f"zoo:{name}")
@@ -52,17 +101,26 @@ def probe_table(studies: list[str], n: int, steps: int, budget: float) -> None:
             bs = study.train_for(model).batch_size
             why = pack_blocker(study, model)
             if why is not None:
-                print(f"| {name} | {model} | {bs} | | | | separate: {why} |", flush=True)
+                print(f"| {name} | {model} | {bs} | | | | | separate: {why} |", flush=True)
                 continue
-            probe = pack_probe(study, model, n, steps=steps, budget_s=budget, use_cache=False)
-            ratios[f"{name}:{model}"] = probe.ratio
-            does = "pack" if probe.pack else f"separate (ratio < {PACK_MIN_RATIO})"
-            print(f"| {name} | {model} | {bs} | {probe.separate_step_s * 1e3:.2f} | "
-                  f"{probe.packed_step_s * 1e3:.2f} | {probe.ratio:.2f}x | {does} |", flush=True)
+            if conv_on_cpu(study, model, "cpu"):
+                s, p, ratio = bare_ratio(study, model, n, conv_steps)
+                how = f"bare steps x{conv_steps}"
+                does = "separate (CNN on the CPU: not probed)"
+            else:
+                probe = pack_probe(study, model, n, steps=steps, budget_s=budget,
+                                   use_cache=False)
+                s, p, ratio = probe.separate_step_s, probe.packed_step_s, probe.ratio
+                how = "probe (fit vs fit_packed)"
+                does = "pack" if probe.pack else f"separate (ratio < {PACK_MIN_RATIO})"
+            ratios[f"{name}:{model}"] = ratio
+            print(f"| {name} | {model} | {bs} | {s * 1e3:.2f} | {p * 1e3:.2f} | "
+                  f"{ratio:.2f}x | {how} | {does} |", flush=True)
     if ratios:
         packed = sorted(r for r in ratios.values() if r >= PACK_MIN_RATIO)
-        print(f"\n{len(packed)} of {len(ratios)} packable models pack; median ratio "
-              f"{statistics.median(ratios.values()):.2f}x; load average after: {load()}\n")
+        print(f"\n{len(packed)} of {len(ratios)} packable models at >= {PACK_MIN_RATIO}x; "
+              f"median ratio {statistics.median(ratios.values()):.2f}x; load average after: "
+              f"{load()}; {time.perf_counter() - t_start:.0f} s\n")
 
 
 def run_cli(args: list[str], cache: str) -> float:
@@ -116,6 +174,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="timed packed steps per model")
     ap.add_argument("--budget", type=float, default=1.5, help="seconds per side, at most")
+    ap.add_argument("--conv-steps", type=int, default=1,
+                    help="timed bare steps per CNN (a packed CNN step can take seconds)")
     ap.add_argument("--studies", default=",".join(sorted(p.stem for p in ZOO.glob("*.yaml"))))
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=20)
@@ -123,7 +183,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.part in ("probe", "both"):
-        probe_table(args.studies.split(","), args.repeats, args.steps, args.budget)
+        probe_table(args.studies.split(","), args.repeats, args.steps, args.budget,
+                    args.conv_steps)
     if args.part in ("study", "both"):
         study_table(args.threads, args.rounds, args.epochs, args.data_dir)
 
