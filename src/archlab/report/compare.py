@@ -150,7 +150,7 @@ def compare_markdown(comparison: StudyComparison) -> str:
               for r in rows]
     lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %; time: mean "
               "training seconds." + (" Bold: the best validation or test value."
-                                     if comparison.same_dataset else ""), ""]
+                                     if comparison.same_dataset else ""), "", EVAL_NOTE, ""]
     ranked = ranking_lines(comparison)
     if ranked:
         lines += ["## Ranking (test accuracy)", ""]
