@@ -277,6 +277,7 @@ class _Driver:
         self.cfg = study.to_config()
         self.tasks: dict[Any, _Task] = {}  # by generator
         self.fatal: ArchlabError | None = None
+        self.unrecorded: dict[str, list[str]] = {}  # warnings of runs not in the store yet
         self.remote = ray.remote(_train_task).options(
             num_cpus=executor.cpus_per_run, num_gpus=executor.gpus_per_run, max_retries=0,
             num_returns="streaming")
@@ -348,6 +349,7 @@ class _Driver:
                 self._check_version(message[1])
                 store.start_run(rid, task.plan.model, task.plan.repeat, task.plan.seed,
                                 task.plan.config.to_json(), {**message[1], "executor": "ray"})
+                self._flush_warnings(store, rid)
                 task.started = True
             elif kind == "event":
                 event = message[1]
@@ -415,14 +417,23 @@ class _Driver:
     def _failed(self, task: _Task, reason: str) -> None:
         rid = task.plan.run_id
         self._record(task.plan, reason, RunStatus.FAILED)
+        with Store(self.directory) as store:
+            self._flush_warnings(store, rid)
         self.report(rid, {"kind": "done", "status": "failed", "error": reason})
         self.statuses[rid] = RunStatus.FAILED.value
         self.errors[rid] = reason
 
     def _warn(self, store: Store, run_id: str, message: str) -> None:
+        """A warning on the run; kept until the run is in the store if it is not yet."""
         if store.status(run_id) is not None:
             store.add_warning(run_id, message)
+        else:
+            self.unrecorded.setdefault(run_id, []).append(message)
         self.report(run_id, {"kind": "warning", "message": message})
+
+    def _flush_warnings(self, store: Store, run_id: str) -> None:
+        for message in self.unrecorded.pop(run_id, []):
+            store.add_warning(run_id, message)
 
     def _record(self, plan: RunPlan, reason: str, status: RunStatus) -> None:
         from archlab.run.pool import record_unfinished

@@ -1,0 +1,348 @@
+"""The Ray executor (``archlab run --executor ray``) with real Ray nodes on 127.0.0.1.
+
+One cluster is shared by the module's cluster tests (Ray's start-up is their cost): a head
+node and a worker node, each started with ``ray start`` in its own session (so that one
+node's processes, workers included, can be killed, and every process left is killed at
+teardown), one CPU each, on a free port, with their own temporary directory, without a
+dashboard or usage stats. The `archlab run` drivers run as subprocesses, each in its own
+session, also cleaned up whatever happens. Numbers are compared with the same study trained
+here with ``--jobs 1`` on one thread: on the CPU they must be equal, resumed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import archlab
+from archlab.cli import main
+from archlab.errors import ArchlabError
+from archlab.run import run_study
+from archlab.run.ray_executor import RayExecutor, require_ray
+from archlab.store import CHECKPOINT_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
+
+RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not RAY, reason="ray is not installed (pip install 'archlab[ray]')")
+
+#: Four runs (two models x two seeds), four epochs each: long enough to kill a node mid-run.
+STUDY: dict[str, Any] = {
+    "name": "rayed",
+    "seed": 5,
+    "data": {"dataset": "mnist-sample", "validation": {"split": 0.1}},
+    "train": {"optimizer": {"name": "adam"}, "batch_size": 64, "epochs": 4, "repeats": 2},
+    "models": {
+        "mlp": {"layers": ["Flatten", {"Dense": {"units": 16, "activation": "relu"}},
+                           {"Dense": {"units": 10, "activation": "softmax"}}]},
+        "cnn": {"layers": [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+                           {"MaxPooling2D": {"pool_size": 2}},
+                           {"Dropout": {"rate": 0.25}},
+                           "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]},
+    },
+}
+TIMEOUT = 300.0
+
+
+# -- without Ray: flags and the missing-module message ---------------------------------------
+
+
+def test_missing_ray_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ArchlabError, match=r"^ray is not installed: pip install 'archlab\[ray\]'$"):
+        require_ray()
+    study = _write_study(tmp_path)
+    code = main(["run", str(study), "--executor", "ray", "--out", str(tmp_path / "o"),
+                 "--no-timing", "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "ray is not installed: pip install 'archlab[ray]'")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--address", "127.0.0.1:1"], "--address: Expected --executor ray with it, received "
+                                   "--executor local"),
+    (["--executor", "ray", "--jobs", "2"], "--jobs: Expected 1 with --executor ray"),
+    (["--executor", "ray", "--threads", "2"], "--threads: Expected --ray-cpus-per-run"),
+    (["--executor", "ray", "--ray-cpus-per-run", "0"],
+     "--ray-cpus-per-run: Expected a whole number >= 1, received 0"),
+    (["--executor", "ray", "--ray-gpus-per-run", "-0.5"],
+     "--ray-gpus-per-run: Expected a number of GPUs >= 0"),
+    (["--executor", "ray", "--ray-retries", "-1"],
+     "--ray-retries: Expected a whole number >= 0, received -1"),
+])
+def test_ray_flags_are_checked_first(flags: list[str], message: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    study = _write_study(tmp_path)
+    code = main(["run", str(study), "--out", str(tmp_path / "o"), "--no-timing", "--quiet",
+                 *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_executor_resources() -> None:
+    assert RayExecutor().threads == 1 and RayExecutor().device == "cpu"
+    assert RayExecutor(cpus_per_run=3, gpus_per_run=0.25).threads == 3
+    assert RayExecutor(gpus_per_run=0.25).device == "cuda"
+    with pytest.raises(ArchlabError, match="Expected a fraction below 1 or a whole number"):
+        RayExecutor(gpus_per_run=1.5)
+
+
+# -- with Ray: a real head node and a real worker node ---------------------------------------
+
+
+@dataclass
+class Cluster:
+    address: str
+    sessions: dict[str, int]  # node ("head", "worker") -> its processes' session id
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray_env(temp: Path) -> dict[str, str]:
+    """This test's Ray only: no RAY_ADDRESS from outside, its own temporary directory, no
+    usage stats, no token authentication (else a local instance saves a token in ~/.ray,
+    and every later `ray start --head` on the machine asks for it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled",
+               PYTHONPATH=os.pathsep.join([str(Path(archlab.__file__).parents[1]),
+                                           env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (zombies excluded)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_session(sid: int) -> None:
+    for _ in range(20):
+        pids = _session(sid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _ray_start(args: list[str], env: dict[str, str]) -> int:
+    """``ray start ARGS`` in a new session; returns the session of the node's processes."""
+    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc.pid)
+        raise
+    if proc.returncode != 0:
+        _kill_session(proc.pid)
+        pytest.fail(f"ray start failed:\n{output.decode(errors='replace')[-3000:]}")
+    return proc.pid
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if not RAY:
+        pytest.skip("ray is not installed")
+    temp = Path(tempfile.mkdtemp(prefix="alr", dir="/tmp"))  # short: Unix socket paths
+    env = _ray_env(temp)
+    port = _free_port()
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+              "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"]
+    sessions: dict[str, int] = {}
+    try:
+        sessions["head"] = _ray_start(["--head", "--port", str(port), "--temp-dir", str(temp),
+                                       "--include-dashboard", "false", *common], env)
+        sessions["worker"] = _ray_start(["--address", f"127.0.0.1:{port}", *common], env)
+        yield Cluster(f"127.0.0.1:{port}", sessions, env)
+    finally:
+        for sid in sessions.values():
+            _kill_session(sid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _write_study(tmp_path: Path, **train: Any) -> Path:
+    config = {**STUDY, "train": {**STUDY["train"], **train}}
+    path = tmp_path / "rayed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _archlab(args: list[str], env: dict[str, str], stderr: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "archlab", "run", *args, "--quiet", "--no-report",
+           "--no-timing"]
+    with open(stderr, "wb") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                start_new_session=True)
+
+
+def _wait(proc: subprocess.Popen, stderr: Path) -> int:
+    try:
+        return proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"archlab run hung:\n{stderr.read_text()[-3000:]}")
+    finally:
+        _kill_session(proc.pid)  # whatever it left (a local Ray instance included)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study trained here (``--jobs 1``), one run at a time on one thread, never packed."""
+    out = tmp_path_factory.mktemp("reference")
+    run_study(archlab.parse_study(STUDY), out, threads=1, pack=False)
+    return out
+
+
+def _runs(out: Path) -> dict[str, RunRecord]:
+    with Store(out) as store:
+        return {r.run_id: r for r in store.runs()}
+
+
+def _assert_same_numbers(out: Path, reference_dir: Path, model: str | None = None) -> None:
+    runs = _runs(out)
+    reference = {k: r for k, r in _runs(reference_dir).items() if model in (None, r.model)}
+    assert len(runs) == len(reference) >= 2 and set(runs) == set(reference)
+    with Store(out) as store, Store(reference_dir) as ref:
+        for rid, run in runs.items():
+            assert run.status is RunStatus.FINISHED, (rid, run.error)
+            assert run.metrics == reference[rid].metrics
+            assert [{k: v for k, v in row.items() if k != "seconds"}
+                    for row in store.history(rid)] == \
+                [{k: v for k, v in row.items() if k != "seconds"} for row in ref.history(rid)]
+            ours = load_file(store.verify_file(rid, WEIGHTS_FILE))
+            theirs = load_file(ref.verify_file(rid, WEIGHTS_FILE))
+            assert ours.keys() == theirs.keys()
+            assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+            assert not (store.run_dir(rid) / CHECKPOINT_FILE).exists()
+            assert run.environment["executor"] == "ray" and run.environment["threads"] == 1
+
+
+@needs_ray
+@pytest.mark.ray
+def test_local_instance_without_address(tmp_path: Path, reference: Path) -> None:
+    temp = Path(tempfile.mkdtemp(prefix="all", dir="/tmp"))
+    try:
+        study, out, err = _write_study(tmp_path), tmp_path / "out", tmp_path / "err"
+        proc = _archlab([str(study), "--models", "mlp", "--executor", "ray", "--out", str(out)],
+                        _ray_env(temp), err)
+        assert _wait(proc, err) == 0, err.read_text()[-3000:]
+        _assert_same_numbers(out, reference, "mlp")
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _pids_named(prefix: str, sessions: list[int]) -> list[int]:
+    """Processes of ``sessions`` whose command line (a Ray worker's title) starts so."""
+    found = []
+    for pid in {p for sid in sessions for p in _session(sid)}:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix.encode()):
+                found.append(pid)
+    return found
+
+
+@needs_ray
+@pytest.mark.ray
+def test_retries_spent_mark_the_run_failed(tmp_path: Path, cluster: Cluster) -> None:
+    # Every attempt's worker is killed while it trains: after 1 retry the run is failed.
+    study = _write_study(tmp_path, epochs=200, repeats=1)
+    out, err = tmp_path / "out", tmp_path / "err"
+    proc = _archlab([str(study), "--models", "mlp", "--executor", "ray", "--address",
+                     cluster.address, "--ray-retries", "1", "--out", str(out)], cluster.env, err)
+    killed: list[int] = []
+
+    def killer() -> None:
+        while proc.poll() is None:
+            for pid in _pids_named("ray::_train_task", list(cluster.sessions.values())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        code = _wait(proc, err)
+    finally:
+        thread.join()
+    assert code == 1, err.read_text()[-3000:]
+    assert len(set(killed)) >= 2  # the first attempt and its one retry
+    (run,) = _runs(out).values()
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and "retries spent" in run.error
+    assert "\n" not in run.error
+    assert any("retry 1 of 1" in w for w in run.warnings)
+    assert "retries spent" in err.read_text()
+
+
+@needs_ray
+@pytest.mark.ray
+def test_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster, reference: Path) -> None:
+    # Runs last in this module: the worker node does not come back.
+    study, out, err = _write_study(tmp_path), tmp_path / "out", tmp_path / "err"
+    proc = _archlab([str(study), "--executor", "ray", "--address", cluster.address,
+                     "--out", str(out)], cluster.env, err)
+    try:
+        # Both nodes busy (one run each: one CPU per node and per run), both runs at least one
+        # epoch in (the driver holds a checkpoint) and at least one epoch from their end.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the runs never overlapped"
+            running = [r for r in _maybe_runs(out) if r.status is RunStatus.RUNNING]
+            if len(running) == 2 and all(1 <= r.epochs_done <= 2 for r in running):
+                break
+            time.sleep(0.05)
+        _kill_session(cluster.sessions["worker"])  # its raylet and every worker it started
+        code = _wait(proc, err)
+    finally:
+        _kill_session(proc.pid)
+    assert code == 0, err.read_text()[-3000:]
+    runs = _runs(out)
+    retried = [r for r in runs.values() if any("ray worker lost" in w for w in r.warnings)]
+    assert len(retried) == 1, [r.warnings for r in runs.values()]
+    assert retried[0].run_id in {r.run_id for r in running}
+    assert any("from epoch 1" in w or "from epoch 2" in w for w in retried[0].warnings)
+    _assert_same_numbers(out, reference)
+
+
+def _maybe_runs(out: Path) -> list[RunRecord]:
+    if not (out / "store.sqlite").exists():
+        return []
+    try:
+        return list(_runs(out).values())
+    except ArchlabError:  # being created
+        return []
