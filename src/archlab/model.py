@@ -19,6 +19,7 @@ from archlab.datasets import dataset_info
 from archlab.errors import SpecError
 from archlab.layers import (
     Activation,
+    ActivityRegularization,
     Dense,
     LayerSpec,
     Merge,
@@ -143,6 +144,8 @@ class BuiltModel:
     regularized: list[tuple[nn.Parameter, Regularizer]] = field(default_factory=list)
     #: weights under Keras's max_norm constraint, with the dims their norms are taken over
     constrained: list[tuple[nn.Parameter, tuple[int, ...]]] = field(default_factory=list)
+    #: the layers' activity regularizers, each keeping its last forward pass's penalty
+    activity: list[ActivityRegularization] = field(default_factory=list)
 
     @property
     def total_params(self) -> int:
@@ -156,6 +159,12 @@ class BuiltModel:
                 terms.append(reg.l2 * p.square().sum())
             if reg.l1:
                 terms.append(reg.l1 * p.abs().sum())
+        return torch.stack(terms).sum() if terms else None
+
+    def activity_loss(self) -> torch.Tensor | None:
+        """Keras 3's activity regularization loss of the last forward pass: each regularized
+        layer's penalty summed over the batch and divided by the batch size."""
+        terms = [m.per_sample.mean() for m in self.activity if m.per_sample is not None]
         return torch.stack(terms).sum() if terms else None
 
     def apply_constraints(self) -> None:
@@ -248,7 +257,8 @@ class _Walker:
                         "strides", f"Expected a positive output size, received {out_shape}"),
                         shape)
                 built_spec = layer
-                if is_output and isinstance(layer, Dense) and layer.activation == "softmax":
+                folded = is_output and isinstance(layer, Dense) and layer.activation == "softmax"
+                if folded:
                     # Stable loss: the module emits logits; softmax lives in the loss/predict.
                     built_spec = layer.model_copy(update={"activation": None})
                 if is_output and (isinstance(layer, Softmax) or isinstance(layer, Activation)
@@ -256,6 +266,9 @@ class _Walker:
                     module = nn.Identity()
                 else:
                     module = self._build(built_spec, here, shape)
+                if folded and isinstance(getattr(module, "activity", None),
+                                         ActivityRegularization):
+                    module.activity.softmax = True  # type: ignore[union-attr]
                 self.regularized += built_spec.regularized(module)
                 self.constrained += built_spec.constrained(module)
                 macs = layer.macs(shape)
@@ -324,6 +337,7 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
         macs_per_sample=sum(r.macs for r in walker.rows),
         memory=_estimate(walker, input_shape, train.batch_size, train.optimizer),
         regularized=walker.regularized, constrained=walker.constrained,
+        activity=[m for m in module.modules() if isinstance(m, ActivityRegularization)],
     )
 
 

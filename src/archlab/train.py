@@ -73,7 +73,10 @@ def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] |
 
 @torch.no_grad()
 def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Keras's ``model.evaluate``: mean cross-entropy (+ regularization losses) and accuracy."""
+    """Keras's ``model.evaluate``: mean cross-entropy (+ regularization losses) and accuracy.
+
+    Activity regularization counts as Keras's evaluation counts it: each batch's penalty over
+    its size, averaged over batches weighted by their sizes, is the mean penalty per sample."""
     module = built.module
     was_training = module.training
     module.eval()
@@ -83,6 +86,8 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
         logits = module(x[i:i + EVAL_BATCH])
         yb = y[i:i + EVAL_BATCH]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        for m in built.activity:
+            loss_sum += m.per_sample.sum().double()  # type: ignore[union-attr]
         correct += (logits.argmax(1) == yb).sum()
     module.train(was_training)
     reg = built.regularization_loss()
@@ -187,6 +192,9 @@ def fit(
             reg = built.regularization_loss()
             if reg is not None:  # Keras adds regularization losses to the training loss
                 loss = loss + reg
+            activity = built.activity_loss()
+            if activity is not None:  # and the activity penalties of this forward pass
+                loss = loss + activity
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if train.optimizer.clipnorm:

@@ -14,6 +14,7 @@ from archlab.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from archlab.layers.base import (
     ACTIVATIONS,
     LAYER_TYPES,
+    ActivityRegularization,
     LayerSpec,
     Regularizer,
     Shape,
@@ -53,6 +54,7 @@ from archlab.layers.reshaping import Cropping2D, Reshape, UpSampling2D, ZeroPadd
 
 __all__ = [
     "ACTIVATIONS",
+    "ActivityRegularization",
     "ELU",
     "LAYER_TYPES",
     "MERGE_LAYERS",

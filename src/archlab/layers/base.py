@@ -220,20 +220,51 @@ def activation_module(name: str | None) -> nn.Module | None:
     return factory() if factory else None
 
 
-class _Block(nn.Module):
-    """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation."""
+class ActivityRegularization(nn.Module):
+    """Keras's ``activity_regularizer`` on a layer's output (after its activation): keeps the
+    last forward pass's penalty per sample, ``l1·Σ|y| + l2·Σy²`` over the sample's values.
+    Keras 3 adds the batch's sum divided by the batch size to the loss
+    (:meth:`archlab.model.BuiltModel.activity_loss`). Holds no weights."""
 
-    def __init__(self, pre: list[nn.Module], core: nn.Module, act: nn.Module | None) -> None:
+    def __init__(self, reg: Regularizer) -> None:
+        super().__init__()
+        self.l1, self.l2 = reg.l1, reg.l2
+        #: set on an output layer whose softmax the builder folded into the loss: the penalty
+        #: is on the probabilities, as in Keras
+        self.softmax = False
+        self.per_sample: torch.Tensor | None = None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():  # an export: the penalty is no part of the model's output
+            return y
+        flat = (F.softmax(y, dim=1) if self.softmax else y).flatten(1)
+        penalty = torch.zeros(len(flat), dtype=flat.dtype, device=flat.device)
+        if self.l1:
+            penalty = penalty + self.l1 * flat.abs().sum(1)
+        if self.l2:
+            penalty = penalty + self.l2 * flat.square().sum(1)
+        self.per_sample = penalty
+        return y
+
+
+class _Block(nn.Module):
+    """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation (and
+    its activity regularization)."""
+
+    def __init__(self, pre: list[nn.Module], core: nn.Module, act: nn.Module | None,
+                 activity: Regularizer | None = None) -> None:
         super().__init__()
         self.pre = nn.Sequential(*pre) if pre else None
         self.core = core
         self.act = act
+        self.activity = ActivityRegularization(activity) if activity is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             x = self.pre(x)
         x = self.core(x)
-        return self.act(x) if self.act is not None else x
+        x = self.act(x) if self.act is not None else x
+        return self.activity(x) if self.activity is not None else x
 
 
 class Weighted(LayerSpec):
@@ -243,6 +274,7 @@ class Weighted(LayerSpec):
     bias_initializer: Initializer = "zeros"
     kernel_regularizer: Regularizer | None = None
     bias_regularizer: Regularizer | None = None
+    activity_regularizer: Regularizer | None = None
     kernel_constraint: Literal["max_norm"] | None = None
 
     def _finish(self, core: nn.Module, fan_in: int, fan_out: int,
@@ -252,7 +284,7 @@ class Weighted(LayerSpec):
             # Keras computes a bias's fans from its own 1-D shape: fan_in = fan_out = units.
             units = core.bias.shape[0]
             init_tensor(core.bias, self.bias_initializer, units, units)
-        return _Block(pre, core, activation_module(self.activation))
+        return _Block(pre, core, activation_module(self.activation), self.activity_regularizer)
 
     def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
         core = module.core  # type: ignore[union-attr]  # a _Block

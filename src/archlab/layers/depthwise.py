@@ -38,6 +38,7 @@ class _Depthwise(LayerSpec):
     bias_initializer: Initializer = "zeros"
     depthwise_regularizer: Regularizer | None = None
     bias_regularizer: Regularizer | None = None
+    activity_regularizer: Regularizer | None = None
 
     def _window(self, shape: Shape) -> Shape:
         spatial(shape, self.type)
@@ -72,7 +73,7 @@ class DepthwiseConv2D(_Depthwise):
     def build(self, shape: Shape) -> nn.Module:
         pre, core = self._depthwise(shape, self.use_bias)
         self._bias(core)
-        return _Block(pre, core, activation_module(self.activation))
+        return _Block(pre, core, activation_module(self.activation), self.activity_regularizer)
 
     def macs(self, shape: Shape) -> int:
         h, w, c = self.output_shape(shape)
@@ -117,7 +118,8 @@ class SeparableConv2D(_Depthwise):
         pointwise = nn.Conv2d(mid, self.filters, 1, bias=self.use_bias)
         init_tensor(pointwise.weight, self.pointwise_initializer, mid, self.filters)
         self._bias(pointwise)
-        return _Block(pre, _Separable(depthwise, pointwise), activation_module(self.activation))
+        return _Block(pre, _Separable(depthwise, pointwise), activation_module(self.activation),
+                      self.activity_regularizer)
 
     def macs(self, shape: Shape) -> int:
         h, w, _ = self.output_shape(shape)
