@@ -227,7 +227,7 @@ def summarize(args, models, peers, runs, gemms, versions) -> None:
               f"{statistics.median(total):.2f} (one busy core of {CORES} is {1 / CORES:.2f})")
     print()
     header = (f"{'model':<12}{'batch':>6} {'peer':<17}{'samples/s':>11}{'kept':>7}"
-              f"{'foreign':>9}{'GFLOP/s':>9}{'% peak':>8}{'archlab/peer':>14}")
+              f"{'foreign':>9}{'/CPU-s':>9}{'GFLOP/s':>9}{'% peak':>8}{'archlab/peer':>14}")
     print(header)
     print("-" * len(header))
     for name in models:
@@ -248,15 +248,19 @@ def summarize(args, models, peers, runs, gemms, versions) -> None:
             ratio = (f"{med['archlab'] / med[peer]:.2f}" if "archlab" in med
                      and not peer.startswith("archlab") else "")
             foreign = statistics.median(r["foreign_share"] for r in kept)
+            per_cpu = statistics.median(r["samples_per_s"] / max(r["own_cpu_share"] * CORES, 1e-9)
+                                        for r in kept)
             count = f"{len(kept)}/{len(runs[name, peer])}" + ("*" if noisy else "")
             print(f"{name:<12}{MODELS[name][3]:>6} {peer:<17}{med[peer]:>11,.0f}{count:>7}"
-                  f"{foreign:>9.2f}{gf:>9.2f}{100 * gf / peak:>7.1f}%{ratio:>14}")
+                  f"{foreign:>9.2f}{per_cpu:>9,.0f}{gf:>9.2f}{100 * gf / peak:>7.1f}%{ratio:>14}")
         others = {p: v for p, v in med.items() if not p.startswith("archlab")}
         if others:
             best = max(others, key=others.get)
             for own in (p for p in med if p.startswith("archlab")):
                 print(f"{'':<19}{own} / best peer ({best}): {med[own] / others[best]:.2f}")
         print(f"{'':<19}MACs per sample (forward): {macs:,}")
+    print("samples/s and /CPU-s (samples per CPU-second the run's own process used) are medians "
+          "of the kept runs;\nGFLOP/s = 6 x forward MACs x samples/s; % peak of the GEMM peak.")
     print("* no run of this row was under the foreign-share limit: medians of all its runs "
           "(noisy)")
 
