@@ -93,6 +93,9 @@ def test_different_datasets_warn_on_stderr(tmp_path: Path,
      "--pivot train.batch_size: Expected one study to pivot, received 2"),
     (["results", "{a}", "{a}"], "Expected each study directory once"),
     (["results", "{a}", "nowhere"], "nowhere: no such study directory or study file"),
+    (["report", "{a}", "{b}", "-o", "{a}/cmp.html"],
+     "-o {a}/cmp.html: Expected a place outside the compared studies"),
+    (["results", "{a}", "{b}", "-o", "{b}"], "-o {b}: Expected a place outside"),
 ])
 def test_refusals_are_one_line(pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
                                args: list[str], expected: str) -> None:
@@ -100,7 +103,8 @@ def test_refusals_are_one_line(pair: tuple[Path, Path], capsys: pytest.CaptureFi
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1, captured
-    assert captured.err.startswith("error: ") and expected in captured.err, captured.err
+    assert captured.err.startswith("error: "), captured.err
+    assert expected.format(a=pair[0], b=pair[1]) in captured.err, captured.err
 
 
 def test_report_of_two_studies_to_a_file(pair: tuple[Path, Path], tmp_path: Path,

@@ -69,6 +69,7 @@ def _compare_results(args: argparse.Namespace) -> int:
     from archlab.analysis.compare import collect_comparison
     from archlab.analysis.results import resolve_study_directory
     from archlab.report.compare import (
+        check_outside,
         compare_csv,
         compare_json,
         ranking_lines,
@@ -79,7 +80,10 @@ def _compare_results(args: argparse.Namespace) -> int:
     if args.pivot:
         raise ArchlabError(f"--pivot {args.pivot[0]}: Expected one study to pivot, received "
                            f"{len(args.study)} (pivot each study on its own)")
-    comparison = collect_comparison([resolve_study_directory(s) for s in args.study])
+    directories = [resolve_study_directory(s) for s in args.study]
+    if args.out:
+        check_outside(args.out, directories)
+    comparison = collect_comparison(directories)
     written = None
     if args.out:
         target = _out_dir(args.out)
@@ -155,7 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         _line(f"warning: {message}")
 
     if len(args.study) > 1:
-        from archlab.report.compare import report_paths, write_comparison
+        from archlab.report.compare import check_outside, report_paths, write_comparison
 
         if not args.out:
             raise ArchlabError(f"report of {len(args.study)} studies: Expected -o FILE.html or "
@@ -163,6 +167,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "study), received no -o")
         directories = [resolve_study_directory(s) for s in args.study]
         html_path = report_paths(args.out)[0]
+        check_outside(args.out, directories, report=True)
         if html_path.parent != Path(args.out):  # -o FILE.html: its directory must exist
             _out_dir(str(html_path.parent))
         else:

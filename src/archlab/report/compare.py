@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.compare import StudyComparison, collect_comparison, data_text
+from archlab.errors import ArchlabError
 from archlab.report.figures import RC, Image, overlay_figure, scatter_figure
 from archlab.report.files import atomic_write, remove_stale_temporaries
 from archlab.report.gather import Curves, gather_curves, gather_model_scatter
@@ -33,8 +34,8 @@ from archlab.report.tables import (
     rich_cells_table,
 )
 
-__all__ = ["COMPARE_COLUMNS", "compare_cells", "compare_json", "compare_markdown",
-           "compare_records", "compare_csv", "ranking_lines", "report_paths",
+__all__ = ["COMPARE_COLUMNS", "check_outside", "compare_cells", "compare_csv", "compare_json",
+           "compare_markdown", "compare_records", "ranking_lines", "report_paths",
            "rich_compare_table", "write_compare_tables", "write_comparison"]
 
 COMPARE_COLUMNS = ("study", "model", "dataset", "test acc", CI_HEADER, "n", "params",
@@ -219,6 +220,18 @@ def report_paths(out: str | Path) -> tuple[Path, Path, str]:
     return out / "compare.html", out / "compare.md", "compare_files"
 
 
+def check_outside(out: str | Path, directories: Sequence[str | Path], *,
+                  report: bool = False) -> None:
+    """Refuse an output place inside a compared study (a comparison writes nothing there):
+    ``out`` is a directory, or with ``report`` what :func:`report_paths` reads."""
+    where = (report_paths(out)[0].parent if report else Path(out)).resolve()
+    for d in directories:
+        if where.is_relative_to(Path(d).resolve()):
+            raise ArchlabError(f"-o {out}: Expected a place outside the compared studies, "
+                               f"received one inside {d} (nothing is written into a compared "
+                               "study)")
+
+
 def _figures(comparison: StudyComparison, folder: str) -> list[Image]:
     from archlab.analysis.results import open_store
 
@@ -259,6 +272,7 @@ def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
     t0 = time.perf_counter()
     comparison = collect_comparison(directories)
     html_path, md_path, folder = report_paths(out)
+    check_outside(out, directories, report=True)
     target = html_path.parent
     _check_writable(target)
     with rc_context(RC):
