@@ -1,16 +1,21 @@
-"""Analysis of a study's store: statistics, per-model results, conclusions from the data."""
+"""Analysis of a study's store: statistics, per-model results, conclusions from the data;
+several studies' models lined up (:func:`collect_comparison`)."""
 
+from archlab.analysis.compare import ComparedModel, StudyComparison, collect_comparison
 from archlab.analysis.conclusions import Conclusion, conclusions
 from archlab.analysis.results import ModelResult, StudyResults, collect
 from archlab.analysis.stats import Comparison, Summary, compare, rank, summarize
 
 __all__ = [
+    "ComparedModel",
     "Comparison",
     "Conclusion",
     "ModelResult",
+    "StudyComparison",
     "StudyResults",
     "Summary",
     "collect",
+    "collect_comparison",
     "compare",
     "conclusions",
     "rank",
