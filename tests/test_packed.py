@@ -185,6 +185,9 @@ def test_what_cannot_be_packed_is_named(tiny_config: dict[str, Any]) -> None:
     assert "early stopping" in (pack_blocker(study, "m") or "")
     study = _study(tiny_config, [{"GaussianNoise": {"stddev": 0.1}}, *HEAD], {})
     assert "GaussianNoise" in (pack_blocker(study, "m") or "")
+    dense = {"Dense": {"units": 10, "activation": "softmax", "activity_regularizer": "l2"}}
+    study = _study(tiny_config, ["Flatten", dense], {})
+    assert "activity_regularizer" in (pack_blocker(study, "m") or "")
     study = _study(tiny_config, [CONV, "BatchNormalization", {"Dropout": {"rate": 0.5}}, *HEAD],
                    {"optimizer": "adadelta", "restore_best": True})
     assert pack_blocker(study, "m") is None

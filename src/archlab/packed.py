@@ -23,7 +23,8 @@ separate run:
 Arithmetic is batched (vmap's batched matmul and conv), so results agree with separate runs to
 float rounding, not bit for bit. What cannot be packed (:func:`pack_blocker`): early stopping
 (replicas would stop at different epochs), GaussianNoise (its noise stream cannot be split per
-replica), and any training option this module does not know.
+replica), activity regularizers (their penalty is kept on the layer), and any training option
+this module does not know.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def pack_blocker(study: Study, model: str) -> str | None:
     from archlab.model import build_model
 
     built = build_model(study, model, device="meta")
+    if getattr(built, "activity", None):
+        return "activity_regularizer (its penalty is kept on the layer, not per replica)"
     for m in built.module.modules():
         if type(m).__name__ == "_GaussianNoise":
             return "GaussianNoise (its noise stream is not split per replica)"
