@@ -20,12 +20,27 @@ import torch.nn.functional as F
 
 from archlab.augment import Augmenter
 from archlab.data import Tensors
-from archlab.model import BuiltModel
+from archlab.model import ACTIVATION_FACTOR, BuiltModel
 from archlab.optimizers import LearningRate, make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 
 EVAL_BATCH = 2000
+#: What one evaluation chunk's activations may take, by the model's own estimate: a model
+#: with big activations evaluates fewer than EVAL_BATCH images at a time (kernels-padding's
+#: m10: 634; the only zoo model below 2,000; peaks measured in docs/cpu-trainer.md).
+EVAL_MEMORY = 1 << 30
+
+
+def eval_batch_for(built: BuiltModel) -> int:
+    """Images per evaluation chunk: :data:`EVAL_BATCH`, or as many as fit in
+    :data:`EVAL_MEMORY` counting every layer's output per image (an upper bound for a no-grad
+    pass, which frees each output once the next layer has read it). Fixed per model: the
+    same chunks, hence the same float sums, on every run of it."""
+    mem = built.memory
+    per_image = sum(m.activation_bytes for m in mem.layers) / max(1, mem.batch_size) \
+        / ACTIVATION_FACTOR
+    return max(1, min(EVAL_BATCH, int(EVAL_MEMORY // max(1.0, per_image))))
 
 
 #: Set to 0 or 1 to force the layout of every conv model (benchmarks; no probe is timed).
@@ -82,9 +97,10 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     module.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, len(x), EVAL_BATCH):
-        logits = module(x[i:i + EVAL_BATCH])
-        yb = y[i:i + EVAL_BATCH]
+    chunk = eval_batch_for(built)
+    for i in range(0, len(x), chunk):
+        logits = module(x[i:i + chunk])
+        yb = y[i:i + chunk]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
         for m in built.activity:
             loss_sum += m.per_sample.sum().double()  # type: ignore[union-attr]
@@ -98,8 +114,9 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
 @torch.no_grad()
 def predict_proba(built: BuiltModel, x: torch.Tensor) -> torch.Tensor:
     built.module.eval()
-    return torch.cat([F.softmax(built.module(x[i:i + EVAL_BATCH]), dim=1)
-                      for i in range(0, len(x), EVAL_BATCH)])
+    chunk = eval_batch_for(built)
+    return torch.cat([F.softmax(built.module(x[i:i + chunk]), dim=1)
+                      for i in range(0, len(x), chunk)])
 
 
 @dataclass

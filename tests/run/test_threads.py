@@ -1,5 +1,7 @@
-"""Thread counts and layouts: the load-aware default, --threads honoured exactly, and a resumed
-run keeping the thread count and layout its checkpoint recorded (bit-identical numbers)."""
+"""Thread counts, layouts and evaluation chunks: the load-aware default, --threads honoured
+exactly, a resumed run keeping the thread count and layout its checkpoint recorded
+(bit-identical numbers), the per-model layout probe (cached; never for a model whose dropout
+sees conv activations) and the per-model evaluation chunk."""
 
 from __future__ import annotations
 
@@ -16,12 +18,21 @@ from archlab.run import RunContext, execute_run, plan_runs, run_study
 from archlab.run.environment import busy_cores, default_threads
 from archlab.spec import override_training
 from archlab.store import RunStatus, Store
-from archlab.train import CHANNELS_LAST_ENV
+from archlab.train import (
+    CHANNELS_LAST_ENV,
+    EVAL_BATCH,
+    EVAL_MEMORY,
+    eval_batch_for,
+    fit,
+    prefer_channels_last,
+    uses_channels_last,
+)
 from tests.conftest import TINY
 
 CORES = os.cpu_count() or 1
 #: the module (archlab.run re-exports its function environment() under the same name)
 env_mod = importlib.import_module("archlab.run.environment")
+projection = importlib.import_module("archlab.run.projection")
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +105,64 @@ def test_resume_keeps_the_checkpoints_threads_and_layout_bit_for_bit(
     assert got.metrics == want.metrics
     assert got.environment["threads"] == 1
     assert got.environment["threads_from"] == "checkpoint"
+
+
+def conv_without_4d_dropout(tiny: archlab.Study) -> archlab.Study:
+    """TINY's cnn with its Dropout after Flatten: no random layer sees a 4-D tensor."""
+    cfg = tiny.to_config()
+    layers = cfg["models"]["cnn"]["layers"]
+    cfg["models"] = {"cnn": {"layers": [layers[0], layers[1], "Flatten", layers[2],
+                                        layers[4]]}}
+    return archlab.parse_study(cfg)
+
+
+def test_layout_probe_is_cached_and_skipped_for_4d_dropout(
+        tiny: archlab.Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(CHANNELS_LAST_ENV, raising=False)
+    timed: list[int] = []
+
+    def fake_timing(*args: object) -> dict[bool, float]:
+        timed.append(1)
+        return {False: 1.0, True: 2.0}  # NCHW twice as fast
+
+    monkeypatch.setattr(projection, "_time_layouts", fake_timing)
+    monkeypatch.setattr(projection, "_layouts", {})
+    # TINY's cnn drops out conv activations: the layout decides its masks, so NHWC, untimed.
+    built = archlab.build_model(tiny, "cnn", seed=0)
+    assert prefer_channels_last(built.module, built.input_shape) is True
+    assert uses_channels_last(built.module) and timed == []
+    study = conv_without_4d_dropout(tiny)
+    built = archlab.build_model(study, "cnn", seed=0)
+    rng = torch.get_rng_state()
+    assert prefer_channels_last(built.module, built.input_shape) is False  # the faster one
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's dropout stream untouched
+    assert timed == [1] and (tmp_path / projection.LAYOUT_CACHE_FILE).exists()
+    monkeypatch.setattr(projection, "_layouts", {})  # a new process: read from the file
+    again = archlab.build_model(study, "cnn", seed=0)
+    assert prefer_channels_last(again.module, again.input_shape) is False
+    assert timed == [1]
+    monkeypatch.setenv(CHANNELS_LAST_ENV, "1")  # forced
+    assert prefer_channels_last(again.module, again.input_shape) is True
+
+
+def test_layout_changes_numbers_by_float_rounding_only(
+        tiny: archlab.Study, data: Tensors, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = conv_without_4d_dropout(tiny)
+    results = {}
+    for forced in ("0", "1"):
+        monkeypatch.setenv(CHANNELS_LAST_ENV, forced)
+        torch.manual_seed(5)
+        built = archlab.build_model(study, "cnn", seed=5)
+        results[forced] = fit(built, data, study.train_for("cnn"), 5).final
+    for k, v in results["0"].items():
+        assert results["1"][k] == pytest.approx(v, abs=2e-3), k
+
+
+def test_evaluation_chunks_shrink_only_for_big_activations(tiny: archlab.Study) -> None:
+    assert eval_batch_for(archlab.build_model(tiny, "cnn")) == EVAL_BATCH
+    m10 = archlab.build_model(archlab.load_study("zoo:kernels-padding"), "m10")
+    chunk = eval_batch_for(m10)
+    assert 100 < chunk < EVAL_BATCH
+    per_image = sum(m.activation_bytes for m in m10.memory.layers) / m10.memory.batch_size / 2
+    assert chunk * per_image <= EVAL_MEMORY
