@@ -162,3 +162,18 @@ def test_validate_prints_the_trials_and_the_projected_time(
     assert main(["validate", "--no-timing", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search, path 'layers.3.Dense.units' at 8" in err
+
+
+def test_the_docs_search_example_validates_and_builds(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "spec.md").read_text(encoding="utf-8")
+    body = text[text.index("## Search (Optuna)"):]
+    body = body[:body.find("\n## ", 1) if "\n## " in body[1:] else len(body)]
+    (block,) = re.findall(r"```yaml\n(.*?)```", body, re.S)
+    path = tmp_path / "example.yaml"
+    path.write_text(block, encoding="utf-8")
+    study = archlab.load_study(path)
+    archlab.validate_study(study)
+    validate_search(study)  # every checked point builds
+    assert study.search is not None and study.search.space.keys() == SPACE.keys()
