@@ -88,15 +88,23 @@ def test_a_killed_pack_resumes_every_replica(mlp_study: archlab.Study, tmp_path:
         assert resumed[rid].metrics == run.metrics  # bit for bit
 
 
+@pytest.mark.parametrize("damage", ["deleted", "corrupt"])
 def test_replicas_at_different_epochs_run_separately(mlp_study: archlab.Study, tmp_path: Path,
-                                                     always_pack: list[tuple[str, int]]) -> None:
+                                                     always_pack: list[tuple[str, int]],
+                                                     damage: str) -> None:
     out = tmp_path / "mixed"
     archlab.run_study(mlp_study, out, threads=1,
                       stop=lambda: any(out.glob(f"runs/*/{CHECKPOINT_FILE}")))
+    first = plan_runs(mlp_study)[0].run_id
     with Store(out) as store:
-        first = plan_runs(mlp_study)[0].run_id
-        (store.run_dir(first) / CHECKPOINT_FILE).unlink()  # now at epoch 0, the others at 1
+        ckpt = store.run_dir(first) / CHECKPOINT_FILE
+    if damage == "deleted":
+        ckpt.unlink()  # now at epoch 0, the others at 1
+    else:
+        ckpt.write_bytes(b"not a checkpoint")  # discarded (with a warning): epoch 0 too
     outcome = archlab.run_study(mlp_study, out, threads=1)
+    if damage == "corrupt":
+        assert any("checkpoint discarded" in w for w in _runs(out)[first].warnings)
     assert set(outcome.statuses.values()) == {RunStatus.FINISHED.value}
     whole = archlab.run_study(mlp_study, tmp_path / "whole", threads=1)
     assert whole.statuses

@@ -23,7 +23,6 @@ import torch
 from archlab.data import Tensors
 from archlab.errors import StoreError
 from archlab.model import BuiltModel, build_model
-from archlab.optimizers import make_optimizer
 from archlab.packed import fit_packed, pack_blocker
 from archlab.run.checkpoint import CheckpointError, _read, load_checkpoint, save_checkpoint
 from archlab.run.config import RunPlan
@@ -278,16 +277,9 @@ def execute_pack(study: Study, plans: list[RunPlan],
                                  on_epoch_end=[epoch_hook(p, b)
                                                for p, b in zip(plans, builts, strict=True)],
                                  on_batches=on_batches)
-        except CheckpointError as exc:
-            # Raised before the first batch: this replica restarts from zero, the others keep
-            # their checkpoints, so they no longer share an epoch: run them separately.
-            for p, b in zip(plans, builts, strict=True):
-                if saved[p.run_id] is not None:
-                    try:
-                        load_checkpoint(saved[p.run_id], b.module,  # type: ignore[arg-type]
-                                        *_fresh(train, b))
-                    except CheckpointError:
-                        discard(p, f"{ckpts[p.run_id]}: {exc}")
+        except CheckpointError:
+            # Raised before the first batch, nothing trained: each run goes on separately,
+            # and execute_run discards the checkpoint it cannot use, as for any run.
             return None
         except Interrupted:
             for p in plans:
@@ -296,9 +288,3 @@ def execute_pack(study: Study, plans: list[RunPlan],
             return {p.run_id: RunStatus.INTERRUPTED for p in plans}
         return {p.run_id: record_result(store, p, ctx, b, r, started=t_wall, share=n)
                 for p, b, r in zip(plans, builts, results, strict=True)}
-
-
-def _fresh(train: Any, built: BuiltModel) -> tuple[Any, Any, torch.Generator]:
-    opt, sched = make_optimizer(train.optimizer, [p for p in built.module.parameters()
-                                                  if p.requires_grad])
-    return opt, sched, torch.Generator()
