@@ -12,6 +12,7 @@ from archlab.run.execute import RunContext, execute_run
 from archlab.run.layout import DEFAULT_ROOT, study_dir
 from archlab.run.lock import LOCK_FILE, StudyBusyError, StudyLock, check_output_dir
 from archlab.run.projection import projected_seconds
+from archlab.run.search import SearchOutcome, run_search, validate_search
 from archlab.run.study import Stop, StudyOutcome, run_study
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "LOCK_FILE",
     "RunContext",
     "RunPlan",
+    "SearchOutcome",
     "Stop",
     "StudyBusyError",
     "StudyLock",
@@ -32,6 +34,8 @@ __all__ = [
     "plan_runs",
     "projected_seconds",
     "resolve_device",
+    "run_search",
     "run_study",
     "study_dir",
+    "validate_search",
 ]

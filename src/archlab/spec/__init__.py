@@ -14,6 +14,7 @@ from archlab.spec.schema import (
     TrainSpec,
     study_json_schema,
 )
+from archlab.spec.search import SearchSpec
 
 __all__ = [
     "DataSpec",
@@ -21,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "Normalize",
     "NormalizeArgs",
+    "SearchSpec",
     "Split",
     "Study",
     "TrainOverride",
