@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,15 @@ class Cluster:
     address: str
     sessions: dict[str, int]  # node ("head", "worker") -> its processes' session id
     env: dict[str, str]
+
+    def node_id(self, node: str) -> str:
+        """The Ray node id of ``node`` ("head", "worker"), from its raylet's command line."""
+        for pid in _session(self.sessions[node]):
+            with contextlib.suppress(OSError):
+                for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    if arg.startswith(b"--node_id="):
+                        return arg.split(b"=", 1)[1].decode()
+        raise AssertionError(f"no raylet in the {node} node's session")
 
 
 def _free_port() -> int:
@@ -308,24 +318,59 @@ def test_retries_spent_mark_the_run_failed(tmp_path: Path, cluster: Cluster) -> 
     assert "retries spent" in err.read_text()
 
 
+def _wait_until(proc: subprocess.Popen, err: Path, out: Path,
+                ready: Callable[[list[RunRecord]], bool]) -> list[RunRecord]:
+    """Poll the store until ``ready(runs)``; return those runs."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        assert proc.poll() is None, err.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the runs never got there"
+        runs = _maybe_runs(out)
+        if ready(runs):
+            return runs
+        time.sleep(0.05)
+
+
 @needs_ray
 @pytest.mark.ray
-def test_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster, reference: Path) -> None:
+def test_ctrl_c_then_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster,
+                                                reference: Path) -> None:
     # Runs last in this module: the worker node does not come back.
-    study, out, err = _write_study(tmp_path), tmp_path / "out", tmp_path / "err"
-    proc = _archlab([str(study), "--executor", "ray", "--address", cluster.address,
-                     "--out", str(out)], cluster.env, err)
+    study, out = _write_study(tmp_path), tmp_path / "out"
+    args = [str(study), "--executor", "ray", "--address", cluster.address, "--out", str(out)]
+
+    # Ctrl-C once a run has an epoch in the store: its task is cancelled, the run is
+    # interrupted, its checkpoint kept (verified), and the command exits 130.
+    err = tmp_path / "err-ctrl-c"
+    proc = _archlab(args, cluster.env, err)
     try:
-        # Both nodes busy (one run each: one CPU per node and per run), both runs at least one
-        # epoch in (the driver holds a checkpoint) and at least one epoch from their end.
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert proc.poll() is None, err.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the runs never overlapped"
-            running = [r for r in _maybe_runs(out) if r.status is RunStatus.RUNNING]
-            if len(running) == 2 and all(1 <= r.epochs_done <= 2 for r in running):
-                break
-            time.sleep(0.05)
+        _wait_until(proc, err, out, lambda runs: any(
+            r.status is RunStatus.RUNNING and r.epochs_done >= 1 for r in runs))
+        os.kill(proc.pid, signal.SIGINT)
+        code = _wait(proc, err)
+    finally:
+        _kill_session(proc.pid)
+    assert code == 130, err.read_text()[-3000:]
+    runs = _runs(out)
+    assert not [r for r in runs.values() if r.status is RunStatus.RUNNING]
+    kept = [r for r in runs.values() if r.status is RunStatus.INTERRUPTED and r.epochs_done]
+    assert kept, [(r.status, r.epochs_done) for r in runs.values()]
+    with Store(out) as store:
+        for run in kept:
+            assert store.read_verified(run.run_id, CHECKPOINT_FILE)
+
+    # The same command again, and the worker node killed while a run trains on it, at least
+    # one epoch in (the driver holds a checkpoint) and at least one epoch from its end.
+    err = tmp_path / "err"
+    worker = cluster.node_id("worker")
+
+    def on_worker(runs: list[RunRecord]) -> list[RunRecord]:
+        return [r for r in runs if r.status is RunStatus.RUNNING and 1 <= r.epochs_done <= 3
+                and r.environment.get("ray_node") == worker]
+
+    proc = _archlab(args, cluster.env, err)
+    try:
+        (victim,) = on_worker(_wait_until(proc, err, out, on_worker))
         _kill_session(cluster.sessions["worker"])  # its raylet and every worker it started
         code = _wait(proc, err)
     finally:
@@ -333,10 +378,14 @@ def test_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster, reference:
     assert code == 0, err.read_text()[-3000:]
     runs = _runs(out)
     retried = [r for r in runs.values() if any("ray worker lost" in w for w in r.warnings)]
-    assert len(retried) == 1, [r.warnings for r in runs.values()]
-    assert retried[0].run_id in {r.run_id for r in running}
-    assert any("from epoch 1" in w or "from epoch 2" in w for w in retried[0].warnings)
+    assert [r.run_id for r in retried] == [victim.run_id], [r.warnings for r in runs.values()]
+    assert any(re.search(r"retry 1 of 2 from epoch [1-3]$", w) for w in retried[0].warnings)
+    assert runs[victim.run_id].environment["ray_node"] == cluster.node_id("head")
     _assert_same_numbers(out, reference)
+
+
+def _running(runs: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if r.status is RunStatus.RUNNING]
 
 
 def _maybe_runs(out: Path) -> list[RunRecord]:

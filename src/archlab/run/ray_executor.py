@@ -161,7 +161,10 @@ def _train_task(cfg: dict[str, Any], source: str, plan: RunPlan, data: Tensors,
 
     thread = threading.Thread(target=work, name=f"archlab-run-{plan.run_id}", daemon=True)
     try:
-        yield ("started", environment(threads, device))
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        yield ("started", {**environment(threads, device), "ray_node": node})
         thread.start()
         while True:
             message = messages.get()
@@ -199,7 +202,7 @@ def _final(scratch: Path, run_id: str, status: RunStatus) -> tuple[Any, ...]:
         "train_seconds": record.train_seconds, "wall_seconds": record.wall_seconds,
         "samples_per_second": record.samples_per_second, "history": history,
         "peak_rss_bytes": record.peak_rss_bytes}
-    return ("finished", final, files, record.environment)
+    return ("finished", final, files, record.environment)  # the driver adds ray_node
 
 
 def _one_line(exc: BaseException) -> str:
@@ -215,6 +218,7 @@ class _Task:
     generator: Any  # ray.ObjectRefGenerator
     attempt: int = 1
     started: bool = False
+    node: str | None = None  # the Ray node id it runs on, once started
     epochs: list[int] = field(default_factory=list)
 
 
@@ -350,7 +354,7 @@ class _Driver:
                 store.start_run(rid, task.plan.model, task.plan.repeat, task.plan.seed,
                                 task.plan.config.to_json(), {**message[1], "executor": "ray"})
                 self._flush_warnings(store, rid)
-                task.started = True
+                task.started, task.node = True, message[1].get("ray_node")
             elif kind == "event":
                 event = message[1]
                 if event["kind"] == "warning":
@@ -367,7 +371,8 @@ class _Driver:
                 del self.tasks[task.generator]
                 _, final, files, environment = message
                 store.start_run(rid, task.plan.model, task.plan.repeat, task.plan.seed,
-                                task.plan.config.to_json(), {**environment, "executor": "ray"})
+                                task.plan.config.to_json(),
+                                {**environment, "executor": "ray", "ray_node": task.node})
                 for name, data in files.items():
                     store.import_file(rid, name, data)
                 store.finish_run(rid, **final, files=list(files))
