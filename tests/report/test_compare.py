@@ -216,3 +216,44 @@ def test_a_copy_can_be_compared_with_its_original(pair: tuple[Path, Path],
     c = collect_comparison([pair[0], copy])
     assert c.study_labels == ["a", "copy"]  # one study name: the directories tell them apart
     assert [m.label for m in c.models][:2] == ["a/cnn", "a/mlp"]
+
+
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var warning = document.getElementById("dataset-warning");
+  var box = warning.getBoundingClientRect();
+  var out = document.createElement("pre");
+  out.id = "probe-result";
+  out.textContent = JSON.stringify({
+    images: images.length,
+    undecoded: images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                     .length,
+    warningTop: box.top, warningHeight: box.height,
+    rows: document.querySelectorAll("#results tbody tr").length});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_comparison_page_in_headless_chromium(tmp_path: Path) -> None:
+    """The page as a browser shows it: every image decodes, and the dataset warning is on
+    screen above the table without scrolling."""
+    from tests.report.test_report import _browser, _chromium
+
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    a = _store(tmp_path / "a", {"cnn": [0.98, 0.981], "mlp": [0.95, 0.951]}, study="digits")
+    b = _store(tmp_path / "b", {"cnn": [0.88, 0.885]}, study="clothes",
+               dataset="fashion-mnist")
+    html_path, _ = write_comparison([a, b], tmp_path / "out")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text().replace("</body>", PROBE + "\n</body>", 1))
+    run = _browser(tmp_path, "--virtual-time-budget=10000", "--window-size=1280,900",
+                   "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
+    assert found, f"no probe result (exit {run.returncode}): {run.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["images"] == 2 and result["undecoded"] == 0
+    assert result["rows"] == 3
+    assert 0 < result["warningTop"] < 200 and result["warningHeight"] > 20
