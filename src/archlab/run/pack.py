@@ -200,6 +200,8 @@ def execute_pack(study: Study, plans: list[RunPlan],
     Returns each run's status, or None (nothing trained) when the runs' checkpoints are at
     different epochs: the caller then runs them separately, each resuming its own.
     """
+    if getattr(ctx, "epoch_check", None) is not None:
+        return None  # a pruner may stop each replica at its own epoch: separate runs
     t_wall = time.perf_counter()
     torch.set_num_threads(ctx.threads)
     model = plans[0].model
@@ -232,10 +234,15 @@ def execute_pack(study: Study, plans: list[RunPlan],
         epochs = {_checkpoint_epoch(d) if d is not None else 0 for d in saved.values()}
         if len(epochs) > 1:
             return None
-        env = environment(ctx.threads, ctx.device) | {"packed": n}
+        def record_environment(plan: RunPlan, threads_from: str | None) -> None:
+            env = environment(torch.get_num_threads(), ctx.device,
+                              threads_from=threads_from) | {"packed": n}
+            store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,
+                            plan.config.to_json(), env)
+
         for p in plans:
             store.run_dir(p.run_id).mkdir(parents=True, exist_ok=True)
-            store.start_run(p.run_id, p.model, p.repeat, p.seed, p.config.to_json(), env)
+            record_environment(p, getattr(ctx, "threads_from", None))
         store.set_meta(data_sizes={"train": len(ctx.data.x_train), "val": len(ctx.data.x_val),
                                    "test": len(ctx.data.x_test),
                                    "classes": len(ctx.data.class_names)})
@@ -250,6 +257,8 @@ def execute_pack(study: Study, plans: list[RunPlan],
             def resume(opt: torch.optim.Optimizer, sched: Any,
                        gen: torch.Generator) -> TrainState:
                 state = load_checkpoint(data, built.module, opt, sched, gen)
+                if torch.get_num_threads() != ctx.threads:  # the checkpoint's count wins
+                    record_environment(plan, "checkpoint")
                 store.truncate_epochs(plan.run_id, state.epoch)
                 ctx.progress(plan.run_id, {"kind": "resumed", "epoch": state.epoch})
                 return state
