@@ -27,6 +27,15 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """One torch thread: on a shared machine more only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 SEED = 11
 
 
@@ -227,8 +236,7 @@ def _study(train: dict[str, Any]) -> archlab.Study:
     return archlab.parse_study({
         "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"}, "train": train,
         "models": {"m": {"layers": [
-            {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-            {"MaxPooling2D": {"pool_size": 2}}, {"Dropout": {"rate": 0.25}}, "Flatten",
+            "Flatten", {"Dense": {"units": 32, "activation": "relu"}}, {"Dropout": {"rate": 0.25}},
             {"Dense": {"units": 10, "activation": "softmax"}}]}}})
 
 
@@ -293,3 +301,29 @@ def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path
     for (name, a), b in zip(reference.module.state_dict().items(),
                             resumed.module.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_the_store_keeps_the_lr_of_runs_that_have_one(tmp_path: Path) -> None:
+    from archlab.store import Store
+
+    layers = ["Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
+    study = archlab.parse_study({
+        "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"},
+        "train": {"optimizer": {"name": "sgd", "learning_rate": {"ExponentialDecay": {
+            "initial_learning_rate": 0.1, "decay_steps": 20, "decay_rate": 0.5}}},
+            "batch_size": 500, "epochs": 2},
+        "models": {"scheduled": {"layers": layers},
+                   "constant": {"layers": layers, "train": {"optimizer": "sgd"}}}})
+    from archlab.run import RunContext, execute_run
+
+    data = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
+    for plan in plan_runs(study):
+        execute_run(study, plan, RunContext(tmp_path, data, 1))
+    with Store(tmp_path) as store:
+        runs = {r.model: r for r in store.runs()}
+        scheduled = store.history(runs["scheduled"].run_id)
+        constant = store.history(runs["constant"].run_id)
+    steps = 9  # 4,500 training images (a tenth held out), batches of 500
+    schedule = study.train.optimizer.learning_rate
+    assert [h["lr"] for h in scheduled] == pytest.approx([schedule(steps), schedule(2 * steps)])
+    assert all("lr" not in h for h in constant) and len(constant) == 2

@@ -205,7 +205,8 @@ def columns(directory: Path, table: str) -> set[str]:
 
 def test_new_store_has_the_current_schema(tmp_path: Path) -> None:
     make_store(tmp_path, runs=1)
-    assert user_version(tmp_path) == SCHEMA_VERSION == 2
+    assert user_version(tmp_path) == SCHEMA_VERSION == 3
+    assert "lr" in columns(tmp_path, "epochs")
     assert {"peak_rss_bytes", "warnings"} <= columns(tmp_path, "runs")
     assert columns(tmp_path, "files") == {"run_id", "name", "sha256", "size", "written_at"}
 
@@ -223,9 +224,9 @@ def test_v1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path: Path) -> Non
                          best_epoch=1, diverged_epoch=None, train_seconds=1.0, wall_seconds=1.0,
                          samples_per_second=1.0, history=[epoch_row(1)], peak_rss_bytes=5)
         assert store.runs()[0].peak_rss_bytes == 5
-    assert user_version(tmp_path) == 2
+    assert user_version(tmp_path) == SCHEMA_VERSION
     assert "peak_rss_bytes" in columns(tmp_path, "runs")
-    with Store(tmp_path) as store:  # a second open finds v2 and changes nothing
+    with Store(tmp_path) as store:  # a second open finds the current version, changes nothing
         assert store.runs()[0].metrics == METRICS
 
 

@@ -23,6 +23,15 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """One torch thread: on a shared machine more only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 N = 48  # one training batch
 
 

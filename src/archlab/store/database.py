@@ -249,10 +249,10 @@ class Store:
         just written for it, in one transaction."""
         digests = self._digests(run_id, files)
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (run_id, row["epoch"], nan_to_none(row["loss"]),
                         nan_to_none(row["accuracy"]), nan_to_none(row["val_loss"]),
-                        nan_to_none(row["val_accuracy"]), row["seconds"]))
+                        nan_to_none(row["val_accuracy"]), row["seconds"], row.get("lr")))
             db.execute("UPDATE runs SET epochs_done=?, updated_at=? WHERE run_id=?",
                        (row["epoch"], time.time(), run_id))
             db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", digests)
@@ -277,10 +277,10 @@ class Store:
         digests = self._digests(run_id, files)
         with self._tx() as db:
             db.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
-            db.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)", [
+            db.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
                 (run_id, r["epoch"], nan_to_none(r["loss"]), nan_to_none(r["accuracy"]),
-                 nan_to_none(r["val_loss"]), nan_to_none(r["val_accuracy"]), r["seconds"])
-                for r in history])
+                 nan_to_none(r["val_loss"]), nan_to_none(r["val_accuracy"]), r["seconds"],
+                 r.get("lr")) for r in history])
             db.execute("DELETE FROM files WHERE run_id=?", (run_id,))
             db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", digests)
             db.execute(
@@ -369,12 +369,14 @@ class Store:
     @_guarded
     def history(self, run_id: str) -> list[dict[str, float]]:
         rows = self._db.execute(
-            "SELECT epoch, loss, accuracy, val_loss, val_accuracy, seconds FROM epochs "
+            "SELECT epoch, loss, accuracy, val_loss, val_accuracy, seconds, lr FROM epochs "
             "WHERE run_id=? ORDER BY epoch", (run_id,)).fetchall()
         keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
         try:
+            # `lr` only where the run recorded one (a schedule or ReduceLROnPlateau).
             return [{k: (math.nan if v is None else number(v)) for k, v in
-                     zip(keys, row, strict=True)} for row in rows]
+                     zip(keys, row[:-1], strict=True)}
+                    | ({} if row[-1] is None else {"lr": number(row[-1])}) for row in rows]
         except TypeError as exc:
             raise self._damaged(f"history of run {run_id}", exc) from None
 

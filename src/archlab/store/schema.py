@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_FILE = "store.sqlite"
 RUNS_DIR = "runs"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -61,8 +61,13 @@ CREATE TABLE files (
     PRIMARY KEY (run_id, name)
 )
 """,
+    # v2 -> v3: the learning rate per epoch (NULL where it is constant: no schedule, no plateau).
+    3: """
+ALTER TABLE epochs ADD COLUMN lr REAL;
+""",
 }
-TABLES = {1: {"meta", "runs", "epochs"}, 2: {"meta", "runs", "epochs", "files"}}
+TABLES = {1: {"meta", "runs", "epochs"}, 2: {"meta", "runs", "epochs", "files"},
+          3: {"meta", "runs", "epochs", "files"}}
 
 
 def file_digest(path: Path) -> tuple[str, int]:
