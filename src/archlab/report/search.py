@@ -251,7 +251,8 @@ def history_figure(s: SearchData) -> Image:
 
 def importance_figure(s: SearchData) -> Image:
     items = sorted(s.importances.items(), key=lambda kv: kv[1])
-    fig, (ax,) = _figure(7.2, 0.6 + 0.3 * len(items), margins=(0.3, 0.97, 0.2, 0.85))
+    height = 1.2 + 0.3 * len(items)
+    fig, (ax,) = _figure(7.2, height, margins=(0.3, 0.97, 0.45 / height, 1 - 0.3 / height))
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
     ax.set_xlabel("importance (Optuna, PED-ANOVA)")
     ax.set_title("parameter importances")
@@ -260,7 +261,8 @@ def importance_figure(s: SearchData) -> Image:
 
 def confirmed_figure(s: SearchData) -> Image:
     rows = [c for c in s.confirmed if c.objective is not None]
-    fig, (ax,) = _figure(7.2, 0.7 + 0.35 * len(rows), margins=(0.2, 0.97, 0.25, 0.85))
+    height = 1.2 + 0.35 * len(rows)
+    fig, (ax,) = _figure(7.2, height, margins=(0.2, 0.97, 0.45 / height, 1 - 0.3 / height))
     ys = list(range(len(rows)))[::-1]
     for y, c in zip(ys, rows, strict=True):
         o = c.objective
@@ -269,6 +271,7 @@ def confirmed_figure(s: SearchData) -> Image:
         ax.errorbar([o.mean], [y], xerr=err, fmt="o", capsize=3,
                     color="tab:orange" if c.model == s.winner else "tab:blue")
     ax.set_yticks(ys, [c.model for c in rows])
+    ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.set_xlabel(f"{s.objective} (mean, 95% CI over {s.repeats} seeds)")
     ax.set_title("confirmed ranking")
     return _png(fig, "search_confirmed", "the confirmed trials' objective with 95% CIs")
