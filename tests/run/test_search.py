@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
+import archlab
 from archlab.analysis.results import collect
 from archlab.cli import main
+from archlab.data import load_dataset, prepare_tensors
 from archlab.report.search import gather_search
-from archlab.run import derive_seed
+from archlab.run import RunContext, derive_seed, execute_run, plan_runs, run_study
 from archlab.run.search import SEARCH_DB, SEARCH_FILE
 from archlab.store import RunStatus, Store
 from tests.conftest import TINY
@@ -195,3 +197,43 @@ def test_search_trials_run_through_jobs_2_and_the_report_draws_it(tmp_path: Path
     for name in ("search_history", "search_importances", "search_confirmed"):
         assert f"{name}.png" in md, name
     assert "Confirmed winner: mlp.trial" in md
+
+
+def test_epoch_check_prunes_a_run_and_is_asked_again_on_resume(
+        tiny_study: archlab.Study, tmp_path: Path) -> None:
+    study = tiny_study.select(["mlp"])
+    plan = plan_runs(study)[0]
+    data = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
+    asked: list[int] = []
+
+    def prune_at_2(p: Any, row: dict[str, float]) -> bool:
+        asked.append(int(row["epoch"]))
+        return row["epoch"] == 2
+
+    ctx = RunContext(tmp_path / "a", data, 1, epoch_check=prune_at_2)
+    assert execute_run(study, plan, ctx) is RunStatus.PRUNED
+    assert asked == [1, 2]
+    with Store(tmp_path / "a") as store:
+        (run,) = store.runs()
+        assert (run.status, run.pruned_epoch, run.total_params) == (RunStatus.PRUNED, 2, 12730)
+        assert [r["epoch"] for r in store.history(run.run_id)] == [1, 2]
+        assert run.metrics == {} and run.train_seconds is not None
+        store.fail_run(run.run_id, "late")  # final: never un-pruned
+        assert store.status(run.run_id) is RunStatus.PRUNED
+    assert not list((tmp_path / "a").glob("runs/*/*.safetensors"))  # no checkpoint, no weights
+    assert run_study(study, tmp_path / "a", threads=1).skipped == [plan.run_id]  # final
+
+    # A run stopped after epoch 1 (as a killed process would be, before it asked) is asked
+    # again for epoch 1 when it resumes, and pruned there without training on.
+    epochs: list[int] = []
+    ctx = RunContext(tmp_path / "b", data, 1,
+                     lambda rid, ev: epochs.append(ev["epoch"]) if ev["kind"] == "epoch" else None,
+                     stop_requested=lambda: bool(epochs))
+    assert execute_run(study, plan, ctx) is RunStatus.INTERRUPTED
+    asked.clear()
+    ctx = RunContext(tmp_path / "b", data, 1, epoch_check=lambda p, row: bool(
+        asked.append(int(row["epoch"]))) or row["epoch"] == 1)
+    assert execute_run(study, plan, ctx) is RunStatus.PRUNED
+    assert asked == [1]
+    with Store(tmp_path / "b") as store:
+        assert store.runs()[0].pruned_epoch == 1
