@@ -237,3 +237,27 @@ def test_epoch_check_prunes_a_run_and_is_asked_again_on_resume(
     assert asked == [1]
     with Store(tmp_path / "b") as store:
         assert store.runs()[0].pruned_epoch == 1
+
+
+def test_a_trial_that_cannot_be_built_fails_and_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archlab.run import search as search_module
+
+    real = search_module.trial_study
+
+    def refuse_trial_0(study: archlab.Study, name: str, params: dict[str, Any]) -> Any:
+        if name == "mlp.trial000":
+            raise ValueError("a point the spec refuses")
+        return real(study, name, params)
+
+    monkeypatch.setattr(search_module, "trial_study", refuse_trial_0)
+    cfg = _config(2, top=1)
+    cfg["train"]["epochs"] = 1
+    cfg["search"]["pruner"] = "none"
+    out = tmp_path / "out"
+    run_study(archlab.parse_study(cfg), out, threads=1)
+    data = json.loads((out / SEARCH_FILE).read_text())
+    assert [(t["number"], t["state"]) for t in data["trials"]] == [
+        (0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
+    assert data["complete"] and data["trials"][0]["run_id"] is None
+    assert {m.model for m in collect(out).models} == {"mlp", "mlp.trial001", "mlp.trial002"}

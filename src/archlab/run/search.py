@@ -278,7 +278,13 @@ class _Search:
                 number, trial_id, params = trial.number, trial._trial_id, trial.params
             else:
                 return None
-            trial_study_, plan = self._plan(number, params)
+            try:
+                trial_study_, plan = self._plan(number, params)
+            except ValueError:  # values the checked points did not cover and the spec refuses
+                self.failures += 1
+                self.optuna.tell(number, state=optuna.trial.TrialState.FAIL,
+                                 skip_if_finished=True)
+                continue
             optuna.trial.Trial(self.optuna, trial_id).set_user_attr("run_id", plan.run_id)
             self._add_plan(plan)
             with Store(self.directory) as store:
