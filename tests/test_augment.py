@@ -284,3 +284,31 @@ def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path
     with pytest.raises(CheckpointError, match="no augmentation state"):
         fit(again, data, study.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
             other, again.module, opt, sched, gen))
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    """Through execute_run, its checkpoint file and the store: augmentation, a plateau."""
+    from archlab.run import RunContext, execute_run, plan_runs
+    from archlab.store import RunStatus, Store
+
+    study = _study({**TRAIN, "optimizer": {"name": "sgd", "learning_rate": 0.05},
+                    "reduce_lr_on_plateau": {"patience": 0, "min_delta": 0.5}})
+    (plan,) = plan_runs(study)
+    full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
+    small = Tensors(full.x_train[:600], full.y_train[:600], full.x_val[:200], full.y_val[:200],
+                    full.x_test[:200], full.y_test[:200], full.class_names,
+                    full.validation_is_test)
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    assert execute_run(study, plan, RunContext(reference, small, 1)) is RunStatus.FINISHED
+    epochs: list[int] = []
+    ctx = RunContext(stopped, small, 1,
+                     lambda rid, ev: epochs.append(ev["epoch"]) if ev["kind"] == "epoch" else None,
+                     stop_requested=lambda: bool(epochs))
+    assert execute_run(study, plan, ctx) is RunStatus.INTERRUPTED  # during epoch 2
+    assert execute_run(study, plan, RunContext(stopped, small, 1)) is RunStatus.FINISHED
+    with Store(reference) as want, Store(stopped) as got:
+        assert got.runs()[0].metrics == want.runs()[0].metrics
+        strip = [{k: v for k, v in h.items() if k != "seconds"} for h in want.history(plan.run_id)]
+        assert [{k: v for k, v in h.items() if k != "seconds"}
+                for h in got.history(plan.run_id)] == strip
+        assert [h["lr"] for h in strip] == pytest.approx([0.05, 0.05, 0.005], rel=1e-7)

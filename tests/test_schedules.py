@@ -178,7 +178,7 @@ def test_spec_errors_are_one_line() -> None:
     cosine = {"CosineDecay": {"initial_learning_rate": 0.1, "decay_steps": 100}}
     assert "Expected decay 0 with a learning_rate schedule" in error(
         {"optimizer": {"name": "sgd", "learning_rate": cosine, "decay": 0.01}})
-    assert "received a CosineDecay" in error(
+    assert "received learning_rate CosineDecay" in error(
         {"optimizer": {"name": "adam", "learning_rate": cosine},
          "reduce_lr_on_plateau": {"patience": 2}})
     assert "decay_steps" in error({"optimizer": {"name": "sgd", "learning_rate": {
@@ -189,7 +189,7 @@ def test_spec_errors_are_one_line() -> None:
     assert "factor" in error({"reduce_lr_on_plateau": {"factor": 1.0}})
     assert "monitor" in error({"reduce_lr_on_plateau": {"monitor": "val_acc"}})
     # A model's own schedule under the study's plateau: refused when the study is built.
-    with pytest.raises(SpecError, match="model 'm'.*received a CosineDecay"):
+    with pytest.raises(SpecError, match="model 'm'.*received learning_rate CosineDecay"):
         study = archlab.parse_study({"name": "t", "train": {"reduce_lr_on_plateau": {}},
                                      "models": {"m": {"layers": layers, "train": {
                                          "optimizer": {"name": "sgd",

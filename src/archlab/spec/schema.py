@@ -97,7 +97,7 @@ class TrainSpec(Strict):
                 self.optimizer.learning_rate, BaseModel):
             return ("a number as the optimizer's learning_rate with reduce_lr_on_plateau "
                     "(Keras cannot set a schedule's rate)",
-                    f"a {self.optimizer.learning_rate.type}")  # type: ignore[attr-defined]
+                    f"learning_rate {self.optimizer.learning_rate.type}")  # type: ignore[attr-defined]
         return None
 
     def to_config(self) -> dict[str, Any]:
