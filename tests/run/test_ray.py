@@ -101,6 +101,33 @@ def test_ray_flags_are_checked_first(flags: list[str], message: str, tmp_path: P
     assert not (tmp_path / "o").exists()
 
 
+@needs_ray
+def test_unreachable_address_is_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Ray itself would retry for minutes; nothing is written.
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    for given, expected in ((address, f"Expected a Ray head node listening at {address}, "
+                                      "received ConnectionRefusedError"),
+                            ("ray://head:10001", "Expected HOST:PORT of a Ray head node")):
+        code = main(["run", str(_write_study(tmp_path)), "--executor", "ray", "--address",
+                     given, "--out", str(tmp_path / "o"), "--no-timing", "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()
+
+
+def test_store_import_file(tmp_path: Path) -> None:
+    # How the driver keeps what a worker made: the bytes, and their checksum.
+    with Store(tmp_path) as store:
+        store.start_run("r1", "m", 0, 1, {}, {})
+        store.import_file("r1", WEIGHTS_FILE, b"first")
+        store.import_file("r1", WEIGHTS_FILE, b"second, replacing it")
+        assert store.read_verified("r1", WEIGHTS_FILE) == b"second, replacing it"
+        assert [p.name for p in store.run_dir("r1").iterdir()] == [WEIGHTS_FILE]  # no temp
+        with pytest.raises(ArchlabError, match="Expected one of"):
+            store.import_file("r1", "other.bin", b"x")
+
+
 def test_executor_resources() -> None:
     assert RayExecutor().threads == 1 and RayExecutor().device == "cpu"
     assert RayExecutor(cpus_per_run=3, gpus_per_run=0.25).threads == 3

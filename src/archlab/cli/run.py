@@ -68,6 +68,7 @@ def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
         raise ArchlabError(f"--device: Expected auto with --executor ray (runs train on cuda "
                            f"when --ray-gpus-per-run > 0), received {args.device}")
     require_ray()
+    executor.check_reachable()
     return executor
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -95,6 +96,24 @@ class RayExecutor:
                                          or not self.address.strip()):
             raise ArchlabError(f"--address: Expected HOST:PORT of a Ray head node, received "
                                f"{self.address!r}")
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail fast, in one line, when ``address`` is malformed or nothing listens there
+        (Ray itself retries an unreachable address for minutes)."""
+        if self.address is None:
+            return
+        host, sep, port = self.address.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or "://" in host:
+            raise ArchlabError(f"--address: Expected HOST:PORT of a Ray head node (as `ray "
+                               f"start --head` prints it), received {self.address!r}")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except (OSError, OverflowError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise ArchlabError(f"--address: Expected a Ray head node listening at "
+                               f"{self.address}, received {exc.__class__.__name__}: "
+                               f"{why}") from None
 
     @property
     def threads(self) -> int:
@@ -235,6 +254,7 @@ def run_on_ray(executor: RayExecutor, study: Study, todo: list[RunPlan], directo
     ray = require_ray()
     connected_here = not ray.is_initialized()
     if connected_here:
+        executor.check_reachable()
         _connect(ray, executor)
     try:
         _check_resources(ray, executor)
@@ -337,7 +357,7 @@ class _Driver:
             return
         except ray.exceptions.RayTaskError as exc:  # the task's own code raised
             del self.tasks[generator]
-            self._failed(task, f"ray task raised: {_one_line(exc.cause or exc)}")
+            self._failed(task, f"ray task raised: {_one_line(getattr(exc, 'cause', None) or exc)}")
             return
         except ray.exceptions.RayError as exc:  # its worker or node died, or lost the result
             del self.tasks[generator]
@@ -414,6 +434,11 @@ class _Driver:
                                        f"retry {task.attempt} of {self.executor.retries} from "
                                        f"epoch {len(history)}")
             self._submit(task.plan, attempt=task.attempt + 1)
+            return
+        if self.stop_requested():  # lost while stopping: resumed by the next run like the rest
+            if task.started:
+                self._record(task.plan, "interrupted by the user", RunStatus.INTERRUPTED)
+                self.statuses[rid] = RunStatus.INTERRUPTED.value
             return
         reason = (f"ray worker lost {task.attempt} time(s), retries spent (last: "
                   f"{exc.__class__.__name__}: {why})")
