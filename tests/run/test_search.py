@@ -170,6 +170,9 @@ def test_search_prunes_resumes_after_sigkill_and_confirms(tmp_path: Path,
     # The killed trial resumed from its checkpoint: its run is the one the store had.
     (rid, model, _), = killed
     assert next(t for t in data["trials"] if t["model"] == model)["run_id"] == rid
+    with Store(out) as store:
+        (resumed,) = store.runs(run_ids=[rid])
+    assert resumed.warnings == ()  # its checkpoint was trusted, not discarded
     assert "Confirmed winner: mlp.trial" in printed and "pruned at epoch" in printed
 
     # A rerun trains nothing: every trial and confirmation run is final, and every trial
