@@ -3,6 +3,7 @@ their pixels next to Keras's, their seeding, and a resumed run equal to an unint
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,7 @@ def test_augmentation_round_trips_and_a_model_may_turn_it_off() -> None:
     assert archlab.parse_study(study.to_config()) == study
     assert study.train_for("b").augmentation == []
     assert "augmentation" not in study.train_for("b").to_config()
+    assert '"RandomZoom"' in json.dumps(archlab.study_json_schema())  # editors list the names
 
 
 # ---------------------------------------------------------------------------------------------

@@ -190,7 +190,10 @@ def _augmentation_item(value: Any) -> Any:
 Augmentation = Annotated[
     Annotated[Union[RandomTranslation, RandomRotation, RandomZoom],  # noqa: UP007
               Field(discriminator="type")],
-    BeforeValidator(_augmentation_item, json_schema_input_type=dict[str, dict[str, Any]]),
+    # The JSON Schema shows what users write: {RandomRotation: {...}}.
+    BeforeValidator(_augmentation_item, json_schema_input_type=Annotated[
+        dict[Literal["RandomTranslation", "RandomRotation", "RandomZoom"], dict[str, Any]],
+        Field(min_length=1, max_length=1)]),
 ]
 
 

@@ -99,7 +99,9 @@ def _schedule_item(value: Any) -> Any:
 
 Schedule = Annotated[
     Annotated[Union[CosineDecay, ExponentialDecay], Field(discriminator="type")],  # noqa: UP007
-    BeforeValidator(_schedule_item, json_schema_input_type=dict[str, dict[str, Any]]),
+    BeforeValidator(_schedule_item, json_schema_input_type=Annotated[
+        dict[Literal["CosineDecay", "ExponentialDecay"], dict[str, Any]],
+        Field(min_length=1, max_length=1)]),
 ]
 #: An optimizer's ``learning_rate``: a number, or a schedule stepped per optimizer step.
 LearningRateValue = Annotated[

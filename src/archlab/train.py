@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from archlab.augment import Augmenter
 from archlab.data import Tensors
 from archlab.model import ACTIVATION_FACTOR, BuiltModel
-from archlab.optimizers import LearningRate, make_optimizer
+from archlab.optimizers import make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 
@@ -238,7 +238,7 @@ def fit(
         val_loss, val_acc = evaluate(built, data.x_val, data.y_val)
         logs = {"epoch": state.epoch, "loss": train_loss, "accuracy": correct.item() / n,
                 "val_loss": val_loss, "val_accuracy": val_acc}
-        if isinstance(sched, LearningRate) and sched.recorded:
+        if sched is not None and sched.recorded:
             logs["lr"] = sched.current()  # as Keras logs it: before this epoch's plateau check
             sched.epoch_end(logs)
         state.history.append({**logs, "seconds": time.perf_counter() - t0})

@@ -246,6 +246,11 @@ class ActivityRegularization(nn.Module):
         self.per_sample = penalty
         return y
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (deepcopy, pickle) starts without the last pass's penalty: it is part of that
+        # pass's autograd graph, which torch refuses to copy.
+        return {**super().__getstate__(), "per_sample": None}
+
 
 class _Block(nn.Module):
     """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation (and
