@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=CORES, help="threads per run (default: cores)")
     ap.add_argument("--steps", type=int, help="timed steps per run (default: per model)")
     ap.add_argument("--warmup", type=int, help="warm-up steps per run (default: per model)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the per-model default steps and warm-ups (a busy machine)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated, of {', '.join(PEERS + OPTIONAL_PEERS)}")
@@ -159,9 +162,12 @@ def main() -> None:
         from archlab import load_study
         layers = load_study(source).to_config()["models"][model]["layers"]
         return {"name": name, "layers": layers, "optimizer": optimizer, "batch_size": batch,
-                "steps": args.steps or steps, "warmup": args.warmup or warmup,
+                "steps": args.steps or max(1, round(steps * args.scale)),
+                "warmup": args.warmup or max(1, round(warmup * args.scale)),
                 "threads": args.threads, "seed": seed, "background_pid": bg_pid, **extra}
 
+    # A SIGTERM (timeout, kill) unwinds like Ctrl-C, so the background load is ended.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     background = start_background_load() if args.background_load else None
     bg_pid = background.pid if background else None
     try:
