@@ -73,8 +73,11 @@ def run_worker(peer: str, job: dict, timeout: float, xla_dump: Path | None = Non
         env["XLA_FLAGS"] = (f"--xla_dump_to={xla_dump / (peer + '-' + job['name'])} "
                             "--xla_dump_hlo_as_text")
     env["OMP_NUM_THREADS"] = str(job["threads"])
-    proc = subprocess.run(cmd + [json.dumps(job)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run(cmd + [json.dumps(job)], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over --timeout {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
