@@ -279,7 +279,10 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--batch-size", type=int, help="override batch size for every model")
     r.add_argument("--repeats", type=int, help="seeds per model (default: the study's)")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
-    r.add_argument("--threads", type=int, help="torch threads per job (default cores/jobs)")
+    r.add_argument("--threads", type=int,
+                   help="torch threads per job, honoured exactly (default: the cores other "
+                        "processes leave free, shared among the jobs; a resumed run keeps its "
+                        "checkpoint's count)")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: this machine's processes (default); ray: each run a Ray task "
                         "(docs/ray.md)")

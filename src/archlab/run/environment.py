@@ -48,7 +48,7 @@ def environment(threads: int, device: str = "cpu", *, precision: str = "fp32",
     ``load_average`` (1 minute) over ``cpu_count`` says whether the machine was shared while
     the run's timings were taken (the report uses it to qualify time comparisons).
     ``threads_from`` says where ``threads`` came from: ``"given"`` (``--threads``),
-    ``"default"`` (:func:`default_threads`, with the ``busy_cores`` it saw) or
+    ``"default"`` (:func:`default_threads`; ``busy`` records the busy cores it saw) or
     ``"checkpoint"`` (a resumed run keeps the count it started with). ``precision`` is
     recorded only when it is not fp32.
     """
@@ -79,7 +79,8 @@ def busy_cores(samples: int = 11, interval: float = 0.01) -> float | None:
     average lags a minute behind a job that just started; the instant count sees it at once
     but jitters (the median of ~0.1 s of reads steadies it). Erring high costs little (one
     thread where two would do: at most 2x on an idle 2-core machine); erring low costs much
-    (two threads beside a busy core: 14x measured, docs/cpu-trainer.md).
+    (two threads on a shared 2-core machine: epochs 1.6-3.3x slower, a whole quickstart 14x;
+    docs/cpu-trainer.md).
     """
     avg = load_average()
     running: list[int] = []
@@ -102,8 +103,8 @@ def default_threads(jobs: int = 1, busy: float | None | Literal["measure"] = "me
     free, shared among the jobs, at least 1 and at most ``cores // jobs``.
 
     torch's parallel regions wait for their slowest thread, so a thread that shares a core
-    with another process stalls every step: on a 2-core machine with one core busy, 2 threads
-    ran a step ~14x slower than 1 (benchmarks/threads_under_load.py). ``busy``: cores taken
+    with another process stalls every step: on a shared 2-core machine 2 threads ran an epoch
+    1.6-3.3x slower than 1 (benchmarks/threads_under_load.py). ``busy``: cores taken
     by others (default: :func:`busy_cores` now; None: assume an idle machine). The count is
     chosen once per run and kept in its checkpoint, so a resumed run reuses it whatever the
     load then (same thread count, same float reduction order, same numbers).
