@@ -12,12 +12,14 @@ from archlab.run.execute import RunContext, execute_run
 from archlab.run.layout import DEFAULT_ROOT, study_dir
 from archlab.run.lock import LOCK_FILE, StudyBusyError, StudyLock, check_output_dir
 from archlab.run.projection import projected_seconds
+from archlab.run.ray_executor import RayExecutor
 from archlab.run.search import SearchOutcome, run_search, validate_search
 from archlab.run.study import Stop, StudyOutcome, run_study
 
 __all__ = [
     "DEFAULT_ROOT",
     "LOCK_FILE",
+    "RayExecutor",
     "RunContext",
     "RunPlan",
     "SearchOutcome",
