@@ -294,6 +294,9 @@ def search_figures(model: ModelResult, directory: Path, notes: list[str],
     images = [history_figure(s)] if s.trials else []
     if s.importances:
         images.append(importance_figure(s))
+    elif s.complete:
+        notes.append("No parameter importances: too few complete trials for Optuna to rate "
+                     "the parameters.")
     if any(c.objective is not None for c in s.confirmed):
         images.append(confirmed_figure(s))
     return images

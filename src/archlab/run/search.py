@@ -409,9 +409,12 @@ def _importances(ostudy: Any) -> dict[str, float]:
     import optuna
 
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(
-            ostudy, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
-    except (ValueError, RuntimeError, ImportError):
+        with warnings.catch_warnings():
+            # "Too few trials: the importances will be equal" is no measurement: none then.
+            warnings.simplefilter("error", UserWarning)
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(
+                ostudy, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
+    except (ValueError, RuntimeError, ImportError, UserWarning):
         return {}
 
 
