@@ -78,6 +78,17 @@ def test_missing_ray_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert not (tmp_path / "o").exists()
 
 
+def test_archlab_imports_without_ray() -> None:
+    # `import ray` fails in this interpreter: archlab, its CLI and the executor still import.
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import archlab, archlab.cli.commands, archlab.run.ray_executor\n"
+            "from archlab.run import RayExecutor, run_study\n"
+            "assert RayExecutor().threads == 1\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--address", "127.0.0.1:1"], "--address: Expected --executor ray with it, received "
                                    "--executor local"),
