@@ -38,6 +38,8 @@ class ProgressView:
         self._names = {p.run_id: escape(f"{p.model}#{p.repeat}") for p in plans}
         self._epochs = {p.run_id: p.config.train.epochs for p in plans}
         info = f"({skipped} already in the store)" if skipped else ""
+        if self._overall is not None:  # a second phase (a study's search): its own bar only
+            self._progress.remove_task(self._overall)
         self._overall = self._progress.add_task("runs", total=len(plans), info=info)
         self._progress.start()
 

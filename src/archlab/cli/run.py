@@ -161,7 +161,8 @@ def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
             "model's time per run (pruned trials take less)") if project else ""
     out.print(f"search over {search.base}: {search.trials} trials ({len(search.space)} "
               f"parameters, {search.sampler} sampler, {search.pruner.name} pruner, objective "
-              f"{search.objective}) + {confirm} confirmation runs{when}", markup=False,
+              f"{search.objective}) + {confirm} confirmation run{'s' if confirm != 1 else ''}"
+              f"{when}", markup=False,
               soft_wrap=True)
 
 
