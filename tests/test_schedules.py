@@ -369,3 +369,22 @@ def test_momentum_under_a_schedule_follows_keras_updates(name: str) -> None:
         np.testing.assert_allclose(got, want, rtol=2e-6)  # Keras's float32
     else:  # Keras 3 puts RMSprop's ε inside the square root; archlab keeps Keras 2's place
         np.testing.assert_allclose(got, want, atol=1e-5)  # (torch's velocity alone: > 0.3)
+
+
+def test_a_checkpoint_without_the_runs_rate_state_is_refused(data: Tensors,
+                                                              tmp_path: Path) -> None:
+    from archlab.run.checkpoint import CheckpointError
+
+    constant = _study({"optimizer": {"name": "sgd", "learning_rate": 0.05}, "batch_size": 100})
+    ckpt = tmp_path / "constant.safetensors"
+    built = _fresh(constant)
+    fit(built, data, constant.train, SEED, on_epoch_end=lambda st, opt, sched, gen:
+        save_checkpoint(ckpt, st, built.module, opt, sched, gen))
+    scheduled = _study({**SCHEDULED, "epochs": 2})
+    other = _fresh(scheduled)
+    with pytest.raises(CheckpointError, match="learning-rate state is for another schedule"):
+        fit(other, data, scheduled.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
+            ckpt, other.module, opt, sched, gen))
+    _, sched = _controller({"optimizer": "sgd", "reduce_lr_on_plateau": {}})
+    with pytest.raises(KeyError):  # what load_checkpoint turns into "does not fit this run"
+        sched.load_state_dict({"last_epoch": 3, "base_lrs": [0.1]})  # torch LambdaLR's state
