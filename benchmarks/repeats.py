@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -123,12 +124,17 @@ def probe_table(studies: list[str], n: int, steps: int, budget: float,
               f"{load()}; {time.perf_counter() - t_start:.0f} s\n")
 
 
-def run_cli(args: list[str], cache: str) -> float:
+def run_cli(args: list[str], cache: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one `archlab run` process. CPU time
+    moves far less than wall time with other processes' load on a shared machine."""
     env = {**os.environ, "ARCHLAB_CACHE_DIR": cache}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "archlab", *args], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
@@ -150,20 +156,25 @@ def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
         print(f"probe: {probe_s:.1f} s, ratio {probe.ratio:.2f}x -> "
               f"{'pack' if probe.pack else 'separate'} (cached for the runs below)")
         times: dict[str, list[float]] = {k: [] for k in configs}
+        cpu: dict[str, list[float]] = {k: [] for k in configs}
         loads: list[str] = [load()]
         for r in range(rounds):
             for label, extra in configs.items():
                 out = str(Path(tmp) / f"{r}-{label.replace(' ', '_')}")
-                times[label].append(run_cli([*base, *extra, "--out", out], cache))
+                wall, used = run_cli([*base, *extra, "--out", out], cache)
+                times[label].append(wall)
+                cpu[label].append(used)
                 loads.append(load())
-                print(f"  round {r + 1}: {label}: {times[label][-1]:.1f} s (load {loads[-1]})",
-                      flush=True)
+                print(f"  round {r + 1}: {label}: {wall:.1f} s wall, {used:.1f} s CPU "
+                      f"(load {loads[-1]})", flush=True)
     one = statistics.median(times["1 repeat"])
-    print("\n| config | wall s (median) | runs | vs 1 repeat |")
-    print("|---|---:|---:|---:|")
+    one_cpu = statistics.median(cpu["1 repeat"])
+    print("\n| config | wall s (median) | vs 1 repeat | CPU s (median) | vs 1 repeat | runs |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, ts in times.items():
-        print(f"| {label} | {statistics.median(ts):.1f} | {len(ts)} | "
-              f"{statistics.median(ts) / one:.2f}x |")
+        c = statistics.median(cpu[label])
+        print(f"| {label} | {statistics.median(ts):.1f} | {statistics.median(ts) / one:.2f}x | "
+              f"{c:.1f} | {c / one_cpu:.2f}x | {len(ts)} |")
     print(f"\nload averages (1, 5, 15 min) before and after each run: {' / '.join(loads)}")
 
 
