@@ -273,8 +273,6 @@ Optimizer = Annotated[
 # ---------------------------------------------------------------------------------------------
 # The torch optimizer each spec builds
 
-Scheduler = torch.optim.lr_scheduler.LRScheduler
-
 
 def _fused_supported() -> bool:
     # One fused kernel per step instead of a handful per parameter: the step costs less than
