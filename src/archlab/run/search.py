@@ -34,7 +34,7 @@ from typing import Any
 
 from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, SpecError
-from archlab.run.config import RunPlan, canonical_json, derive_seed, plan_runs
+from archlab.run.config import RunPlan, canonical_json, plan_runs
 from archlab.run.execute import RunContext
 from archlab.run.pool import Task, run_parallel
 from archlab.spec import ModelSpec, Study
@@ -108,6 +108,13 @@ def _distribution(param: IntParam | FloatParam | ChoiceParam) -> Any:
     if isinstance(param, FloatParam):
         return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
     return CategoricalDistribution(param.choice)
+
+
+def _sampler_seed(study_seed: int, asked: int) -> int:
+    """The sampler's seed for the trial asked after ``asked`` others: from the study seed and
+    the count only, so the same history asks the same trial, interrupted or not."""
+    digest = hashlib.sha256(f"{study_seed}/search/{asked}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def _quiet_optuna() -> None:
@@ -220,14 +227,13 @@ class SearchOutcome:
 class _Search:
     """The ask/tell loop's state; also the pool's Feed (next / ended)."""
 
-    def __init__(self, study: Study, directory: Path, outcome: SearchOutcome,
-                 statuses: dict[str, str], report: Report, progress: Any,
-                 stop_requested: Callable[[], bool]) -> None:
+    def __init__(self, study: Study, directory: Path, outcome: SearchOutcome, report: Report,
+                 progress: Any, stop_requested: Callable[[], bool]) -> None:
         import optuna
 
         assert study.search is not None
         self.study, self.spec, self.directory = study, study.search, directory
-        self.outcome, self.statuses, self.report = outcome, statuses, report
+        self.outcome, self.report = outcome, report
         self.progress, self.stop_requested = progress, stop_requested
         self.url = storage_url(directory)
         self.optuna = optuna.create_study(
@@ -273,7 +279,7 @@ class _Search:
             elif self._counted() + len(self.inflight) < self.spec.trials \
                     and self.failures < self.spec.trials:
                 n = len(self.optuna.get_trials(deepcopy=False))
-                self.optuna.sampler = _sampler(self.spec, derive_seed(self.study.seed, n))
+                self.optuna.sampler = _sampler(self.spec, _sampler_seed(self.study.seed, n))
                 trial = self.optuna.ask(self.distributions)
                 number, trial_id, params = trial.number, trial._trial_id, trial.params
             else:
@@ -430,7 +436,7 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
 
     _quiet_optuna()
     outcome = SearchOutcome()
-    search = _Search(study, directory, outcome, statuses,
+    search = _Search(study, directory, outcome,
                      progress.event if progress is not None else (lambda rid, ev: None),
                      progress, stop_requested)
     report = search.report
