@@ -175,3 +175,9 @@ def test_should_pack_probes_only_what_could_pay(tiny_study: archlab.Study,
     assert not pack_module.should_pack(tiny_study, "cnn", 3)  # a CNN on the CPU: no probe
     assert pack_module.should_pack(tiny_study, "cnn", 3, device="cuda")
     assert probed == [3, 4, 3]
+
+    def broken(*_: Any, **__: Any) -> PackProbe:
+        raise RuntimeError("vmap: no batching rule for some op")
+
+    monkeypatch.setattr(pack_module, "pack_probe", broken)
+    assert not pack_module.should_pack(tiny_study, "mlp", 3)  # a failed probe: separate runs

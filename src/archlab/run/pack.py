@@ -185,7 +185,12 @@ def should_pack(study: Study, model: str, n: int, *, device: str = "cpu") -> boo
         return False
     if n * projected_seconds(study, model, device=device) < PROBE_WORTH_S:
         return False
-    return pack_probe(study, model, n, device=device).pack
+    try:
+        return pack_probe(study, model, n, device=device).pack
+    except Exception as exc:  # noqa: BLE001 - e.g. an op vmap cannot batch: train separately
+        log.warning("%s: repeats run separately (packing failed in its probe: %s)", model,
+                    " ".join(str(exc).split())[:200])
+        return False
 
 
 def _checkpoint_epoch(data: bytes) -> int:
