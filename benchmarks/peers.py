@@ -73,6 +73,9 @@ def run_worker(peer: str, job: dict, timeout: float, xla_dump: Path | None = Non
         env["XLA_FLAGS"] = (f"--xla_dump_to={xla_dump / (peer + '-' + job['name'])} "
                             "--xla_dump_hlo_as_text")
     env["OMP_NUM_THREADS"] = str(job["threads"])
+    if job.get("variant") == "omp-passive":  # idle OpenMP threads sleep instead of spinning
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        job = dict(job, variant="eager")
     try:
         proc = subprocess.run(cmd + [json.dumps(job)], env=env, capture_output=True, text=True,
                               timeout=timeout)
@@ -137,8 +140,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated, of {', '.join(PEERS + OPTIONAL_PEERS)}")
-    ap.add_argument("--variant", choices=["compile"], action="append", default=[],
-                    help="also time archlab with this variant (compile: torch.compile'd model)")
+    ap.add_argument("--variant", choices=["compile", "omp-passive"], action="append", default=[],
+                    help="also time archlab with this variant (compile: torch.compile'd model; "
+                         "omp-passive: OMP_WAIT_POLICY=PASSIVE)")
     ap.add_argument("--max-foreign", type=float, default=0.05,
                     help="drop runs whose foreign CPU share is above this (default 0.05)")
     ap.add_argument("--background-load", action="store_true",
