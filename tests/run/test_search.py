@@ -272,3 +272,25 @@ def test_a_trial_that_cannot_be_built_fails_and_is_replaced(
         (0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE")]
     assert data["complete"] and data["trials"][0]["run_id"] is None
     assert {m.model for m in collect(out).models} == {"mlp", "mlp.trial001", "mlp.trial002"}
+
+
+def test_a_search_taken_up_again_asks_the_trials_of_an_uninterrupted_one(
+        tmp_path: Path) -> None:
+    """The sampler is seeded per trial from the study seed and the trials so far: a search
+    stopped after 2 trials and taken up again (a new process's sampler) asks what one that
+    never stopped asks."""
+    cfg = _config(4, top=1)
+    cfg["train"]["epochs"] = 1
+    cfg["search"].update(pruner="none", sampler="tpe")
+    run_study(archlab.parse_study(cfg), tmp_path / "once", threads=1)
+    stopped = copy.deepcopy(cfg)
+    stopped["search"]["trials"] = 2
+    run_study(archlab.parse_study(stopped), tmp_path / "twice", threads=1)
+    run_study(archlab.parse_study(cfg), tmp_path / "twice", threads=1)
+
+    def trials(out: Path) -> list[tuple[Any, ...]]:
+        data = json.loads((out / SEARCH_FILE).read_text())
+        return [(t["number"], t["params"], t["value"], t["run_id"]) for t in data["trials"]]
+
+    assert len(trials(tmp_path / "once")) == 4
+    assert trials(tmp_path / "twice") == trials(tmp_path / "once")
