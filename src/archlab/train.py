@@ -28,8 +28,8 @@ from archlab.store import RunStatus
 EVAL_BATCH = 2000
 #: What one evaluation chunk's activations may take, by the model's own estimate: a model
 #: with big activations evaluates fewer than EVAL_BATCH images at a time (kernels-padding's
-#: m10: 634; the only zoo model below 2,000; peaks measured in docs/cpu-trainer.md).
-EVAL_MEMORY = 1 << 30
+#: m10: 475 images, so that it trains within 2 GB; measured in docs/cpu-trainer.md).
+EVAL_MEMORY = 768 << 20
 
 
 def eval_batch_for(built: BuiltModel) -> int:
