@@ -159,3 +159,18 @@ def test_a_cuda_run_resumes_on_the_cpu(tiny: archlab.Study, data: Tensors,
     ctx = RunContext(tmp_path, data, 1, lambda rid, ev: events.append(ev), device="cpu")
     assert execute_run(tiny, plan, ctx) is RunStatus.FINISHED
     assert {"kind": "resumed", "epoch": 1} in events
+
+
+def test_cli_precision_reaches_the_run(tiny: archlab.Study, tmp_path: Path) -> None:
+    from archlab.cli import main
+
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(archlab.dump_study(tiny))
+    assert main(["run", str(study_file), "--epochs", "1", "--models", "mlp", "--repeats", "1",
+                 "--out", str(tmp_path / "o"), "--quiet", "--no-report", "--no-timing",
+                 "--threads", "1", "--precision", "bf16"]) == 0
+    with Store(tmp_path / "o") as store:
+        (run,) = store.runs()
+    assert run.environment["precision"] == "bf16" and run.environment["threads"] == 1
+    assert run.environment["threads_from"] == "given"
+    assert run.status is RunStatus.FINISHED and run.config_json["precision"] == "bf16"
