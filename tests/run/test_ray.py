@@ -356,6 +356,21 @@ def test_retries_spent_mark_the_run_failed(tmp_path: Path, cluster: Cluster) -> 
     assert "retries spent" in err.read_text()
 
 
+@needs_ray
+@pytest.mark.ray
+def test_run_no_node_can_hold_is_refused(tmp_path: Path, cluster: Cluster) -> None:
+    # Every node has 1 CPU: a run asking for 2 would wait forever; one line instead.
+    out, err = tmp_path / "out", tmp_path / "err"
+    proc = _archlab([str(_write_study(tmp_path)), "--executor", "ray", "--address",
+                     cluster.address, "--ray-cpus-per-run", "2", "--out", str(out)],
+                    cluster.env, err)
+    assert _wait(proc, err) == 2
+    lines = err.read_text().strip().splitlines()
+    assert len(lines) == 1 and "Expected a Ray node with 2 CPU(s)" in lines[0], lines
+    assert "at most 1 CPU(s)" in lines[0]
+    assert not _maybe_runs(out)  # nothing trained, no run recorded
+
+
 def _wait_until(proc: subprocess.Popen, err: Path, out: Path,
                 ready: Callable[[list[RunRecord]], bool]) -> list[RunRecord]:
     """Poll the store until ``ready(runs)``; return those runs."""
@@ -377,13 +392,13 @@ def test_ctrl_c_then_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster
     study, out = _write_study(tmp_path), tmp_path / "out"
     args = [str(study), "--executor", "ray", "--address", cluster.address, "--out", str(out)]
 
-    # Ctrl-C once a run has an epoch in the store: its task is cancelled, the run is
-    # interrupted, its checkpoint kept (verified), and the command exits 130.
+    # Ctrl-C once a run has an epoch in the store (and two to go): its task is cancelled, the
+    # run is interrupted, its checkpoint kept (verified), and the command exits 130.
     err = tmp_path / "err-ctrl-c"
     proc = _archlab(args, cluster.env, err)
     try:
         _wait_until(proc, err, out, lambda runs: any(
-            r.status is RunStatus.RUNNING and r.epochs_done >= 1 for r in runs))
+            r.status is RunStatus.RUNNING and 1 <= r.epochs_done <= 2 for r in runs))
         os.kill(proc.pid, signal.SIGINT)
         code = _wait(proc, err)
     finally:
