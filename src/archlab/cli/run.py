@@ -201,6 +201,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ArchlabError as exc:
         raise ArchlabError(f"--out: {exc}" if args.out else str(exc)) from None
     device = resolve_device(args.device)
+    # The projection times steps with the thread count the runs will have (step timings
+    # are cached per thread count): --threads, else the load-aware default.
+    import torch
+
+    from archlab.run import default_threads
+
+    torch.set_num_threads(args.threads or default_threads(args.jobs))
     check_study_data(study, args.data_dir)  # cheap: present, right sizes; no image read
     dataset = None
     if not args.dry_run and not directory.exists():
