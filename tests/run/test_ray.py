@@ -334,7 +334,7 @@ def test_retries_spent_mark_the_run_failed(tmp_path: Path, cluster: Cluster) -> 
 
     def killer() -> None:
         while proc.poll() is None:
-            for pid in _pids_named("ray::_train_task", list(cluster.sessions.values())):
+            for pid in _pids_named("ray::train_task", list(cluster.sessions.values())):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
