@@ -21,16 +21,8 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
     pytest.skip("Keras is configured for another backend", allow_module_level=True)
 
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """One torch thread: on a shared machine more only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 N = 48  # one training batch
 
