@@ -2,7 +2,9 @@
 
 Every scenario ends with a rerun of the same command and checks the store holds exactly the
 planned runs, all finished, with metrics identical to an uninterrupted run (CPU determinism:
-same seeds, same threads per job).
+same seeds, same threads per job). The signals hit `archlab run` subprocesses; the reference
+and the reruns run the same command in this process (tests/run/here.py: no second interpreter
+to import torch, and the fork server of ``--jobs 2`` is started once for them all).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 import archlab
 from archlab.run import plan_runs
+from tests.run.here import main_here
 
 STUDY = """
 name: crashy
@@ -51,9 +55,13 @@ models:
 TIMEOUT = 240.0
 
 
+def _args(study: Path, out: Path, jobs: int) -> list[str]:
+    return ["run", str(study), "--out", str(out), "--jobs", str(jobs), "--threads", "1",
+            "--quiet", "--no-report", "--no-timing"]
+
+
 def _cmd(study: Path, out: Path, jobs: int) -> list[str]:
-    return [sys.executable, "-m", "archlab", "run", str(study), "--out", str(out), "--jobs",
-            str(jobs), "--threads", "1", "--quiet", "--no-report"]
+    return [sys.executable, "-m", "archlab", *_args(study, out, jobs)]
 
 
 def _query(out: Path, sql: str) -> list[tuple]:
@@ -87,9 +95,16 @@ def _metrics(out: Path) -> dict[str, tuple]:
 
 
 def _finish(study: Path, out: Path, jobs: int) -> None:
-    done = subprocess.run(_cmd(study, out, jobs), capture_output=True, text=True,
-                          timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
+    """The same command, run to its end here (its stderr is in the test's captured output)."""
+    assert main_here(_args(study, out, jobs), TIMEOUT) == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads_kept() -> Iterator[None]:
+    """`main` sets this process's torch threads (--threads 1): restored for later modules."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
