@@ -2,7 +2,10 @@
 
 Every test checks the pool leaves nothing behind: each `archlab run` starts in its own session,
 and once it has exited no process of that session may remain (workers and fork server
-included). A hang fails the test on its timeout instead of blocking the suite.
+included). A hang fails the test on its timeout instead of blocking the suite. The rerun
+that ends a scenario runs the same command in this process (tests/run/here.py: no second
+interpreter to import torch, and one fork server for every rerun); the signals still hit
+real `archlab run` subprocesses.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import archlab
 from archlab.errors import DataError
 from archlab.run import plan_runs, run_study
+from tests.run.here import main_here
 
 STUDY = """
 name: pool
@@ -45,6 +50,14 @@ models:
 """
 
 TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads_kept() -> Iterator[None]:
+    """The reruns here set this process's torch threads (--threads 1): restored afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -127,10 +140,9 @@ def _assert_nothing_left(proc: subprocess.Popen) -> None:
 
 
 def _rerun_completes(study: Path, out: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "archlab", "run", str(study), "--out", str(out),
-                           "--jobs", "2", "--threads", "1", "--quiet", "--no-report",
-                           "--no-timing"], capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
+    """The same command again, here (its stderr is in the test's captured output)."""
+    assert main_here(["run", str(study), "--out", str(out), "--jobs", "2", "--threads", "1",
+                      "--quiet", "--no-report", "--no-timing"], TIMEOUT) == 0
     planned = {p.run_id for p in plan_runs(archlab.load_study(study))}
     assert dict(_query(out, "SELECT run_id, status FROM runs")) == dict.fromkeys(planned,
                                                                                  "finished")
