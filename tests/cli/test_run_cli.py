@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from archlab.cli import main
+from tests.run.here import main_here
 
 TINY = """
 name: tiny
@@ -49,9 +50,13 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archlab", *args], capture_output=True,
-                          text=True, timeout=TIMEOUT)
+def _cli(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """`archlab ARGS` run in this process (no second interpreter importing torch) under the
+    time limit, with all it wrote to file descriptors 1 and 2 (its workers' writes too)."""
+    capfd.readouterr()  # only this command's output
+    code = main_here(list(args), TIMEOUT)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["archlab", *args], code, out, err)
 
 
 def _statuses(out: Path) -> dict[str, str]:
@@ -140,8 +145,9 @@ def _mnist_study(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.usefixtures("one_torch_thread")  # main() sets the torch threads of this process
 def test_corrupt_data_is_one_line_and_creates_nothing(jobs: str, damage: str, mnist_dir: Path,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, capfd) -> None:
     data = _mnist_copy(mnist_dir, tmp_path)
     victim = data / "train-labels-idx1-ubyte.gz"
     raw = bytearray(victim.read_bytes())
@@ -151,17 +157,17 @@ def test_corrupt_data_is_one_line_and_creates_nothing(jobs: str, damage: str, mn
         raw[len(raw) // 2] ^= 0xFF
     victim.write_bytes(bytes(raw))
     out = tmp_path / "out"
-    done = _cli("run", str(_mnist_study(tmp_path)), "--data-dir", str(data), "--jobs", jobs,
-                "--out", str(out), "--no-timing", "--quiet")
+    done = _cli(capfd, "run", str(_mnist_study(tmp_path)), "--data-dir", str(data), "--jobs",
+                jobs, "--out", str(out), "--no-timing", "--quiet")
     assert done.returncode == 2, done.stderr
     assert "train-labels-idx1-ubyte" in _one_error_line(done.stderr)
     assert not out.exists()
 
 
-def test_a_missing_data_dir_is_one_line(tmp_path: Path) -> None:
+def test_a_missing_data_dir_is_one_line(tmp_path: Path, capfd) -> None:
     out = tmp_path / "out"
-    done = _cli("run", str(_mnist_study(tmp_path)), "--data-dir", str(tmp_path / "nowhere"),
-                "--out", str(out), "--no-timing")
+    done = _cli(capfd, "run", str(_mnist_study(tmp_path)), "--data-dir",
+                str(tmp_path / "nowhere"), "--out", str(out), "--no-timing")
     assert done.returncode == 2
     assert "nowhere" in _one_error_line(done.stderr)
     assert not out.exists() and "projected" not in done.stdout
@@ -239,8 +245,9 @@ models:
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.usefixtures("one_torch_thread")  # main() sets the torch threads of this process
 def test_a_full_tmpfs_is_one_line_and_a_rerun_after_freeing_space_completes(
-        jobs: str, tmp_path: Path, tmpfs) -> None:
+        jobs: str, tmp_path: Path, tmpfs, capfd) -> None:
     # `big` alone needs ~3 MB of weights (x3 with Adam's moments in its checkpoint): its first
     # checkpoint cannot fit in 3 MB; `small` (31 KB of weights) fits.
     study = tmp_path / "full.yaml"
@@ -250,7 +257,7 @@ def test_a_full_tmpfs_is_one_line_and_a_rerun_after_freeing_space_completes(
     out = disk / "study"
     args = ("run", str(study), "--out", str(out), "--jobs", jobs, "--threads", "1", "--quiet",
             "--no-timing")
-    done = _cli(*args)
+    done = _cli(capfd, *args)
     assert done.returncode == 2, done.stderr
     line = _one_error_line(done.stderr)
     assert line.startswith(f"error: disk full: no space left to write in {out}")
@@ -260,7 +267,7 @@ def test_a_full_tmpfs_is_one_line_and_a_rerun_after_freeing_space_completes(
         assert statuses == {"small": "finished", "big": "interrupted"}  # finished run kept
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-    again = _cli(*args)
+    again = _cli(capfd, *args)
     assert again.returncode == 0, again.stderr
     assert _statuses(out) == {"small": "finished", "big": "finished"}
     if jobs == "1":
@@ -279,6 +286,7 @@ class CtrlCWhileImportingTorch:
 
 sys.meta_path.insert(0, CtrlCWhileImportingTorch())
 from archlab.cli import main
+from tests.run.here import main_here
 sys.exit(main(["validate", "zoo:quickstart", "--no-timing"]))
 """
 
