@@ -55,7 +55,7 @@ def bare_ratio(study: Any, model: str, n: int, steps: int) -> tuple[float, float
     prefer_channels_last(single.module)
     opt1, _ = make_optimizer(train.optimizer, single.module.parameters())
     pack = PackedModel([build_model(study, model, seed=i) for i in range(n)])
-    optn, _ = make_optimizer(train.optimizer, list(pack.params.values()))
+    optn, _ = make_optimizer(train.optimizer, list(pack.leaves.values()))
     h, w, c = single.input_shape
     x = torch.rand(n, train.batch_size, c, h, w)
     y = torch.randint(0, single.output_shape[0], (n, train.batch_size))

@@ -110,6 +110,73 @@ def test_adam_with_dropout_matches_separate_with_the_same_masks(tiny_study: Any,
     _assert_close(sep, packed, 1e-5)
 
 
+def test_dense_stack_with_dropout_runs_as_batched_matmuls(tiny_config: dict[str, Any],
+                                                         raw: Any) -> None:
+    # mlp-hparams' mlp128-drop in small: Dropout on the input and after each hidden layer.
+    drop = {"Dropout": {"rate": 0.5}}
+    layers = ["Flatten", drop, {"Dense": {"units": 16, "activation": "relu"}}, drop,
+              {"Dense": {"units": 16, "activation": "tanh", "use_bias": False}}, drop,
+              {"Dense": {"units": 10, "activation": "softmax"}}]
+    study = _study(tiny_config, layers, {"optimizer": {"name": "adam"}})
+    pack = PackedModel([build_model(study, "m", seed=s) for s in SEEDS])
+    assert pack.plan is not None and pack.plan.fused and len(pack.sites) == 3
+    assert pack.transposed == {"2.core.weight", "4.core.weight", "6.core.weight"}
+    data = prepare_tensors(raw, study.data, study.seed)
+    _assert_close(_separate(study, data, SEEDS), _packed(study, data, SEEDS), 1e-5)
+
+
+def test_dense_plan_and_vmap_compute_the_same_logits(tiny_config: dict[str, Any]) -> None:
+    layers = ["Flatten", {"Dense": {"units": 16, "activation": "relu"}},
+              {"Reshape": {"target_shape": [2, 2, 4]}}, "Flatten",
+              {"Dense": {"units": 10, "activation": "softmax"}}]
+    study = _study(tiny_config, layers, {})
+    pack = PackedModel([build_model(study, "m", seed=s) for s in SEEDS])
+    assert pack.plan is not None
+    x = torch.rand(3, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (3, 5), generator=torch.Generator().manual_seed(1))
+    planned, logits = pack.train_step_forward(x, y, [])
+    pack.plan = None  # the general path: vmap over functional_call
+    with torch.no_grad():  # the same weights in the replicas' own layout
+        pack.leaves = {k: v.clone() for k, v in pack.params.items()}
+    vmapped, vlogits = pack.train_step_forward(x, y, [])
+    assert torch.allclose(logits, vlogits, atol=1e-6)
+    assert torch.allclose(planned, vmapped, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "elu"])
+def test_fused_dense_step_gradients_equal_autograd(tiny_config: dict[str, Any],
+                                                   act: str) -> None:
+    reg = {"l2": 0.01, "l1": 0.001}
+    layers = ["Flatten", {"Dropout": {"rate": 0.3}},
+              {"Dense": {"units": 12, "activation": act, "kernel_regularizer": reg,
+                         "bias_regularizer": {"l2": 0.1}}}, {"Dropout": {"rate": 0.5}},
+              {"Dense": {"units": 8, "activation": "relu", "use_bias": False}},
+              {"Dense": {"units": 10, "activation": "softmax"}}]
+    study = _study(tiny_config, layers, {})
+    pack = PackedModel([build_model(study, "m", seed=s) for s in SEEDS])
+    assert pack.plan is not None and pack.plan.fused is (act != "elu")  # elu: autograd
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 7, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (3, 7), generator=gen)
+    masks = pack.draw_masks(7, [torch.Generator().manual_seed(s) for s in SEEDS])
+    losses, logits = pack.train_step(x, y, masks)
+    grads = {k: v.grad for k, v in pack.leaves.items()}
+    for v in pack.leaves.values():
+        v.grad = None
+    auto_losses, auto_logits = pack.train_step_forward(x, y, masks)
+    auto_losses.sum().backward()
+    assert torch.allclose(losses, auto_losses, atol=1e-6)
+    assert torch.allclose(logits, auto_logits, atol=1e-6)
+    for k, v in pack.leaves.items():
+        assert v.grad is not None and grads[k] is not None, k
+        assert torch.allclose(grads[k], v.grad, atol=1e-6), k
+
+
+def test_a_cnn_has_no_dense_plan(tiny_study: Any) -> None:
+    pack = PackedModel([build_model(tiny_study, "cnn", seed=s) for s in SEEDS])
+    assert pack.plan is None and not pack.transposed
+
+
 def test_dropout_masks_are_the_separate_runs_masks(tiny_study: Any) -> None:
     builts = [build_model(tiny_study, "cnn", seed=s) for s in SEEDS]
     for built in builts:

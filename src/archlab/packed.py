@@ -46,6 +46,7 @@ from archlab.layers import apply_max_norm
 from archlab.model import BuiltModel
 from archlab.optimizers import make_optimizer
 from archlab.spec import Study, TrainSpec
+from archlab.stacked import DensePlan
 from archlab.store import RunStatus
 from archlab.train import (
     EVAL_BATCH,
@@ -120,15 +121,32 @@ class PackedModel:
         self.n = len(builts)
         self.template = copy.deepcopy(first)
         self.sites = self._mask_dropout(first)
+        # A stack of Dense layers runs as batched matmuls, anything else under vmap.
+        self.plan = DensePlan.of(self.template, [s.module for s in self.sites])
+        self.transposed = self.plan.transposed if self.plan is not None else frozenset()
         names = dict((id(p), k) for k, p in first.named_parameters())
-        self.params = {k: torch.stack([b.module.get_parameter(k).detach() for b in builts])
-                       .requires_grad_(p.requires_grad) for k, p in first.named_parameters()}
+        #: what the optimizer updates: ``[n, *shape]``, or ``[n, in, out]`` for transposed
+        #: Dense kernels (``self.transposed``)
+        self.leaves: dict[str, torch.Tensor] = {}
+        for k, p in first.named_parameters():
+            stacked = torch.stack([b.module.get_parameter(k).detach() for b in builts])
+            self.leaves[k] = self.to_leaf(k, stacked).requires_grad_(p.requires_grad)
+        with torch.no_grad():  # views in each replica's own layout, [n, *shape]
+            self.params = {k: self.from_leaf(k, v) for k, v in self.leaves.items()}
         self.buffers = {k: torch.stack([b.module.get_buffer(k) for b in builts])
                         for k, _ in first.named_buffers()}
         self.regularized = [(names[id(p)], reg) for p, reg in builts[0].regularized]
         self.constrained = [(names[id(p)], tuple(d + 1 if d >= 0 else d for d in dims))
                             for p, dims in builts[0].constrained]
         self.template.to("meta")  # its values come from params/buffers, never its own
+
+    def to_leaf(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """``[n, *shape]`` in the replicas' layout -> the leaf's layout."""
+        return stacked.transpose(1, 2).contiguous() if name in self.transposed else stacked
+
+    def from_leaf(self, name: str, leaf: torch.Tensor) -> torch.Tensor:
+        """A leaf-layout tensor ``[n, ...]`` -> a view in the replicas' layout."""
+        return leaf.transpose(1, 2) if name in self.transposed else leaf
 
     def _mask_dropout(self, first: nn.Module) -> list[_DropoutSite]:
         """Swap the template's dropouts for masked ones; record each one's call order, input
@@ -168,13 +186,15 @@ class PackedModel:
     def draw_masks(self, batch: int, gens: Sequence[torch.Generator]) -> list[torch.Tensor]:
         """Each site's masks ``[n, batch, ...]``, replica i's drawn from ``gens[i]`` in forward
         order, as ``F.dropout`` draws them (``empty_like(x).bernoulli_(1-p)`` then ``/(1-p)``)."""
+        if not self.sites:
+            return []
         per_replica: list[list[torch.Tensor]] = []
         for g in gens:
             masks = []
             for site in self.sites:
                 p = site.module.p
-                if not 0.0 < p < 1.0:
-                    masks.append(torch.ones(()))
+                if not 0.0 < p < 1.0:  # F.dropout: the identity, or zeros for a rate of 1
+                    masks.append(torch.zeros(()) if p >= 1.0 else torch.ones(()))
                     continue
                 fmt = torch.channels_last if site.channels_last else torch.contiguous_format
                 noise = torch.empty((batch, *site.shape), memory_format=fmt)
@@ -208,12 +228,41 @@ class PackedModel:
             loss = loss + reg
         return loss, logits
 
+    def _reg_stacked(self) -> torch.Tensor | None:
+        """:meth:`_reg` of every replica at once: ``[n]``."""
+        terms = []
+        for name, reg in self.regularized:
+            p = self.leaves[name].flatten(1)
+            if reg.l2:
+                terms.append(reg.l2 * p.square().sum(1))
+            if reg.l1:
+                terms.append(reg.l1 * p.abs().sum(1))
+        return torch.stack(terms).sum(0) if terms else None
+
     def train_step_forward(self, x: torch.Tensor, y: torch.Tensor,
                            masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-replica losses ``[n]`` and logits ``[n, b, classes]``; x ``[n, b, ...]``."""
+        if self.plan is not None:
+            logits = self.plan.forward(self.leaves, x, masks, shared=False)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            loss = loss.view(y.shape).mean(1)
+            reg = self._reg_stacked()
+            return (loss + reg if reg is not None else loss), logits
         self.template.train()
         return vmap(self._one, in_dims=(0, 0, 0, 0, 0), randomness="error")(
             self.params, self.buffers, masks, x, y)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor,
+                   masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`train_step_forward` and its backward pass: every trainable leaf's ``.grad``
+        holds its gradient (a stack of Dense layers without autograd, where it can)."""
+        if self.plan is not None and self.plan.fused:  # sets every .grad: nothing to zero
+            return self.plan.train_step(self.leaves, x, y, masks, self.regularized)
+        for leaf in self.leaves.values():
+            leaf.grad = None
+        losses, logits = self.train_step_forward(x, y, masks)
+        losses.sum().backward()  # replicas share no parameter: each gets its own gradient
+        return losses.detach(), logits.detach()
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
@@ -224,7 +273,12 @@ class PackedModel:
                       xb: torch.Tensor) -> torch.Tensor:
             return functional_call(self.template, (params, buffers), (xb,))
 
-        run = vmap(logits_of, in_dims=(0, 0, None))
+        def planned(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                    xb: torch.Tensor) -> torch.Tensor:
+            assert self.plan is not None
+            return self.plan.forward(self.leaves, xb, None, shared=True)
+
+        run = planned if self.plan is not None else vmap(logits_of, in_dims=(0, 0, None))
         loss_sum = torch.zeros(self.n, dtype=torch.float64, device=x.device)
         correct = torch.zeros(self.n, dtype=torch.int64, device=x.device)
         for i in range(0, len(x), EVAL_BATCH):
@@ -243,7 +297,7 @@ class PackedModel:
     @torch.no_grad()
     def clip_grad_norm(self, max_norm: float) -> None:
         """``clip_grad_norm_`` per replica: each replica's norm over its own gradients."""
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        grads = [p.grad for p in self.leaves.values() if p.grad is not None]
         if not grads:
             return
         norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads], 1)
@@ -280,21 +334,24 @@ class _ReplicaOptimizer:
     """Replica r's view of the packed optimizer: ``state_dict()`` is what the replica's own
     optimizer in a separate run would return (what :func:`save_checkpoint` stores)."""
 
-    def __init__(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], r: int) -> None:
-        self.opt, self.params, self.r = opt, params, r
+    def __init__(self, opt: torch.optim.Optimizer, pack: PackedModel, names: list[str],
+                 r: int) -> None:
+        self.opt, self.pack, self.names, self.r = opt, pack, names, r
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.opt.state_dict()
-        shapes = {i: tuple(p.shape) for i, p in enumerate(self.params)}
+        shapes = {i: tuple(self.pack.leaves[k].shape) for i, k in enumerate(self.names)}
         state = {}
         for pid, per_param in sd["state"].items():
-            state[pid] = {k: (v[self.r] if isinstance(v, torch.Tensor)
-                              and tuple(v.shape) == shapes[pid] else v)
+            name = self.names[pid]
+            state[pid] = {k: (self.pack.from_leaf(name, v)[self.r].contiguous()
+                              if isinstance(v, torch.Tensor) and tuple(v.shape) == shapes[pid]
+                              else v)
                           for k, v in per_param.items()}
         return {"state": state, "param_groups": sd["param_groups"]}
 
 
-def _stack_optimizer_state(opt: torch.optim.Optimizer, params: list[torch.Tensor],
+def _stack_optimizer_state(opt: torch.optim.Optimizer, pack: PackedModel, names: list[str],
                            replicas: list[torch.optim.Optimizer]) -> None:
     """Load the replicas' own (resumed) optimizer states into the packed optimizer."""
     sds = [o.state_dict() for o in replicas]
@@ -303,7 +360,8 @@ def _stack_optimizer_state(opt: torch.optim.Optimizer, params: list[torch.Tensor
         state[pid] = {}
         for k, v in sds[0]["state"][pid].items():
             if isinstance(v, torch.Tensor) and v.dim() > 0:
-                state[pid][k] = torch.stack([sd["state"][pid][k] for sd in sds])
+                stacked = torch.stack([sd["state"][pid][k] for sd in sds])
+                state[pid][k] = pack.to_leaf(names[pid], stacked)
             else:
                 state[pid][k] = v
     opt.load_state_dict({"state": state, "param_groups": sds[0]["param_groups"]})
@@ -364,13 +422,13 @@ def fit_packed(
     if len({s.epoch for s in states}) != 1:
         raise ValueError("packed replicas must resume from the same epoch")
     pack = PackedModel(builts)
-    trainable = [p for p in pack.params.values() if p.requires_grad]
-    opt, sched = make_optimizer(train.optimizer, trainable)
+    names = [k for k, p in pack.leaves.items() if p.requires_grad]
+    opt, sched = make_optimizer(train.optimizer, [pack.leaves[k] for k in names])
     if states[0].epoch > 0:
-        _stack_optimizer_state(opt, trainable, [o for o, _ in replica_opts])
+        _stack_optimizer_state(opt, pack, names, [o for o, _ in replica_opts])
         if sched is not None and replica_opts[0][1] is not None:
             sched.load_state_dict(replica_opts[0][1].state_dict())
-    views = [_ReplicaOptimizer(opt, trainable, r) for r in range(n)]
+    views = [_ReplicaOptimizer(opt, pack, names, r) for r in range(n)]
     x, y, size, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
     n_batches = math.ceil(size / bs)
     diverged: list[int | None] = [None] * n
@@ -383,19 +441,19 @@ def fit_packed(
         perms = torch.stack([torch.randperm(size, generator=g) for g in gens]).to(x.device)
         for b in range(n_batches):
             idx = perms[:, b * bs:(b + 1) * bs]
-            xb, yb = x[idx], y[idx]
+            flat = idx.flatten()  # index_select: a third of advanced indexing's time here
+            xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
+            yb = y.index_select(0, flat).view(idx.shape)
             masks = [m.to(x.device) for m in pack.draw_masks(idx.shape[1], drop_gens)]
-            losses, logits = pack.train_step_forward(xb, yb, masks)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            losses, logits = pack.train_step(xb, yb, masks)  # sets each leaf's .grad
             if train.optimizer.clipnorm:
                 pack.clip_grad_norm(train.optimizer.clipnorm)
             opt.step()
             pack.apply_constraints()
             if sched is not None:
                 sched.step()
-            loss_sum.add_(losses.detach().double(), alpha=idx.shape[1])
-            correct.add_((logits.detach().argmax(2) == yb).sum(1))
+            loss_sum.add_(losses.double(), alpha=idx.shape[1])
+            correct.add_((logits.argmax(2) == yb).sum(1))
             if on_batches is not None and (b % 20 == 19 or b == n_batches - 1):
                 on_batches(b + 1, n_batches)
         train_losses = (loss_sum / size).tolist()

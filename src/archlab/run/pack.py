@@ -74,9 +74,15 @@ class PackProbe:
         return self.ratio >= PACK_MIN_RATIO
 
 
+#: Bumped when the packed trainer changes how fast it runs (2: Dense stacks as batched
+#: matmuls with a written-out backward pass): older cached probes are then measured again.
+PROBE_FORMAT = 2
+
+
 def _probe_key(study: Study, model: str, n: int, device: str) -> str:
     base = _key(study, model, device)  # layers, batch, optimizer, data, threads, torch, cpu
-    return "pack:" + hashlib.sha256(json.dumps([base, n]).encode()).hexdigest()[:24]
+    blob = json.dumps([base, n, PROBE_FORMAT])
+    return "pack:" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def _synthetic(built: BuiltModel, batches: int, batch_size: int, device: str) -> Tensors:
