@@ -16,6 +16,7 @@ import pytest
 
 import archlab
 from archlab.run import LOCK_FILE, StudyBusyError, StudyLock, plan_runs, run_study
+from tests.run.here import main_here
 
 STUDY = """
 name: locked
@@ -49,7 +50,8 @@ def _runs(out: Path) -> dict[str, tuple]:
         return {}
 
 
-def test_second_run_on_a_study_in_use_exits_2_naming_the_holder(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("one_torch_thread")  # main() sets the torch threads of this process
+def test_second_run_on_a_study_in_use_exits_2_naming_the_holder(tmp_path: Path, capfd) -> None:
     study = tmp_path / "s.yaml"
     study.write_text(STUDY)
     out = tmp_path / "out"
@@ -64,18 +66,20 @@ def test_second_run_on_a_study_in_use_exits_2_naming_the_holder(tmp_path: Path) 
     os.killpg(first.pid, signal.SIGSTOP)
     try:
         before = _runs(out)
-        second = subprocess.run(_cmd(study, out), capture_output=True, text=True,
-                                timeout=TIMEOUT)
+        capfd.readouterr()
+        # The second command runs here (no second interpreter start-up): another process.
+        code = main_here(_cmd(study, out)[3:], TIMEOUT)
+        second = capfd.readouterr()
         assert _runs(out) == before  # it touched no run
     finally:
         os.killpg(first.pid, signal.SIGCONT)
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1, second.stderr
+    assert code == 2
+    lines = second.err.strip().splitlines()
+    assert len(lines) == 1, second.err
     assert lines[0].startswith(f"error: {out} is in use by another archlab process")
     assert f"pid {first.pid} on " in lines[0] and "since " in lines[0]
     assert "archlab run" in lines[0]  # the holder's command
-    assert "projected" not in second.stdout  # said before any timing
+    assert "projected" not in second.out  # said before any timing
 
     assert first.wait(timeout=TIMEOUT) == 0, first.stderr.read()
     planned = {p.run_id for p in plan_runs(archlab.load_study(study))}
@@ -83,28 +87,55 @@ def test_second_run_on_a_study_in_use_exits_2_naming_the_holder(tmp_path: Path) 
     assert set(runs) == planned and {s for s, *_ in runs.values()} == {"finished"}
 
 
-_HOLDER = """
-import sys, time
-from archlab.run import StudyLock
-lock = StudyLock(sys.argv[1], command="holder")
-lock.acquire()
-print("locked", flush=True)
-time.sleep(600)
-"""
+class _Holder:
+    """Another process holding the study lock of ``directory`` as `holder`: a fork of this one
+    (archlab already imported, so no second interpreter start-up), which takes the lock, says
+    so on a pipe and sleeps until it is killed."""
+
+    def __init__(self, directory: Path) -> None:
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.close(read)
+                StudyLock(directory, command="holder").acquire()
+                os.write(write, b"locked\n")
+                time.sleep(600)
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.stdout = os.fdopen(read, "r")
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:  # SIGKILL: no goodbye, no cleanup code runs
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        self.stdout.close()
+        return self.returncode
 
 
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = _Holder(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StudyBusyError, match=rf"pid {holder.pid} on .*`holder`"):
             StudyLock(tmp_path).acquire()
         holder.kill()  # SIGKILL: no goodbye, no cleanup code runs
-        holder.wait(timeout=30)
     finally:
-        if holder.poll() is None:
-            holder.kill()
+        holder.kill()
+        assert holder.wait() == -signal.SIGKILL
     with StudyLock(tmp_path):  # the kernel released it: nothing stale to clean up
         assert (tmp_path / LOCK_FILE).exists()
 
@@ -132,13 +163,12 @@ def test_the_lock_is_reentrant_in_one_process_and_released_at_the_end(tmp_path: 
 
 def test_run_study_on_a_locked_directory_raises_and_writes_nothing(tmp_path: Path,
                                                                    tiny_study) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = _Holder(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StudyBusyError, match="in use by another archlab process"):
             run_study(tiny_study, tmp_path)
     finally:
         holder.kill()
-        holder.wait(timeout=30)
+        holder.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]
