@@ -15,6 +15,10 @@ from archlab.run.checkpoint import load_checkpoint, save_checkpoint
 from archlab.store import RunStatus
 from archlab.train import EVAL_BATCH, TrainState, evaluate, fit
 
+#: One torch thread, whatever earlier tests left: on a shared 2-core machine two threads only
+#: wait on each other (a resume test took 15 s with 2 threads under load).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SEED = 11
 
 
