@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from archlab import build_model, load_study
 from archlab.optimizers import make_optimizer
 from archlab.packed import PackedModel, pack_blocker
+from archlab.run.environment import default_threads
 from archlab.run.pack import PACK_MIN_RATIO, conv_on_cpu, pack_probe
 from archlab.train import prefer_channels_last
 
@@ -139,8 +140,11 @@ def run_cli(args: list[str], cache: str) -> tuple[float, float]:
 
 def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
     base = ["run", "zoo:mlp-hparams", "--models", "mlp32", "--data-dir", str(data_dir),
-            "--threads", str(threads), "--epochs", str(epochs), "--quiet", "--no-report",
-            "--no-timing"]
+            "--epochs", str(epochs), "--quiet", "--no-report", "--no-timing"]
+    if threads > 0:  # 0: archlab's own choice (default_threads), as a user's run gets it
+        base += ["--threads", str(threads)]
+    else:
+        threads = default_threads()
     configs = {"1 repeat": ["--repeats", "1"], "5 repeats": ["--repeats", "5"],
                "5 repeats --no-pack": ["--repeats", "5", "--no-pack"]}
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,8 +155,9 @@ def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
         t0 = time.perf_counter()
         probe = pack_probe(study, "mlp32", 5)  # what the first packed run would pay, cached
         probe_s = time.perf_counter() - t0
+        chosen = "given" if "--threads" in base else "archlab's default"
         print(f"## Part 2: archlab run, mlp32 (batch {study.train_for('mlp32').batch_size}, "
-              f"{epochs} epochs, full MNIST), {threads} thread(s)\n")
+              f"{epochs} epochs, full MNIST), {threads} thread(s) ({chosen})\n")
         print(f"probe: {probe_s:.1f} s, ratio {probe.ratio:.2f}x -> "
               f"{'pack' if probe.pack else 'separate'} (cached for the runs below)")
         times: dict[str, list[float]] = {k: [] for k in configs}
@@ -181,7 +186,8 @@ def study_table(threads: int, rounds: int, epochs: int, data_dir: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("probe", "study", "both"), default="both")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 0: archlab's default (part 2 passes no --threads)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="timed packed steps per model")
     ap.add_argument("--budget", type=float, default=1.5, help="seconds per side, at most")
@@ -192,7 +198,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--data-dir", type=Path, default=MNIST)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     if args.part in ("probe", "both"):
         probe_table(args.studies.split(","), args.repeats, args.steps, args.budget,
                     args.conv_steps)
