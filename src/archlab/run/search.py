@@ -18,37 +18,48 @@ Then the ``confirm.top`` best trials are re-run with ``confirm.repeats`` seeds (
 model shares a seed; repeat 0 is the trial itself): the winner is named by the report from
 these runs, with archlab's CIs and paired tests. At the end, ``search.json`` holds Optuna's
 history and parameter importances, so the report never opens Optuna.
+
+This module is the search's driver (the ask/tell loop, resuming, the confirmation, search.json);
+the Optuna adapters (storage, pruner, sampler, distributions, :class:`TrialCheck`, importances)
+are in ``_optuna.py``, a trial's study, the checked points, the projection and the fingerprint
+in ``_search_plan.py``: the names those export are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archlab.data import RawDataset, load_dataset, prepare_tensors
-from archlab.errors import ArchlabError, SpecError
-from archlab.run.config import RunPlan, canonical_json, plan_runs
+from archlab.errors import ArchlabError
+from archlab.run._optuna import (
+    TrialCheck,
+    _distribution,
+    _importances,
+    _pruner,
+    _quiet_optuna,
+    _sampler,
+    _sampler_seed,
+    _storage,
+)
+from archlab.run._search_plan import (
+    _epochs,
+    _fingerprint,
+    search_projection,
+    search_studies,
+    trial_study,
+    validate_search,
+)
+from archlab.run.config import RunPlan, plan_runs
 from archlab.run.execute import RunContext
 from archlab.run.pool import Task, run_parallel
-from archlab.spec import ModelSpec, Study
-from archlab.spec.search import (
-    ChoiceParam,
-    FloatParam,
-    IntParam,
-    Pruner,
-    SearchSpec,
-    grid_values,
-    search_points,
-    trial_name,
-    trial_point,
-)
+from archlab.spec import Study
+from archlab.spec.search import trial_name
 from archlab.store import DONE, RunStatus, Store
 
 __all__ = ["SEARCH_DB", "SEARCH_FILE", "SearchOutcome", "TrialCheck", "run_search",
@@ -63,156 +74,6 @@ Report = Callable[[str, dict[str, Any]], None]
 
 def storage_url(directory: Path) -> str:
     return f"sqlite:///{Path(directory).resolve() / SEARCH_DB}"
-
-
-def _storage(url: str) -> Any:
-    import optuna
-
-    # Workers and the parent write the same file: wait for its lock rather than fail.
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-
-
-def _pruner(pruner: Pruner, epochs: int) -> Any:
-    import optuna
-
-    if pruner.median is not None:
-        return optuna.pruners.MedianPruner(**pruner.median.model_dump())
-    if pruner.hyperband is not None:
-        args = pruner.hyperband.model_dump()
-        if args["max_resource"] == "auto":
-            args["max_resource"] = epochs
-        return optuna.pruners.HyperbandPruner(**args)
-    return optuna.pruners.NopPruner()
-
-
-def _sampler(spec: SearchSpec, seed: int) -> Any:
-    import optuna
-
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {p: grid_values(v) for p, v in spec.space.items()}, seed=seed)  # type: ignore[misc]
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def _distribution(param: IntParam | FloatParam | ChoiceParam) -> Any:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if isinstance(param, IntParam):
-        return IntDistribution(param.low, param.high, log=param.log, step=param.step)
-    if isinstance(param, FloatParam):
-        return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
-    return CategoricalDistribution(param.choice)
-
-
-def _sampler_seed(study_seed: int, asked: int) -> int:
-    """The sampler's seed for the trial asked after ``asked`` others: from the study seed and
-    the count only, so the same history asks the same trial, interrupted or not."""
-    digest = hashlib.sha256(f"{study_seed}/search/{asked}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def _epochs(study: Study) -> int:
-    assert study.search is not None
-    return study.train_for(study.search.base).epochs
-
-
-class TrialCheck:
-    """A trial's per-epoch check (RunContext.epoch_check): report the objective to Optuna and
-    ask its pruner. Picklable: a ``--jobs`` worker opens the storage itself."""
-
-    def __init__(self, url: str, study_name: str, trial_id: int, objective: str,
-                 pruner: Pruner, epochs: int) -> None:
-        self.url, self.study_name, self.trial_id = url, study_name, trial_id
-        self.objective, self.pruner, self.epochs = objective, pruner, epochs
-        self._study: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None}  # an open storage stays in its process
-
-    def __call__(self, plan: RunPlan, row: dict[str, float]) -> bool:
-        import optuna
-
-        value, epoch = row.get(self.objective), int(row["epoch"])
-        if value is None or not math.isfinite(value):
-            return False
-        if self._study is None:
-            _quiet_optuna()
-            self._study = optuna.load_study(study_name=self.study_name,
-                                            storage=_storage(self.url),
-                                            pruner=_pruner(self.pruner, self.epochs))
-        trial = optuna.trial.Trial(self._study, self.trial_id)
-        frozen = self._study._storage.get_trial(self.trial_id)
-        if frozen.state != optuna.trial.TrialState.RUNNING:
-            return False
-        if epoch not in frozen.intermediate_values:  # a resumed epoch is reported once
-            trial.report(value, epoch)
-        # The last epoch is not pruned: the run has trained in full by then.
-        return epoch < self.epochs and trial.should_prune()
-
-
-def trial_study(study: Study, name: str, params: dict[str, Any]) -> Study:
-    """A one-model study of the base model with ``params`` set: a trial's (or a point's)."""
-    spec = ModelSpec.model_validate(trial_point(study, params))
-    out = study.model_copy(update={"models": {name: spec}, "search": None})
-    out._source = study._source
-    return out
-
-
-def search_studies(study: Study) -> list[tuple[str, Study]]:
-    """The points a search is checked at before it runs (see spec.search.search_points)."""
-    assert study.search is not None
-    return [(label, trial_study(study, study.search.base, values))
-            for label, values in search_points(study.search)]
-
-
-def validate_search(study: Study, *, memory_limit: int | None = None) -> None:
-    """Build every checked point's model (shapes, outputs, memory): a SpecError names the
-    search and the point."""
-    from archlab.model import validate_study
-
-    for label, point in search_studies(study):
-        try:
-            validate_study(point, memory_limit=memory_limit)
-        except SpecError as exc:
-            text = str(exc).removeprefix(f"{study.source}: ")
-            raise SpecError(f"{study.source}: search, {label}: {text}") from None
-
-
-def search_projection(study: Study, device: str = "cpu") -> float:
-    """Projected seconds of the whole search: every trial and confirmation run at the base
-    model's projected time (pruned trials take less; larger points more)."""
-    from archlab.run.projection import projected_seconds
-
-    spec = study.search
-    assert spec is not None
-    runs = spec.trials + spec.confirm.top * (spec.confirm.repeats - 1)
-    return projected_seconds(study, spec.base, device=device) * runs
-
-
-def _fingerprint(study: Study) -> str:
-    """What makes earlier trials comparable: base model, space, sampler, pruner, objective,
-    training and data (not the trial count or the confirmation, which may grow)."""
-    spec = study.search
-    assert spec is not None
-    cfg = spec.to_config()
-    return hashlib.sha256(canonical_json({
-        "base": study.models[spec.base].to_config(), "space": cfg["space"],
-        "sampler": spec.sampler, "pruner": cfg["pruner"], "objective": spec.objective,
-        "train": study.train.to_config(), "data": study.data.model_dump(mode="json"),
-        "seed": study.seed}).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -407,21 +268,6 @@ class _Search:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, path)
-
-
-def _importances(ostudy: Any) -> dict[str, float]:
-    """Optuna's parameter importances, by PED-ANOVA (deterministic, and needs no scikit-learn,
-    which Optuna's default fANOVA does); {} when Optuna cannot rate the trials (too few)."""
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            # "Too few trials: the importances will be equal" is no measurement: none then.
-            warnings.simplefilter("error", UserWarning)
-            return {k: float(v) for k, v in optuna.importance.get_param_importances(
-                ostudy, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
-    except (ValueError, RuntimeError, ImportError, UserWarning):
-        return {}
 
 
 def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
