@@ -15,11 +15,15 @@ import archlab
 from archlab.cli import main
 from archlab.run import environment, run_study
 from archlab.run.projection import (
+    ASSUMED_MACS_PER_S,
     BUSY_LOAD_PER_CORE,
     CACHE_FILE,
+    TIMED_STEP_S,
+    _two_batch_timing,
     projected_seconds,
     projection_note,
     step_timing,
+    timed_batch,
 )
 from archlab.store import Store
 
@@ -67,6 +71,52 @@ def test_step_timings_are_cached_per_architecture(tiny_study: archlab.Study,
     assert len(_entries(cache_dir)) == 4
     # Written atomically: no temporary file is left beside it.
     assert sorted(p.name for p in cache_dir.iterdir()) == [CACHE_FILE]
+
+
+def test_a_heavy_model_is_timed_on_smaller_batches() -> None:
+    # kernels-padding's m10: 1,076 M MACs per sample, batch 128. A step of the full batch
+    # would take far longer than TIMED_STEP_S, so a batch of a few images is timed.
+    small = timed_batch(1_076_550_000, 128, "cpu")
+    assert 2 <= small < 8
+    assert timed_batch(1_076_550_000, 128, "cuda") == 128  # a GPU times the real batch
+    light = int(TIMED_STEP_S * ASSUMED_MACS_PER_S / (3 * 128)) // 2
+    assert timed_batch(light, 128, "cpu") == 128
+    assert timed_batch(10**12, 1, "cpu") == 1
+
+
+def test_two_batch_timing_recovers_the_part_that_does_not_scale() -> None:
+    # A step costs a + c·batch (a: the optimizer step and weight reads, which a smaller batch
+    # does not shrink): scaling one small batch up would count `a` once per small batch.
+    a, c = 0.6, 0.12
+    calls: list[int] = []
+
+    def step(bs: int) -> float:
+        calls.append(bs)
+        return a + c * bs
+
+    timing = _two_batch_timing(step, 3, 12, 128, None)
+    assert timing.seconds_per_sample == pytest.approx((a + c * 128) / 128)
+    assert (a + c * 3) / 3 > 2 * timing.seconds_per_sample  # what one small batch would say
+    assert calls == [3, 3, 12, 3, 12]  # a warm-up, then the two sizes interleaved
+    assert timing.spread == 0.0
+
+
+def test_a_model_timed_on_smaller_batches_is_projected_for_its_own(
+        tiny_study: archlab.Study, monkeypatch: pytest.MonkeyPatch) -> None:
+    import archlab.run.projection as projection
+
+    monkeypatch.setattr(projection, "ASSUMED_MACS_PER_S", 1e3)  # every model "heavy"
+    calls: list[int] = []
+    real = projection._two_batch_timing
+
+    def spy(step: Any, b1: int, b2: int, batch: int, load: Any) -> Any:
+        calls.append(b1)
+        return real(step, b1, b2, batch, load)
+
+    monkeypatch.setattr(projection, "_two_batch_timing", spy)
+    small = step_timing(tiny_study, "cnn", use_cache=False).seconds_per_sample
+    assert calls == [2]  # timed at batches 2 and 8, projected for the model's 128
+    assert small > 0.0
 
 
 def test_a_damaged_cache_is_measured_again_and_rewritten(tiny_study: archlab.Study,

@@ -19,7 +19,6 @@ from archlab.cli.console import err, out
 from archlab.cli.results import print_results
 from archlab.errors import ArchlabError, is_disk_full
 from archlab.model import validate_study
-from archlab.report.tables import format_duration
 from archlab.spec import Study, load_study, override_training
 
 if TYPE_CHECKING:
@@ -115,6 +114,7 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
     from archlab.datasets import dataset_info
     from archlab.model import available_memory, format_bytes
+    from archlab.report.tables import format_duration  # here: the report's imports are slow
     from archlab.run.projection import projected_seconds
 
     # Refuses a model whose training step would not fit (one line naming model and layer).
@@ -149,6 +149,7 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
 def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
     """A study's search: every checked point built (before anything trains), its size and
     projected time."""
+    from archlab.report.tables import format_duration
     search = study.search
     if search is None or search.base not in study.models:
         return

@@ -45,6 +45,16 @@ BUSY_LOAD_PER_CORE = 0.8
 MAX_ENTRIES = 1000
 #: Timed steps stop after this many seconds (at least two are timed, to see the spread).
 STEP_BUDGET_S = 3.0
+#: A model whose step would take longer than this (by its MACs at :data:`ASSUMED_MACS_PER_S`)
+#: is timed on a smaller batch, scaled to take about this long: kernels-padding's m10 takes
+#: 16 s a step at batch 128 on one loaded core, and three such steps made a cold
+#: ``--dry-run`` of that study last 82 s. Steps at that batch and at 4x it are timed and
+#: extrapolated to the model's batch (:func:`_two_batch_timing`); compared with full-batch
+#: timings in docs/performance.md.
+TIMED_STEP_S = 0.25
+#: About what one CPU core does in multiply-accumulates per second in a training step (the
+#: zoo's CNNs ran 8-25 GMAC/s on one core): it only sizes the timed batch.
+ASSUMED_MACS_PER_S = 2e10
 
 
 @dataclass(frozen=True)
@@ -139,31 +149,34 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
     built.module.to(device)
     prefer_channels_last(built.module, built.input_shape, train.batch_size)  # as fit() does
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
-    bs = train.batch_size
+    full = train.batch_size
+    small = timed_batch(built.macs_per_sample, full, device)
     h, w, c = built.input_shape
     gen = torch.Generator().manual_seed(0)
-    xb = torch.rand(bs, c, h, w, generator=gen).to(device)
-    yb = torch.randint(0, built.output_shape[0], (bs,), generator=gen).to(device)
+    xb = torch.rand(full, c, h, w, generator=gen).to(device)
+    yb = torch.randint(0, built.output_shape[0], (full,), generator=gen).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def step() -> float:
+    def step(bs: int) -> float:
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(built.module(xb), yb)
+        loss = torch.nn.functional.cross_entropy(built.module(xb[:bs]), yb[:bs])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sync()
         return time.perf_counter() - t0
 
-    warm = step()  # the first steps pay one-off costs (allocation, kernel selection)
+    if small < full:
+        return _two_batch_timing(step, small, min(full, 4 * small), full, load)
+    warm = step(full)  # the first steps pay one-off costs (allocation, kernel selection)
     if warm < 0.5:
-        step()
+        step(full)
     # Small models take milliseconds a step, where one scheduler hiccup doubles a step: they
     # get more steps (a quarter second's worth, up to 50), and a spread that ignores outliers.
     times: list[float] = []
     started = time.perf_counter()
     while True:
-        times.append(step())
+        times.append(step(full))
         elapsed = time.perf_counter() - started
         if len(times) >= 2 and elapsed > STEP_BUDGET_S:
             break
@@ -175,7 +188,37 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
         spread = (q3 - q1) / median
     else:
         spread = (max(times) - min(times)) / median
-    return StepTiming(median / bs, spread, load, time.time())
+    return StepTiming(median / full, spread, load, time.time())
+
+
+def _two_batch_timing(step: Any, b1: int, b2: int, full: int,
+                      load: float | None) -> StepTiming:
+    """A heavy model's step at batch ``full`` from steps at two smaller batches: a step costs
+    ``a + c·batch``, where ``a`` (the optimizer step, reading a Dense layer's weights) does not
+    shrink with the batch. m10 at batch 3 cost 2.7x its full-batch time per sample: scaling one
+    small batch up would project 82 h instead of 30 h."""
+    step(b1)  # warm-up
+    t1, t2 = [], []
+    for _ in range(2):  # interleaved: a burst of load hits both sizes
+        t1.append(step(b1))
+        t2.append(step(b2))
+    m1, m2 = statistics.median(t1), statistics.median(t2)
+    per_sample = max(0.0, (m2 - m1) / (b2 - b1)) if b2 > b1 else m1 / b1
+    seconds = max(m1, m1 + per_sample * (full - b1))  # never below the smaller batch's step
+    spread = max((max(t) - min(t)) / statistics.median(t) for t in (t1, t2))
+    return StepTiming(seconds / full, spread, load, time.time())
+
+
+def timed_batch(macs_per_sample: int, batch_size: int, device: str) -> int:
+    """The batch a projection times: the model's own, or on the CPU a smaller one when a step
+    would take over :data:`TIMED_STEP_S` (forward and backward about 3x the forward MACs)."""
+    if not device.startswith("cpu"):
+        return batch_size
+    step_s = 3 * macs_per_sample * batch_size / ASSUMED_MACS_PER_S
+    if step_s <= TIMED_STEP_S:
+        return batch_size
+    small = round(batch_size * TIMED_STEP_S / step_s)
+    return max(min(2, batch_size), small)  # 2 at least: BatchNormalization needs two
 
 
 def step_timing(study: Study, model: str, *, steps: int = 3, device: str = "cpu",
