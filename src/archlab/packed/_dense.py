@@ -57,6 +57,7 @@ class DensePlan:
         self.steps = list(steps)
         #: parameters held transposed, as ``[n, in, out]``
         self.transposed = frozenset(s.weight for s in self.steps if isinstance(s, _Dense))
+        self.fused = self._fusable()
 
     @classmethod
     def of(cls, template: nn.Module, masked: Sequence[nn.Module]) -> DensePlan | None:
@@ -121,10 +122,10 @@ class DensePlan:
                 x = step.module(x.flatten(0, 1)).unflatten(0, tuple(x.shape[:2]))
         return x  # `of` admits only plans with a Dense layer: x is [n, b, classes] here
 
-    @property
-    def fused(self) -> bool:
-        """Whether :meth:`train_step` can run without autograd: every layer after the first
-        Dense is a Dense with a linear, relu, tanh or sigmoid activation, or a Dropout."""
+    def _fusable(self) -> bool:
+        """Whether :meth:`train_step` can run without autograd (:attr:`fused`): every layer
+        after the first Dense is a Dense with a linear, relu, tanh or sigmoid activation, or a
+        Dropout."""
         dense = False
         for step in self.steps:
             if isinstance(step, _Dense):

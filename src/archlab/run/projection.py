@@ -51,7 +51,7 @@ STEP_BUDGET_S = 3.0
 #: ``--dry-run`` of that study last 82 s. Steps at that batch and at 4x it are timed and
 #: extrapolated to the model's batch (:func:`_two_batch_timing`); compared with full-batch
 #: timings in docs/performance.md.
-TIMED_STEP_S = 0.25
+TIMED_STEP_S = 0.15
 #: About what one CPU core does in multiply-accumulates per second in a training step (the
 #: zoo's CNNs ran 8-25 GMAC/s on one core): it only sizes the timed batch.
 ASSUMED_MACS_PER_S = 2e10
@@ -145,8 +145,15 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
 
     load = load_per_core()
     train = study.train_for(model)
-    built = build_model(study, model, seed=0)
-    built.module.to(device)
+    # Shapes only, then cheap values: a step's time does not depend on the initial weights,
+    # and Keras's truncated-normal init of m10's 38 M weights alone takes ~5 s.
+    built = build_model(study, model, device="meta")
+    built.module.to_empty(device=device)
+    with torch.no_grad():
+        for p in built.module.parameters():
+            p.uniform_(-0.05, 0.05)
+        for name, buf in built.module.named_buffers():
+            buf.fill_(1 if name.endswith("running_var") else 0)
     prefer_channels_last(built.module, built.input_shape, train.batch_size)  # as fit() does
     opt, _ = make_optimizer(train.optimizer, built.module.parameters())
     full = train.batch_size
@@ -198,24 +205,27 @@ def _two_batch_timing(step: Any, b1: int, b2: int, full: int,
     shrink with the batch. m10 at batch 3 cost 2.7x its full-batch time per sample: scaling one
     small batch up would project 82 h instead of 30 h."""
     step(b1)  # warm-up
-    t1, t2 = [], []
-    for _ in range(2):  # interleaved: a burst of load hits both sizes
-        t1.append(step(b1))
-        t2.append(step(b2))
-    m1, m2 = statistics.median(t1), statistics.median(t2)
+    # The small batch on both sides of the big one: a burst of load that hits one of them
+    # shows in the spread between the two (each step of m10 here takes about a second).
+    t1 = [step(b1)]
+    m2 = step(b2)
+    t1.append(step(b1))
+    m1 = statistics.mean(t1)
     per_sample = max(0.0, (m2 - m1) / (b2 - b1)) if b2 > b1 else m1 / b1
     seconds = max(m1, m1 + per_sample * (full - b1))  # never below the smaller batch's step
-    spread = max((max(t) - min(t)) / statistics.median(t) for t in (t1, t2))
+    spread = (max(t1) - min(t1)) / m1
     return StepTiming(seconds / full, spread, load, time.time())
 
 
 def timed_batch(macs_per_sample: int, batch_size: int, device: str) -> int:
     """The batch a projection times: the model's own, or on the CPU a smaller one when a step
-    would take over :data:`TIMED_STEP_S` (forward and backward about 3x the forward MACs)."""
+    would take over 4x :data:`TIMED_STEP_S` (forward and backward about 3x the forward MACs):
+    a quarter of the batch at most, so that the second timed batch (4x it) spans enough of the
+    range to extrapolate from."""
     if not device.startswith("cpu"):
         return batch_size
     step_s = 3 * macs_per_sample * batch_size / ASSUMED_MACS_PER_S
-    if step_s <= TIMED_STEP_S:
+    if step_s <= 4 * TIMED_STEP_S:
         return batch_size
     small = round(batch_size * TIMED_STEP_S / step_s)
     return max(min(2, batch_size), small)  # 2 at least: BatchNormalization needs two
