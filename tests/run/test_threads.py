@@ -77,6 +77,8 @@ def test_default_is_recorded_and_explicit_threads_are_honoured(
     monkeypatch.setattr(env_mod, "busy_cores", lambda: float(CORES))
     run_study(one, tmp_path / "given", repeats=1, threads=2)  # busy, but asked for: 2
     assert run_threads(tmp_path / "given") == (2, "given")
+    run_study(one, tmp_path / "pool", repeats=1, threads=1, jobs=2)  # a --jobs worker's run
+    assert run_threads(tmp_path / "pool") == (1, "given")
 
 
 def test_resume_keeps_the_checkpoints_threads_and_layout_bit_for_bit(

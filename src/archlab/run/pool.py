@@ -63,7 +63,8 @@ class Feed(Protocol):
 
 def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: str,
             data_dir: str | None, threads: int, conn: Connection, device: str,
-            epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None) -> None:
+            epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None,
+            threads_from: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -89,7 +90,7 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
         ctx = RunContext(Path(directory), data, threads,
                          progress=lambda rid, ev: send(("event", rid, ev)),
                          stop_requested=stop_requested, device=device,
-                         epoch_check=epoch_check)
+                         epoch_check=epoch_check, threads_from=threads_from)
         execute_run(study, plan, ctx)
     except Exception as exc:  # noqa: BLE001 - a worker must say why its run died
         if is_disk_full(exc):
@@ -120,7 +121,7 @@ class _Worker:
 def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: Any, jobs: int,
                  threads: int, report: Report, stop_requested: Callable[[], bool],
                  statuses: dict[str, str], errors: dict[str, str], device: str,
-                 feed: Feed | None = None) -> None:
+                 feed: Feed | None = None, threads_from: str | None = None) -> None:
     """Run ``todo`` in up to ``jobs`` worker processes, filling ``statuses`` as runs end (and
     ``errors`` with why each failed one failed); then, given a ``feed``, the runs it gives
     whenever a worker is free, telling it how each ended, until it has none and all ended.
@@ -149,7 +150,7 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
                 task = item if isinstance(item, Task) else Task(item, study)
                 workers.append(_start(ctx, cfg if task.study is study else task.study.to_config(),
                                       study.source, task.plan, directory, data_dir, threads,
-                                      device, task.epoch_check))
+                                      device, task.epoch_check, threads_from))
             if stopping:
                 pending.clear()
                 if not terminated:
@@ -185,14 +186,16 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
 
 def _start(ctx: Any, cfg: dict[str, Any], source: str, plan: RunPlan, directory: Path,
            data_dir: Any, threads: int, device: str,
-           epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None) -> _Worker:
+           epoch_check: Callable[[RunPlan, dict[str, float]], bool] | None = None,
+           threads_from: str | None = None) -> _Worker:
     with Store(directory) as store:  # claimed now: a worker dying at birth is seen
         store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed, plan.config.to_json(),
-                        environment(threads, device))
+                        environment(threads, device, threads_from=threads_from))
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(cfg, source, plan, str(directory),
                                              str(data_dir) if data_dir else None, threads,
-                                             writer, device, epoch_check), daemon=True)
+                                             writer, device, epoch_check, threads_from),
+                       daemon=True)
     proc.start()
     # The worker has its own copy now. Closing ours is what lets the reader see EOF when the
     # worker dies, however it dies.

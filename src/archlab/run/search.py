@@ -292,7 +292,8 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
         nonlocal data, raw
         if jobs > 1:
             run_parallel(study, tasks, directory, data_dir, jobs, threads, report,  # type: ignore[arg-type]
-                         stop_requested, statuses, errors, device, feed=feed)
+                         stop_requested, statuses, errors, device, feed=feed,
+                         threads_from=threads_from)
             return
         pending = list(tasks)
         while not stop_requested():

@@ -193,7 +193,8 @@ def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDat
         else:
             del raw  # verified; each worker loads its own copy
             run_parallel(study, todo, directory, data_dir, jobs, threads, report,
-                         stop_requested, outcome.statuses, outcome.errors, device)
+                         stop_requested, outcome.statuses, outcome.errors, device,
+                         threads_from=threads_from)
     finally:
         if progress is not None:
             progress.stop()
