@@ -18,7 +18,16 @@ from archlab import SpecError
 from archlab.augment import Augmentation, Augmenter, resample
 from archlab.data import Tensors, load_dataset, prepare_tensors
 from archlab.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from archlab.train import TrainState, fit
+from archlab.train import fit
+from tests.fitting import (
+    SEED,
+    Stop,
+    assert_same_fit,
+    fresh,
+    sample_tensors,
+    small_study,
+    stopped_and_resumed,
+)
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
@@ -29,7 +38,6 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
 
-SEED = 11
 SPECS = TypeAdapter(list[Augmentation])
 
 
@@ -191,33 +199,13 @@ def test_augmentation_round_trips_and_a_model_may_turn_it_off() -> None:
 
 @pytest.fixture(scope="module")
 def data() -> Tensors:
-    study = archlab.parse_study({"name": "t", "seed": 3, "data": {
-        "dataset": "mnist-sample", "validation": {"split": 0.1}},
-        "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}})
-    full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
-    return Tensors(full.x_train[:800], full.y_train[:800], full.x_val[:200], full.y_val[:200],
-                   full.x_test[:200], full.y_test[:200], full.class_names,
-                   full.validation_is_test)
+    return sample_tensors(800, 200)
 
 
 TRAIN = {"optimizer": "adam", "batch_size": 100, "epochs": 3,
          "augmentation": [{"RandomRotation": {"factor": 0.05}},
                           {"RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1,
                                                  "fill_mode": "constant"}}]}
-
-
-def _study(train: dict[str, Any]) -> archlab.Study:
-    return archlab.parse_study({
-        "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"}, "train": train,
-        "models": {"m": {"layers": [
-            "Flatten", {"Dense": {"units": 32, "activation": "relu"}}, {"Dropout": {"rate": 0.25}},
-            {"Dense": {"units": 10, "activation": "softmax"}}]}}})
-
-
-def _fresh(study: archlab.Study) -> archlab.BuiltModel:
-    built = archlab.build_model(study, "m", seed=SEED)
-    torch.manual_seed(SEED)
-    return built
 
 
 def test_only_training_batches_are_augmented(data: Tensors, monkeypatch) -> None:
@@ -229,52 +217,27 @@ def test_only_training_batches_are_augmented(data: Tensors, monkeypatch) -> None
         return call(self, x)
 
     monkeypatch.setattr(Augmenter, "__call__", counted)
-    study = _study(TRAIN)
-    result = fit(_fresh(study), data, study.train, SEED)
+    study = small_study(TRAIN)
+    result = fit(fresh(study), data, study.train, SEED)
     assert seen == [100] * 8 * 3  # 8 batches an epoch, never the evaluations
-    plain = _study({k: v for k, v in TRAIN.items() if k != "augmentation"})
-    other = fit(_fresh(plain), data, plain.train, SEED)
+    plain = small_study({k: v for k, v in TRAIN.items() if k != "augmentation"})
+    other = fit(fresh(plain), data, plain.train, SEED)
     assert result.history[0]["loss"] != other.history[0]["loss"]
 
 
-class Stop(Exception):
-    pass
-
-
 def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path: Path) -> None:
-    study = _study(TRAIN)
-    reference = _fresh(study)
-    want = fit(reference, data, study.train, SEED)
-    ckpt = tmp_path / "checkpoint.safetensors"
-    first = _fresh(study)
-
-    def save_then_stop(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
-        save_checkpoint(ckpt, st, first.module, opt, sched, gen)
-        if st.epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(first, data, study.train, SEED, on_epoch_end=save_then_stop)
-    torch.manual_seed(12345)
-    resumed = _fresh(study)
-    got = fit(resumed, data, study.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
-        ckpt, resumed.module, opt, sched, gen))
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in want.history]
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in got.history] == strip
-    assert got.final == want.final
-    for (name, a), b in zip(reference.module.state_dict().items(),
-                            resumed.module.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    study = small_study(TRAIN)
+    assert_same_fit(*stopped_and_resumed(study, data, tmp_path / "checkpoint.safetensors", 1))
 
     # A checkpoint of the same model trained without augmentation cannot resume this run.
-    plain = _study({k: v for k, v in TRAIN.items() if k != "augmentation"})
+    plain = small_study({k: v for k, v in TRAIN.items() if k != "augmentation"})
     other = tmp_path / "plain.safetensors"
-    model = _fresh(plain)
+    model = fresh(plain)
     with pytest.raises(Stop):
         fit(model, data, plain.train, SEED, on_epoch_end=lambda st, opt, sched, gen: (
             save_checkpoint(other, st, model.module, opt, sched, gen), (_ for _ in ()).throw(
                 Stop())))
-    again = _fresh(study)
+    again = fresh(study)
     with pytest.raises(CheckpointError, match="no augmentation state"):
         fit(again, data, study.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
             other, again.module, opt, sched, gen))
@@ -285,8 +248,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path) -> No
     from archlab.run import RunContext, execute_run, plan_runs
     from archlab.store import RunStatus, Store
 
-    study = _study({**TRAIN, "optimizer": {"name": "sgd", "learning_rate": 0.05},
-                    "reduce_lr_on_plateau": {"patience": 0, "min_delta": 0.5}})
+    study = small_study({**TRAIN, "optimizer": {"name": "sgd", "learning_rate": 0.05},
+                          "reduce_lr_on_plateau": {"patience": 0, "min_delta": 0.5}})
     (plan,) = plan_runs(study)
     full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
     small = Tensors(full.x_train[:600], full.y_train[:600], full.x_val[:200], full.y_val[:200],

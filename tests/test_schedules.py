@@ -17,7 +17,15 @@ from archlab.data import Tensors, load_dataset, prepare_tensors
 from archlab.optimizers import CosineDecay, ExponentialDecay, LearningRate, make_optimizer
 from archlab.run.checkpoint import load_checkpoint, save_checkpoint
 from archlab.run.config import plan_runs
-from archlab.train import TrainState, fit
+from archlab.train import fit
+from tests.fitting import (
+    SEED,
+    assert_same_fit,
+    fresh,
+    sample_tensors,
+    small_study,
+    stopped_and_resumed,
+)
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
@@ -28,7 +36,6 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
 
-SEED = 11
 
 
 def _train(train: dict[str, Any]) -> TrainSpec:
@@ -215,27 +222,7 @@ def test_schedule_round_trips_and_leaves_other_run_ids_alone() -> None:
 
 @pytest.fixture(scope="module")
 def data() -> Tensors:
-    study = archlab.parse_study({"name": "t", "seed": 3, "data": {
-        "dataset": "mnist-sample", "validation": {"split": 0.1}},
-        "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}})
-    full = prepare_tensors(load_dataset("mnist-sample"), study.data, study.seed)
-    return Tensors(full.x_train[:1000], full.y_train[:1000], full.x_val[:300],
-                   full.y_val[:300], full.x_test[:300], full.y_test[:300], full.class_names,
-                   full.validation_is_test)
-
-
-def _study(train: dict[str, Any]) -> archlab.Study:
-    return archlab.parse_study({
-        "name": "t", "seed": 3, "data": {"dataset": "mnist-sample"}, "train": train,
-        "models": {"m": {"layers": [
-            "Flatten", {"Dense": {"units": 32, "activation": "relu"}}, {"Dropout": {"rate": 0.25}},
-            {"Dense": {"units": 10, "activation": "softmax"}}]}}})
-
-
-def _fresh(study: archlab.Study) -> archlab.BuiltModel:
-    built = archlab.build_model(study, "m", seed=SEED)
-    torch.manual_seed(SEED)
-    return built
+    return sample_tensors(1000, 300)
 
 
 SCHEDULED = {"optimizer": {"name": "sgd", "momentum": 0.9, "learning_rate": {"CosineDecay": {
@@ -248,51 +235,25 @@ PLATEAU = {"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
 
 
 def test_history_records_the_lr_only_when_it_moves(data: Tensors) -> None:
-    study = _study(SCHEDULED)
-    result = fit(_fresh(study), data, study.train, SEED)
+    study = small_study(SCHEDULED)
+    result = fit(fresh(study), data, study.train, SEED)
     steps = 10  # 1000 images, batches of 100
     schedule = study.train.optimizer.learning_rate
     assert [h["lr"] for h in result.history] == [schedule(steps * e) for e in (1, 2, 3, 4)]
-    study = _study(PLATEAU)  # min_delta 0.5: no epoch improves on the first
-    result = fit(_fresh(study), data, study.train, SEED)
+    study = small_study(PLATEAU)  # min_delta 0.5: no epoch improves on the first
+    result = fit(fresh(study), data, study.train, SEED)
     # Logged before each epoch's check (Keras's order); halved from epoch 2 on, in float32.
     assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.05, 0.025, 0.0125],
                                                               rel=1e-7)
-    plain = _study({"optimizer": {"name": "sgd", "decay": 0.01}, "batch_size": 100})
-    assert "lr" not in fit(_fresh(plain), data, plain.train, SEED).history[0]
-
-
-class Stop(Exception):
-    pass
+    plain = small_study({"optimizer": {"name": "sgd", "decay": 0.01}, "batch_size": 100})
+    assert "lr" not in fit(fresh(plain), data, plain.train, SEED).history[0]
 
 
 @pytest.mark.parametrize("train", [SCHEDULED, PLATEAU], ids=["cosine-warmup", "plateau"])
 def test_resume_equals_the_uninterrupted_fit_bit_for_bit(data: Tensors, tmp_path: Path,
                                                          train: dict[str, Any]) -> None:
-    study = _study(train)
-    spec = study.train
-    reference = _fresh(study)
-    want = fit(reference, data, spec, SEED)
-    ckpt = tmp_path / "checkpoint.safetensors"
-    first = _fresh(study)
-
-    def save_then_stop(st: TrainState, opt: Any, sched: Any, gen: torch.Generator) -> None:
-        save_checkpoint(ckpt, st, first.module, opt, sched, gen)
-        if st.epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(first, data, spec, SEED, on_epoch_end=save_then_stop)
-    torch.manual_seed(12345)
-    resumed = _fresh(study)
-    got = fit(resumed, data, spec, SEED, resume=lambda opt, sched, gen: load_checkpoint(
-        ckpt, resumed.module, opt, sched, gen))
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in want.history]
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in got.history] == strip
-    assert got.final == want.final
-    for (name, a), b in zip(reference.module.state_dict().items(),
-                            resumed.module.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    study = small_study(train)
+    assert_same_fit(*stopped_and_resumed(study, data, tmp_path / "checkpoint.safetensors", 2))
 
 
 def test_the_store_keeps_the_lr_of_runs_that_have_one(tmp_path: Path) -> None:
@@ -367,13 +328,13 @@ def test_a_checkpoint_without_the_runs_rate_state_is_refused(data: Tensors,
                                                               tmp_path: Path) -> None:
     from archlab.run.checkpoint import CheckpointError
 
-    constant = _study({"optimizer": {"name": "sgd", "learning_rate": 0.05}, "batch_size": 100})
+    constant = small_study({"optimizer": {"name": "sgd", "learning_rate": 0.05}, "batch_size": 100})
     ckpt = tmp_path / "constant.safetensors"
-    built = _fresh(constant)
+    built = fresh(constant)
     fit(built, data, constant.train, SEED, on_epoch_end=lambda st, opt, sched, gen:
         save_checkpoint(ckpt, st, built.module, opt, sched, gen))
-    scheduled = _study({**SCHEDULED, "epochs": 2})
-    other = _fresh(scheduled)
+    scheduled = small_study({**SCHEDULED, "epochs": 2})
+    other = fresh(scheduled)
     with pytest.raises(CheckpointError, match="learning-rate state is for another schedule"):
         fit(other, data, scheduled.train, SEED, resume=lambda opt, sched, gen: load_checkpoint(
             ckpt, other.module, opt, sched, gen))
