@@ -27,6 +27,7 @@ from archlab.report.tables import (
     EVAL_NOTE,
     Cell,
     Column,
+    cell_rows,
     column_values,
     finite,
     model_record,
@@ -56,28 +57,9 @@ def compare_cells(comparison: StudyComparison, headers: Sequence[str] = WIDE_COL
                   for m in models)
     cols = [Column(h) if h in ("study", "dataset") else _BY_HEADER[h] for h in headers
             if with_ci or h != CI_HEADER]
-    rows = []
-    for m in models:
-        values = column_values(m.result)
-        values["study"] = (m.study, m.study)
-        values["dataset"] = (m.dataset, m.dataset)
-        row = []
-        for c in cols:
-            text, key = values[c.header]
-            sort = "" if key is None else repr(float(key)) if c.numeric else str(key)
-            row.append(Cell(text, sort, numeric=c.numeric))
-        rows.append(row)
-    if comparison.same_dataset:
-        for j, c in enumerate(cols):
-            if c.best is None:
-                continue
-            vals = [float(r[j].sort) for r in rows if r[j].sort != ""]
-            if len(vals) < 2:
-                continue
-            target = c.best(vals)
-            for r in rows:
-                r[j].best = r[j].sort != "" and float(r[j].sort) == target
-    return cols, rows
+    values = [{**column_values(m.result), "study": (m.study, m.study),
+               "dataset": (m.dataset, m.dataset)} for m in models]
+    return cols, cell_rows(cols, values, mark_best=comparison.same_dataset)
 
 
 def ranking_lines(comparison: StudyComparison) -> list[tuple[str, list[str]]]:

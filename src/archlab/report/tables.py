@@ -31,6 +31,7 @@ __all__ = [
     "STATS_COLUMNS",
     "Cell",
     "Column",
+    "cell_rows",
     "ci_text",
     "column_values",
     "fmt_metric",
@@ -184,15 +185,24 @@ def table_cells(results: StudyResults, headers: Sequence[str] | None = None,
     wanted = set(headers) if headers is not None else None
     cols = [c for c in COLUMNS if (wanted is None or c.header in wanted)
             and (with_ci or c.header != CI_HEADER)]
+    return cols, cell_rows(cols, [column_values(m) for m in results.models])
+
+
+def cell_rows(cols: Sequence[Column], values: Sequence[dict[str, tuple[str, Any]]], *,
+              mark_best: bool = True) -> list[list[Cell]]:
+    """One row of cells per entry of ``values`` (header -> (text, sort key), as
+    :func:`column_values` gives), in the order of ``cols``; with ``mark_best``, the best value
+    of each column that has a ``best`` is marked (when at least two rows have one)."""
     rows: list[list[Cell]] = []
-    for m in results.models:
-        values = column_values(m)
+    for v in values:
         row = []
         for c in cols:
-            text, key = values[c.header]
+            text, key = v[c.header]
             sort = "" if key is None else repr(float(key)) if c.numeric else str(key)
             row.append(Cell(text, sort, numeric=c.numeric))
         rows.append(row)
+    if not mark_best:
+        return rows
     for j, c in enumerate(cols):
         if c.best is None:
             continue
@@ -202,7 +212,7 @@ def table_cells(results: StudyResults, headers: Sequence[str] | None = None,
         target = c.best(vals)
         for r in rows:
             r[j].best = r[j].sort != "" and float(r[j].sort) == target
-    return cols, rows
+    return rows
 
 
 STATS_COLUMNS = ("model", "n", "test acc (mean)", "95 % CI", "train − val gap", "best epoch",
