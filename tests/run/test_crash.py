@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 import archlab
 from archlab.run import plan_runs
 from tests.run.here import main_here
+from tests.run.peek import query
 
 STUDY = """
 name: crashy
@@ -64,17 +64,6 @@ def _cmd(study: Path, out: Path, jobs: int) -> list[str]:
     return [sys.executable, "-m", "archlab", *_args(study, out, jobs)]
 
 
-def _query(out: Path, sql: str) -> list[tuple]:
-    path = out / "store.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return []
-
-
 def _start(study: Path, out: Path, jobs: int) -> subprocess.Popen:
     return subprocess.Popen(_cmd(study, out, jobs), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -89,7 +78,7 @@ def _wait_for(proc: subprocess.Popen, cond: Callable[[], bool]) -> None:
 
 
 def _metrics(out: Path) -> dict[str, tuple]:
-    rows = _query(out, "SELECT run_id, status, epochs_done, train_loss, val_loss, test_loss, "
+    rows = query(out, "SELECT run_id, status, epochs_done, train_loss, val_loss, test_loss, "
                        "test_accuracy FROM runs")
     return {r[0]: r[1:] for r in rows}
 
@@ -126,8 +115,8 @@ def _check_complete(out: Path, reference: dict[str, tuple], study_file: Path) ->
     got = _metrics(out)
     assert set(got) == planned  # exactly the planned runs: nothing lost, nothing duplicated
     assert got == reference  # bit-identical to the uninterrupted study
-    assert _query(out, "PRAGMA integrity_check") == [("ok",)]
-    epochs = _query(out, "SELECT run_id, COUNT(*), MAX(epoch) FROM epochs GROUP BY run_id")
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]
+    epochs = query(out, "SELECT run_id, COUNT(*), MAX(epoch) FROM epochs GROUP BY run_id")
     assert sorted(epochs) == sorted((rid, 3, 3) for rid in planned)
     assert not list(out.glob("runs/*/checkpoint.safetensors*"))
 
@@ -137,18 +126,18 @@ def test_sigkill_at_three_moments_then_rerun_matches(study_file: Path, tmp_path:
     out = tmp_path / "study"
     moments: list[Callable[[], bool]] = [
         # 1. mid-training, before any epoch of any run was recorded
-        lambda: bool(_query(out, "SELECT 1 FROM runs WHERE status='running'")),
+        lambda: bool(query(out, "SELECT 1 FROM runs WHERE status='running'")),
         # 2. after some epochs (checkpoints on disk), before any run finished
-        lambda: bool(_query(out, "SELECT 1 FROM epochs")),
+        lambda: bool(query(out, "SELECT 1 FROM epochs")),
         # 3. with at least one run finished and others still to do
-        lambda: bool(_query(out, "SELECT 1 FROM runs WHERE status='finished'")),
+        lambda: bool(query(out, "SELECT 1 FROM runs WHERE status='finished'")),
     ]
     for moment in moments:
         proc = _start(study_file, out, jobs=2)
         _wait_for(proc, moment)
         os.killpg(proc.pid, signal.SIGKILL)  # the parent and both workers, no goodbye
         proc.wait(timeout=30)
-        assert _query(out, "PRAGMA integrity_check") in ([], [("ok",)])
+        assert query(out, "PRAGMA integrity_check") in ([], [("ok",)])
     _finish(study_file, out, jobs=2)
     _check_complete(out, reference, study_file)
 
@@ -188,10 +177,10 @@ def test_dead_worker_marks_run_failed_and_rerun_retries(study_file: Path, tmp_pa
         # A run mid-training (an epoch recorded, not finished) and its worker alive. The
         # workers are frozen before the store is read again, so what is read is still true
         # when they die: a kill cannot land after a run's last write.
-        _wait_for(proc, lambda: bool(_query(out, mid_run)) and bool(_worker_pids(proc.pid)))
+        _wait_for(proc, lambda: bool(query(out, mid_run)) and bool(_worker_pids(proc.pid)))
         victims = _worker_pids(proc.pid)
         _signal(victims, signal.SIGSTOP)
-        if _query(out, mid_run):
+        if query(out, mid_run):
             break
         _signal(victims, signal.SIGCONT)  # the moment passed before the freeze: go on
         assert time.monotonic() < deadline, "no run was ever caught mid-training"
@@ -199,10 +188,10 @@ def test_dead_worker_marks_run_failed_and_rerun_retries(study_file: Path, tmp_pa
     # The study goes on without them, and says which runs failed and why.
     assert proc.wait(timeout=TIMEOUT) == 1
     stderr = proc.stderr.read().decode()
-    failed = _query(out, "SELECT error FROM runs WHERE status='failed'")
+    failed = query(out, "SELECT error FROM runs WHERE status='failed'")
     assert failed and all("signal 9" in e for (e,) in failed)
     assert f"{len(failed)} run(s) failed" in stderr and "signal 9" in stderr
-    statuses = _query(out, "SELECT status FROM runs")
+    statuses = query(out, "SELECT status FROM runs")
     assert len(statuses) == 3 and {s for (s,) in statuses} == {"failed", "finished"}
     _finish(study_file, out, jobs=2)  # the rerun retries the failed runs
     _check_complete(out, reference, study_file)
@@ -212,12 +201,12 @@ def test_ctrl_c_stops_cleanly_and_rerun_resumes(study_file: Path, tmp_path: Path
                                                 reference: dict[str, tuple]) -> None:
     out = tmp_path / "study"
     proc = _start(study_file, out, jobs=1)
-    _wait_for(proc, lambda: bool(_query(
+    _wait_for(proc, lambda: bool(query(
         out, "SELECT 1 FROM epochs JOIN runs USING (run_id) WHERE model='cnn'")))
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=TIMEOUT) == 130
     assert "rerun the same command to resume" in proc.stderr.read().decode()
-    assert sorted(_query(out, "SELECT model, status FROM runs")) == [
+    assert sorted(query(out, "SELECT model, status FROM runs")) == [
         ("cnn", "interrupted"), ("mlp", "finished")]
     assert list(out.glob("runs/*/checkpoint.safetensors"))
     # jobs=1 runs in-process with --threads 1, like each worker: same numbers.
@@ -228,8 +217,8 @@ def test_ctrl_c_stops_cleanly_and_rerun_resumes(study_file: Path, tmp_path: Path
 def test_second_ctrl_c_stops_at_once(study_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     proc = _start(study_file, out, jobs=1)
-    _wait_for(proc, lambda: bool(_query(out, "SELECT 1 FROM runs WHERE status='running'")))
+    _wait_for(proc, lambda: bool(query(out, "SELECT 1 FROM runs WHERE status='running'")))
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
-    assert _query(out, "PRAGMA integrity_check") == [("ok",)]
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import archlab
 from archlab.errors import DataError
 from archlab.run import plan_runs, run_study
 from tests.run.here import main_here
+from tests.run.peek import query
 
 STUDY = """
 name: pool
@@ -73,17 +73,6 @@ def _start(study: Path, out: Path, stderr: Path, jobs: int = 2) -> subprocess.Po
     with open(stderr, "wb") as err:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)
-
-
-def _query(out: Path, sql: str) -> list[tuple]:
-    path = out / "store.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return []
 
 
 def _session(sid: int) -> list[int]:
@@ -144,9 +133,9 @@ def _rerun_completes(study: Path, out: Path) -> None:
     assert main_here(["run", str(study), "--out", str(out), "--jobs", "2", "--threads", "1",
                       "--quiet", "--no-report", "--no-timing"], TIMEOUT) == 0
     planned = {p.run_id for p in plan_runs(archlab.load_study(study))}
-    assert dict(_query(out, "SELECT run_id, status FROM runs")) == dict.fromkeys(planned,
+    assert dict(query(out, "SELECT run_id, status FROM runs")) == dict.fromkeys(planned,
                                                                                  "finished")
-    assert _query(out, "PRAGMA integrity_check") == [("ok",)]
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_a_finished_study_leaves_no_process(study_file: Path, tmp_path: Path) -> None:
@@ -170,7 +159,7 @@ def test_workers_killed_at_birth_never_hang_the_pool(study_file: Path, tmp_path:
         time.sleep(0.01)
     assert proc.wait(timeout=TIMEOUT) == 1  # some runs failed: said, and the exit code is 1
     _assert_nothing_left(proc)
-    failed = _query(out, "SELECT error FROM runs WHERE status='failed'")
+    failed = query(out, "SELECT error FROM runs WHERE status='failed'")
     assert failed and all("signal 9" in e for (e,) in failed)
     stderr = (tmp_path / "err").read_text()
     assert f"{len(failed)} run(s) failed" in stderr and "Traceback" not in stderr
@@ -181,13 +170,13 @@ def test_first_ctrl_c_stops_workers_at_their_next_batch(study_file: Path,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start(study_file, out, tmp_path / "err")
-    _wait_for(proc, lambda: _query(out, "SELECT 1 FROM epochs"), "an epoch recorded")
+    _wait_for(proc, lambda: query(out, "SELECT 1 FROM epochs"), "an epoch recorded")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=TIMEOUT) == 130
     _assert_nothing_left(proc)
     stderr = (tmp_path / "err").read_text()
     assert "rerun the same command to resume" in stderr and "Traceback" not in stderr
-    statuses = {s for (s,) in _query(out, "SELECT status FROM runs")}
+    statuses = {s for (s,) in query(out, "SELECT status FROM runs")}
     assert "interrupted" in statuses and statuses <= {"interrupted", "finished"}
     assert list(out.glob("runs/*/checkpoint.safetensors"))  # kept, to resume from
     _rerun_completes(study_file, out)
@@ -197,7 +186,7 @@ def test_second_ctrl_c_kills_workers_at_once(study_file: Path, tmp_path: Path) -
     out = tmp_path / "out"
     err = tmp_path / "err"
     proc = _start(study_file, out, err)
-    _wait_for(proc, lambda: _query(out, "SELECT 1 FROM runs WHERE status='running'")
+    _wait_for(proc, lambda: query(out, "SELECT 1 FROM runs WHERE status='running'")
               and _workers(proc.pid), "a worker training")
     workers = _workers(proc.pid)
     for worker in workers:  # frozen: they cannot stop by themselves after the first Ctrl-C
@@ -208,14 +197,14 @@ def test_second_ctrl_c_kills_workers_at_once(study_file: Path, tmp_path: Path) -
     assert proc.wait(timeout=60) == 130  # the frozen workers did not hold it up
     _assert_nothing_left(proc)
     assert "Traceback" not in err.read_text()
-    assert _query(out, "PRAGMA integrity_check") == [("ok",)]
+    assert query(out, "PRAGMA integrity_check") == [("ok",)]
     _rerun_completes(study_file, out)
 
 
 def test_orphaned_workers_stop_when_the_parent_dies(study_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start(study_file, out, tmp_path / "err")
-    _wait_for(proc, lambda: _query(out, "SELECT 1 FROM epochs") and _workers(proc.pid),
+    _wait_for(proc, lambda: query(out, "SELECT 1 FROM epochs") and _workers(proc.pid),
               "a worker training")
     os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers are orphaned
     proc.wait(timeout=30)
@@ -253,7 +242,7 @@ def test_a_data_error_in_workers_is_raised_once_not_as_failed_runs(mnist_dir: Pa
     with pytest.raises(DataError, match="t10k-labels"):
         run_study(archlab.load_study(study), out, data_dir=data, jobs=2, threads=1,
                   progress=_CorruptAfterCheck(data / "t10k-labels-idx1-ubyte.gz"))
-    statuses = [s for (s,) in _query(out, "SELECT status FROM runs")]
+    statuses = [s for (s,) in query(out, "SELECT status FROM runs")]
     assert statuses and "failed" not in statuses  # the runs are not at fault
     assert set(statuses) <= {"interrupted"}
 

@@ -28,6 +28,7 @@ from archlab.run import RunContext, derive_seed, execute_run, plan_runs, run_stu
 from archlab.run.search import SEARCH_DB, SEARCH_FILE
 from archlab.store import RunStatus, Store
 from tests.conftest import TINY
+from tests.run.peek import query
 
 TIMEOUT = 300.0
 EPOCHS = 3
@@ -58,17 +59,6 @@ def _write(tmp_path: Path, cfg: dict[str, Any]) -> Path:
 def _cmd(study: Path, out: Path, *more: str) -> list[str]:
     return ["run", str(study), "--out", str(out), "--threads", "1", "--no-report",
             "--no-timing", "--quiet", *more]
-
-
-def _query(out: Path, sql: str) -> list[tuple[Any, ...]]:
-    path = out / "store.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return []
 
 
 def _optuna_states(out: Path) -> list[tuple[int, str]]:
@@ -150,18 +140,18 @@ def test_search_prunes_resumes_after_sigkill_and_confirms(tmp_path: Path,
                  "model LIKE 'mlp.trial%' AND status IN ('finished', 'pruned')) >= 3")
     deadline = time.monotonic() + TIMEOUT
     while True:
-        while not _query(out, mid_trial):
+        while not query(out, mid_trial):
             assert proc.poll() is None, f"search ended before the kill: {proc.stderr.read()}"
             assert time.monotonic() < deadline, "no trial was ever caught mid-training"
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGSTOP)
-        if _query(out, mid_trial):
+        if query(out, mid_trial):
             break
         os.killpg(proc.pid, signal.SIGCONT)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert ("RUNNING" in {s for _, s in _optuna_states(out)}), "no trial left running"
-    killed = _query(out, "SELECT run_id, model, epochs_done FROM runs WHERE status='running'")
+    killed = query(out, "SELECT run_id, model, epochs_done FROM runs WHERE status='running'")
     assert len(killed) == 1 and killed[0][1].startswith("mlp.trial")
 
     assert main(_cmd(study, out)) == 0
@@ -182,9 +172,9 @@ def test_search_prunes_resumes_after_sigkill_and_confirms(tmp_path: Path,
 
     # A rerun trains nothing: every trial and confirmation run is final, and every trial
     # (told by either process) is still in the study's results.
-    before = _query(out, "SELECT run_id, status, updated_at FROM runs")
+    before = query(out, "SELECT run_id, status, updated_at FROM runs")
     assert main(_cmd(study, out)) == 0
-    assert _query(out, "SELECT run_id, status, updated_at FROM runs") == before
+    assert query(out, "SELECT run_id, status, updated_at FROM runs") == before
     assert _check_search(out, 12)["trials"] == data["trials"]
     shown = {m.model for m in collect(out).models}
     assert shown == {"mlp"} | {t["model"] for t in data["trials"]}
