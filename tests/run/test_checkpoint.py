@@ -16,22 +16,11 @@ import pytest
 import torch
 
 import archlab
-from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.data import Tensors
 from archlab.run import RunContext, default_threads, execute_run, plan_runs
 from archlab.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from archlab.store import CHECKPOINT_FILE, RunStatus, Store
 from archlab.train import TrainState, fit
-from tests.conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def tiny() -> archlab.Study:
-    return archlab.parse_study(TINY, "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def data(tiny: archlab.Study) -> Tensors:
-    return prepare_tensors(load_dataset("mnist-sample"), tiny.data, tiny.seed)
 
 
 def plan_of(study: archlab.Study, model: str) -> Any:

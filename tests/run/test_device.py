@@ -14,13 +14,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import archlab
-from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.data import Tensors
 from archlab.errors import ArchlabError
 from archlab.run import RunContext, execute_run, plan_runs, resolve_device, run_study
 from archlab.run.checkpoint import load_checkpoint, save_checkpoint
 from archlab.store import RunStatus, Store
 from archlab.train import fit
-from tests.conftest import TINY
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="torch sees no CUDA device")
@@ -30,16 +29,6 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="torch sees no CUDA device")
 #: 1 thread): 0.004 in test accuracy and 0.003 in test loss at most (docs/cpu-trainer.md).
 BF16_ACCURACY_TOL = 0.03
 BF16_LOSS_TOL = 0.05
-
-
-@pytest.fixture(scope="module")
-def tiny() -> archlab.Study:
-    return archlab.parse_study(TINY, "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def data(tiny: archlab.Study) -> Tensors:
-    return prepare_tensors(load_dataset("mnist-sample"), tiny.data, tiny.seed)
 
 
 def test_device_strings() -> None:

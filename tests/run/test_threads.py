@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import archlab
-from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.data import Tensors
 from archlab.run import RunContext, execute_run, plan_runs, run_study
 from archlab.run.environment import busy_cores, default_threads
 from archlab.spec import override_training
@@ -27,22 +27,11 @@ from archlab.train import (
     prefer_channels_last,
     uses_channels_last,
 )
-from tests.conftest import TINY
 
 CORES = os.cpu_count() or 1
 #: the module (archlab.run re-exports its function environment() under the same name)
 env_mod = importlib.import_module("archlab.run.environment")
 projection = importlib.import_module("archlab.run.projection")
-
-
-@pytest.fixture(scope="module")
-def tiny() -> archlab.Study:
-    return archlab.parse_study(TINY, "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def data(tiny: archlab.Study) -> Tensors:
-    return prepare_tensors(load_dataset("mnist-sample"), tiny.data, tiny.seed)
 
 
 def test_default_threads_leaves_busy_cores_alone() -> None:
