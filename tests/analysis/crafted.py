@@ -115,3 +115,20 @@ def write_store(directory: Path, runs: list[Run], *, study: str = "crafted",
                           "seconds": r.seconds}])
         store.set_meta(study=study, plan=plan)
     return directory
+
+
+def accuracy_store(directory: Path, models: dict[str, list[float]], *, first_seed: int,
+                   **kw: Any) -> Path:
+    """:func:`write_store` of one finished run a listed test accuracy, model by model; repeat
+    ``i`` has seed ``first_seed + i``."""
+    runs = [Run(m, i, acc, seed=first_seed + i) for m, accs in models.items()
+            for i, acc in enumerate(accs)]
+    return write_store(directory, runs, **kw)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file's bytes, except SQLite's -wal/-shm sidecars: opening a WAL store, even
+    read-only, creates them where the directory is writable (the database is unchanged)."""
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}

@@ -5,6 +5,7 @@ study before and after a change (and mnist against fashion-mnist where that is i
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,21 +14,9 @@ import pytest
 import yaml
 
 from archlab.cli import main
-from tests.analysis.crafted import Run, write_store
+from tests.analysis.crafted import accuracy_store, snapshot
 
-
-def _store(directory: Path, models: dict[str, list[float]], **kw: Any) -> Path:
-    runs = [Run(m, i, acc, seed=20 + i) for m, accs in models.items()
-            for i, acc in enumerate(accs)]
-    return write_store(directory, runs, **kw)
-
-
-def _snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file's bytes, except SQLite's -wal/-shm sidecars: opening a WAL store, even
-    read-only, creates them where the directory is writable (the database is unchanged)."""
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*"))
-            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+_store = functools.partial(accuracy_store, first_seed=20)
 
 
 @pytest.fixture
@@ -40,7 +29,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_results_of_two_studies_is_one_table(pair: tuple[Path, Path],
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    before = [_snapshot(d) for d in pair]
+    before = [snapshot(d) for d in pair]
     assert main(["results", str(pair[0]), str(pair[1])]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
@@ -54,7 +43,7 @@ def test_results_of_two_studies_is_one_table(pair: tuple[Path, Path],
     for name in ("mnist-study/cnn", "bigger/cnn", "mlp"):
         assert name in flat
     assert "bigger/cnnbeatsmnist-study/cnnby1.10pp" in flat
-    assert [_snapshot(d) for d in pair] == before  # nothing written into either study
+    assert [snapshot(d) for d in pair] == before  # nothing written into either study
 
 
 def test_machine_formats_and_out(pair: tuple[Path, Path], tmp_path: Path,
@@ -109,13 +98,13 @@ def test_refusals_are_one_line(pair: tuple[Path, Path], capsys: pytest.CaptureFi
 
 def test_report_of_two_studies_to_a_file(pair: tuple[Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    before = [_snapshot(d) for d in pair]
+    before = [snapshot(d) for d in pair]
     target = tmp_path / "new" / "compare.html"
     assert main(["report", *map(str, pair), "-o", str(target)]) == 0
     assert capsys.readouterr().out.split() == [str(target), str(target.with_suffix(".md"))]
     assert "mnist-study/cnn" in target.read_text()
     assert any((target.parent / "compare_files").glob("*.png"))
-    assert [_snapshot(d) for d in pair] == before
+    assert [snapshot(d) for d in pair] == before
 
 
 # ---------------------------------------------------------------------------------------------

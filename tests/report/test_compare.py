@@ -4,6 +4,7 @@ and a report that reads only the stores. Crafted stores: nothing trains here."""
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -22,23 +23,10 @@ from archlab.report.compare import (
     report_paths,
     write_comparison,
 )
-from tests.analysis.crafted import Run, write_store
+from tests.analysis.crafted import accuracy_store, snapshot
 
-SEEDS = [11, 12, 13]
-
-
-def _store(directory: Path, models: dict[str, list[float]], **kw: Any) -> Path:
-    runs = [Run(m, i, acc, seed=SEEDS[i]) for m, accs in models.items()
-            for i, acc in enumerate(accs)]
-    return write_store(directory, runs, **kw)
-
-
-def _snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file's bytes, except SQLite's -wal/-shm sidecars: opening a WAL store, even
-    read-only, creates them where the directory is writable (the database is unchanged)."""
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*"))
-            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+#: repeat i has seed 11 + i
+_store = functools.partial(accuracy_store, first_seed=11)
 
 
 @pytest.fixture
@@ -169,7 +157,7 @@ def test_report_reads_only_the_stores(pair: tuple[Path, Path], tmp_path: Path,
     for module in (archlab, archlab.data.loader):
         monkeypatch.setattr(module, "load_dataset", forbidden)
     monkeypatch.setattr(socket.socket, "connect", forbidden)
-    before = [_snapshot(d) for d in pair]
+    before = [snapshot(d) for d in pair]
     target = tmp_path / "out" / out
     if out == "dir":
         target.mkdir(parents=True)
@@ -191,7 +179,7 @@ def test_report_reads_only_the_stores(pair: tuple[Path, Path], tmp_path: Path,
     for ref in refs:
         assert ref.startswith(f"{folder}/")
         assert (html_path.parent / ref).read_bytes().startswith(b"\x89PNG")
-    assert [_snapshot(d) for d in pair] == before
+    assert [snapshot(d) for d in pair] == before
 
 
 def test_report_of_different_datasets_warns_prominently(tmp_path: Path) -> None:
