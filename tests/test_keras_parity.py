@@ -32,7 +32,6 @@ from archlab.layers import (  # noqa: E402
     Activation,
     AveragePooling2D,
     BatchNormalization,
-    Concatenate,
     Conv2D,
     Dense,
     Dropout,
@@ -42,13 +41,15 @@ from archlab.layers import (  # noqa: E402
     MaxPooling2D,
 )
 from archlab.optimizers import make_optimizer  # noqa: E402
+from tests.keras_twin import (  # noqa: E402
+    copy_weights_into,
+    keras_twin,
+    same_probabilities,
+    to_numpy,
+)
 
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _np(x: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(x))
 
 
 def _reg(r: Any) -> Any:
@@ -79,40 +80,20 @@ def _keras_layer(spec: Any) -> Any:
     return simple[type(spec)](spec)
 
 
-def _keras_walk(layers: list[Any], x: Any, rows: list[tuple[Any, Any, Any]]) -> Any:
-    """Apply Keras layers for ``layers``; record (spec, keras layer, output) in summary order."""
-    for spec in layers:
-        if isinstance(spec, Concatenate):
-            outs = [_keras_walk(list(branch), x, rows) for branch in spec.branches]
-            layer = keras.layers.Concatenate(axis=-1)
-            x = layer(outs)
-        else:
-            layer = _keras_layer(spec)
-            x = layer(x)
-        rows.append((spec, layer, x))
-    return x
-
-
-def _copy_weights(layers: list[Any], modules: Any, keras_layers: dict[int, Any]) -> None:
-    """Copy archlab's torch weights into the Keras layers (NCHW/OI → Keras layouts)."""
-    for spec, module in zip(layers, modules, strict=True):
-        if isinstance(spec, Concatenate):
-            for branch, seq in zip(spec.branches, module.branches, strict=True):
-                _copy_weights(list(branch), seq, keras_layers)
-            continue
-        k = keras_layers[id(spec)]
-        if isinstance(spec, Conv2D | Dense):
-            w = module.core.weight.detach().numpy()
-            k.kernel.assign(w.transpose(2, 3, 1, 0) if isinstance(spec, Conv2D) else w.T)
-            if spec.use_bias:
-                k.bias.assign(module.core.bias.detach().numpy())
-        elif isinstance(spec, BatchNormalization):
-            if spec.scale:
-                k.gamma.assign(module.weight.detach().numpy())
-            if spec.center:
-                k.beta.assign(module.bias.detach().numpy())
-            k.moving_mean.assign(module.running_mean.numpy())
-            k.moving_variance.assign(module.running_var.numpy())
+def _copy_layer(spec: Any, module: Any, k: Any) -> None:
+    """Copy one layer's torch weights into its Keras twin (NCHW/OI → Keras layouts)."""
+    if isinstance(spec, Conv2D | Dense):
+        w = module.core.weight.detach().numpy()
+        k.kernel.assign(w.transpose(2, 3, 1, 0) if isinstance(spec, Conv2D) else w.T)
+        if spec.use_bias:
+            k.bias.assign(module.core.bias.detach().numpy())
+    elif isinstance(spec, BatchNormalization):
+        if spec.scale:
+            k.gamma.assign(module.weight.detach().numpy())
+        if spec.center:
+            k.beta.assign(module.bias.detach().numpy())
+        k.moving_mean.assign(module.running_mean.numpy())
+        k.moving_variance.assign(module.running_var.numpy())
 
 
 def _perturb(module: torch.nn.Module, seed: int) -> None:
@@ -206,43 +187,24 @@ def test_model_matches_keras(source: str, model: str) -> None:
     layers = list(study.models[model].layers)
     _perturb(built.module, seed=1)
 
-    keras.utils.set_random_seed(0)
-    inp = keras.Input(shape=built.input_shape)
-    rows: list[tuple[Any, Any, Any]] = []
-    out = _keras_walk(layers, inp, rows)
-    kmodel = keras.Model(inp, out)
-
     # parameter counts: total, trainable, per layer; output shapes per layer
-    assert kmodel.count_params() == built.total_params
-    trainable = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
-    assert trainable == built.trainable_params
-    assert len(rows) == len(built.rows)
-    for (spec, klayer, kout), row in zip(rows, built.rows, strict=True):
-        assert row.layer == spec.type
-        assert tuple(kout.shape[1:]) == row.output_shape, row.name
-        assert klayer.count_params() == row.params, row.name
+    kmodel, rows = keras_twin(built, layers, _keras_layer)
 
     # same weights -> same probabilities (inference mode)
-    _copy_weights(layers, built.module, {id(spec): k for spec, k, _ in rows})
+    copy_weights_into(layers, built.module, {id(spec): k for spec, k, _ in rows}, _copy_layer)
     rng = np.random.default_rng(0)
-    x = rng.random((6, *built.input_shape), dtype=np.float32)
-    expected = _np(kmodel(x, training=False))
-    built.module.eval()
-    with torch.no_grad():
-        logits = built.module(torch.from_numpy(x).permute(0, 3, 1, 2))
-    probs = torch.softmax(logits, 1).numpy()
-    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-5)
+    expected, logits = same_probabilities(built, kmodel, rng)
 
     # Keras's categorical cross-entropy of its probabilities = archlab's loss from logits
     y = rng.integers(0, 10, size=6)
     onehot = np.eye(10, dtype=np.float32)[y]
-    keras_ce = float(np.mean(_np(keras.losses.categorical_crossentropy(onehot, expected))))
+    keras_ce = float(np.mean(to_numpy(keras.losses.categorical_crossentropy(onehot, expected))))
     ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).item()
     assert ce == pytest.approx(keras_ce, rel=1e-4)
 
     # regularization losses, as Keras adds them to the loss
     reg = built.regularization_loss()
-    keras_reg = sum(float(_np(loss)) for loss in kmodel.losses)
+    keras_reg = sum(float(to_numpy(loss)) for loss in kmodel.losses)
     assert (0.0 if reg is None else reg.item()) == pytest.approx(keras_reg, rel=1e-5)
 
 
@@ -258,9 +220,9 @@ def test_batch_normalization_training_step_matches_keras() -> None:
     x = (rng.standard_normal((64, 5)) * 3 + 1).astype(np.float32)
     bn.train()
     y = bn(torch.from_numpy(x))
-    ky = _np(k(x, training=True))
+    ky = to_numpy(k(x, training=True))
     np.testing.assert_allclose(y.detach().numpy(), ky, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(bn.running_mean.numpy(), _np(k.moving_mean), rtol=1e-5,
+    np.testing.assert_allclose(bn.running_mean.numpy(), to_numpy(k.moving_mean), rtol=1e-5,
                                atol=1e-6)
 
 
@@ -282,7 +244,7 @@ def test_initializers_match_keras_statistics(name: str, kind: str) -> None:
         k.build((None, 12, 12, 40))
         ours = Conv2D(filters=96, kernel_size=5, kernel_initializer=name).build(
             (12, 12, 40)).core.weight
-    theirs = _np(k.kernel).astype(np.float64)
+    theirs = to_numpy(k.kernel).astype(np.float64)
     ours_np = ours.detach().numpy().astype(np.float64)
     assert ours_np.std() == pytest.approx(theirs.std(), rel=0.02)
     # the tails (truncation point / uniform limit); not the max: Keras's torch backend draws 4
@@ -290,7 +252,7 @@ def test_initializers_match_keras_statistics(name: str, kind: str) -> None:
     for q in (0.99, 0.9999):
         assert np.quantile(np.abs(ours_np), q) == pytest.approx(
             np.quantile(np.abs(theirs), q), rel=0.02)
-    assert np.all(_np(k.bias) == 0)
+    assert np.all(to_numpy(k.bias) == 0)
 
 
 # Keras keeps hyperparameters (learning rate, ...) in float32 variables: ~5e-8 relative.
@@ -333,5 +295,5 @@ def test_optimizer_steps_match_keras(name: str, args: dict[str, Any],
         opt.step()
         ours.append(p.item() - 1.0)
         kopt.apply_gradients([(keras.ops.convert_to_tensor(np.array([g]), "float64"), var)])
-        theirs.append(float(_np(var)[0]) - 1.0)
+        theirs.append(float(to_numpy(var)[0]) - 1.0)
     np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=1e-18)

@@ -19,7 +19,6 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 from archlab import SpecError, build_model, parse_study  # noqa: E402
 from archlab.layers import (  # noqa: E402
     ELU,
-    Concatenate,
     Conv2D,
     Cropping2D,
     DepthwiseConv2D,
@@ -38,13 +37,10 @@ from archlab.layers import (  # noqa: E402
     UpSampling2D,
     ZeroPadding2D,
 )
-from tests.test_keras_parity import _copy_weights, _keras_layer, _np, _perturb  # noqa: E402
+from tests.keras_twin import copy_weights_into, keras_twin, same_probabilities, to_numpy  # noqa: E402
+from tests.test_keras_parity import _copy_layer, _keras_layer, _perturb  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-MERGES = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Average": "Average",
-          "Maximum": "Maximum", "Concatenate": "Concatenate"}
-
 
 def keras_layer(spec: Any) -> Any:
     """The Keras layer for one spec: issue 10's layers here, the rest from the parity tests."""
@@ -120,30 +116,7 @@ def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
         if spec.center:
             klayer.beta.assign(module.beta.detach().numpy())
         return
-    _copy_weights([spec], [module], {id(spec): klayer})
-
-
-def _walk(layers: list[Any], x: Any, rows: list[tuple[Any, Any, Any]]) -> Any:
-    for spec in layers:
-        if isinstance(spec, Merge):
-            outs = [_walk(list(branch), x, rows) for branch in spec.branches]
-            layer = (keras.layers.Concatenate(axis=-1) if isinstance(spec, Concatenate)
-                     else getattr(keras.layers, MERGES[spec.type])())
-            x = layer(outs)
-        else:
-            layer = keras_layer(spec)
-            x = layer(x)
-        rows.append((spec, layer, x))
-    return x
-
-
-def _copy(layers: list[Any], modules: Any, klayers: dict[int, Any]) -> None:
-    for spec, module in zip(layers, modules, strict=True):
-        if isinstance(spec, Merge):
-            for branch, seq in zip(spec.branches, module.branches, strict=True):
-                _copy(list(branch), seq, klayers)
-        else:
-            copy_weights(spec, module, klayers[id(spec)])
+    _copy_layer(spec, module, klayer)
 
 
 def assert_matches_keras(layers: list[Any], *, training_free: bool = True) -> Any:
@@ -157,26 +130,9 @@ def assert_matches_keras(layers: list[Any], *, training_free: bool = True) -> An
         for name, p in built.module.named_parameters():
             if name.endswith("alpha"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
-    keras.utils.set_random_seed(0)
-    inp = keras.Input(shape=built.input_shape)
-    rows: list[tuple[Any, Any, Any]] = []
-    kmodel = keras.Model(inp, _walk(specs, inp, rows))
-    assert kmodel.count_params() == built.total_params
-    trainable = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
-    assert trainable == built.trainable_params
-    assert len(rows) == len(built.rows)
-    for (spec, klayer, kout), row in zip(rows, built.rows, strict=True):
-        assert row.layer == spec.type
-        assert tuple(kout.shape[1:]) == row.output_shape, row.name
-        assert klayer.count_params() == row.params, row.name
-    _copy(specs, built.module, {id(spec): k for spec, k, _ in rows})
-    x = np.random.default_rng(0).random((6, *built.input_shape), dtype=np.float32)
-    expected = _np(kmodel(x, training=False))
-    built.module.eval()
-    with torch.no_grad():
-        logits = built.module(torch.from_numpy(x).permute(0, 3, 1, 2))
-    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), expected, rtol=1e-4,
-                               atol=1e-5)
+    kmodel, rows = keras_twin(built, specs, keras_layer)
+    copy_weights_into(specs, built.module, {id(spec): k for spec, k, _ in rows}, copy_weights)
+    same_probabilities(built, kmodel, np.random.default_rng(0))
     return built
 
 
@@ -322,7 +278,7 @@ def test_activation_layer_values_match_keras(layer: str, args: dict[str, Any]) -
     x = np.linspace(-3, 3, 61, dtype=np.float32).reshape(1, 61)
     with torch.no_grad():
         ours = spec.build((61,))(torch.from_numpy(x)).numpy()
-    theirs = _np(keras_layer(spec)(x))
+    theirs = to_numpy(keras_layer(spec)(x))
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
 
 
@@ -516,7 +472,7 @@ def test_regularizer_shorthand_is_keras_default_factor(name: str) -> None:
     kconv.kernel.assign(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
     kdense.bias.assign(dense.bias.detach().numpy())
     kmodel(np.zeros((1, 28, 28, 1), dtype=np.float32))
-    keras_reg = sum(float(_np(loss)) for loss in kmodel.losses)
+    keras_reg = sum(float(to_numpy(loss)) for loss in kmodel.losses)
     assert built.regularization_loss().item() == pytest.approx(keras_reg, rel=1e-5)
     from archlab import dump_study
 
@@ -541,7 +497,7 @@ def test_max_norm_matches_keras(layer: str) -> None:
         p.mul_(torch.linspace(0.5, 400.0, p.numel()).reshape(p.shape))  # norms above 2
     w = p.detach().numpy().copy()
     keras_layout = w.transpose(2, 3, 1, 0) if layer == "conv" else w.T
-    expected = _np(keras.constraints.get("max_norm")(keras_layout))
+    expected = to_numpy(keras.constraints.get("max_norm")(keras_layout))
     apply_max_norm(p, dims)
     got = p.detach().numpy()
     got = got.transpose(2, 3, 1, 0) if layer == "conv" else got.T
