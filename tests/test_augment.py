@@ -4,7 +4,6 @@ their pixels next to Keras's, their seeding, and a resumed run equal to an unint
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,7 @@ from tests.fitting import (
     small_study,
     stopped_and_resumed,
 )
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
-    pytest.skip("Keras is configured for another backend", allow_module_level=True)
+from tests.keras_twin import keras
 
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -3,7 +3,6 @@ and batch (Keras 3 divides a layer's activity penalty by the batch size)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -14,11 +13,7 @@ import archlab
 from archlab.data import Tensors, load_dataset, prepare_tensors
 from archlab.run.config import plan_runs
 from archlab.train import evaluate, fit
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # pragma: no cover - another backend was chosen first
-    pytest.skip("Keras is configured for another backend", allow_module_level=True)
+from tests.keras_twin import keras
 
 # keras.ops.convert_to_numpy on the torch backend warns about numpy 2's copy keyword
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
