@@ -19,7 +19,7 @@ from typing import Any
 from archlab.analysis.compare import StudyComparison, collect_comparison, data_text
 from archlab.errors import ArchlabError
 from archlab.report.figures import RC, Image, overlay_figure, scatter_figure
-from archlab.report.files import atomic_write, remove_stale_temporaries
+from archlab.report.files import atomic_write
 from archlab.report.gather import Curves, gather_curves, gather_model_scatter
 from archlab.report.tables import (
     CI_HEADER,
@@ -249,7 +249,7 @@ def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
 
     from matplotlib import rc_context
 
-    from archlab.report.page import _check_writable, _env, _unwritable
+    from archlab.report.page import _check_writable, _env, _write
 
     t0 = time.perf_counter()
     comparison = collect_comparison(directories)
@@ -277,21 +277,7 @@ def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
     }
     html = _env(True).get_template("compare.html.j2").render(**context)
     md = _env(False).get_template("compare.md.j2").render(**context)
-    files_dir = target / folder
-    try:
-        files_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(files_dir)
-        remove_stale_temporaries(target)
-        for img in images:
-            atomic_write(files_dir / f"{img.name}.png", img.png)
-        atomic_write(html_path, html)
-        atomic_write(md_path, md)
-        keep = {f"{img.name}.png" for img in images}
-        for old in files_dir.glob("*.png"):
-            if old.name not in keep:
-                old.unlink()
-    except OSError as exc:
-        raise _unwritable(target, exc) from None
+    written = _write(html_path, md_path, folder, images, html, md)
     if on_warning is not None and comparison.warning:
         on_warning(comparison.warning)
-    return [html_path, md_path]
+    return written

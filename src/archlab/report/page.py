@@ -193,17 +193,19 @@ def _check_writable(target: Path) -> None:
         raise _unwritable(target, exc) from None
 
 
-def _write(target: Path, images: list[Image], html: str, md: str) -> list[Path]:
-    """PNGs first, then the pages, then stale PNGs go: an interrupted write leaves the previous
-    report usable and no temporary file behind."""
-    files_dir = target / REPORT_FILES
+def _write(html_path: Path, md_path: Path, folder: str, images: list[Image], html: str,
+           md: str) -> list[Path]:
+    """Write the pages ``html_path`` and ``md_path`` and their PNGs (in ``folder`` beside them):
+    PNGs first, then the pages, then stale PNGs go: an interrupted write leaves the previous
+    report usable and no temporary file behind. Returns ``[html_path, md_path]``."""
+    target = html_path.parent
+    files_dir = target / folder
     try:
         files_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(files_dir)
         remove_stale_temporaries(target)
         for img in images:
             atomic_write(files_dir / f"{img.name}.png", img.png)
-        html_path, md_path = target / "report.html", target / "report.md"
         atomic_write(html_path, html)
         atomic_write(md_path, md)
         keep = {f"{img.name}.png" for img in images}
@@ -268,4 +270,5 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
     context["seconds"] = time.perf_counter() - t0
     html = _env(True).get_template("report.html.j2").render(**context)
     md = _env(False).get_template("report.md.j2").render(**context)
-    return _write(target, images, html, md)
+    return _write(target / "report.html", target / "report.md", REPORT_FILES, images, html,
+                  md)
