@@ -119,12 +119,19 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
+    _put_cache(path, key, {k: v for k, v in asdict(timing).items() if k != "cached"})
+
+
+def _put_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """Store ``entry`` under ``key`` in the cache file ``path``, keeping the newest
+    MAX_ENTRIES entries (by ``measured_at``)."""
     entries = _read_cache(path)
-    entries[key] = {k: v for k, v in asdict(timing).items() if k != "cached"}
+    entries[key] = entry
     if len(entries) > MAX_ENTRIES:
         ordered = sorted(entries.items(), key=lambda kv: kv[1].get("measured_at", 0.0))
         entries = dict(ordered[-MAX_ENTRIES:])
-    try:
+    # A cache is an optimisation: a read-only home must not stop a run.
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: a reader (another archlab) sees the old file or the new one, never half.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -135,8 +142,6 @@ def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    except OSError:  # a cache is an optimisation: a read-only home must not stop a run
-        pass
 
 
 def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
@@ -411,25 +416,6 @@ def channels_last_faster(module: torch.nn.Module, input_shape: tuple[int, ...],
         t = _time_layouts(module, tuple(input_shape), batch, device)
     choice = t[True] < t[False] * (1 - LAYOUT_MARGIN)
     _layouts[key] = choice
-    entries = _read_cache(path)
-    entries[key] = {"channels_last": choice, "nchw_s": t[False], "nhwc_s": t[True],
-                    "load_per_core": load_per_core(), "measured_at": time.time()}
-    if len(entries) > MAX_ENTRIES:
-        entries = dict(sorted(entries.items(),
-                              key=lambda kv: kv[1].get("measured_at", 0.0))[-MAX_ENTRIES:])
-    _write_json(path, entries)
+    _put_cache(path, key, {"channels_last": choice, "nchw_s": t[False], "nhwc_s": t[True],
+                           "load_per_core": load_per_core(), "measured_at": time.time()})
     return choice
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic, and silent on failure (a cache must not stop a run)."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
