@@ -12,6 +12,7 @@ here with ``--jobs 1`` on one thread: on the CPU they must be equal, resumed or 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import os
 import re
@@ -39,24 +40,16 @@ from archlab.errors import ArchlabError
 from archlab.run import run_study
 from archlab.run.ray_executor import RayExecutor, require_ray
 from archlab.store import CHECKPOINT_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
+from tests.conftest import TINY
 
 RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not RAY, reason="ray is not installed (pip install 'archlab[ray]')")
 
-#: Four runs (two models x two seeds), four epochs each: long enough to kill a node mid-run.
+#: Four runs (TINY's two models x two seeds), four epochs each: long enough to kill a node
+#: mid-run.
 STUDY: dict[str, Any] = {
-    "name": "rayed",
-    "seed": 5,
-    "data": {"dataset": "mnist-sample", "validation": {"split": 0.1}},
+    **copy.deepcopy(TINY), "name": "rayed", "seed": 5,
     "train": {"optimizer": {"name": "adam"}, "batch_size": 64, "epochs": 4, "repeats": 2},
-    "models": {
-        "mlp": {"layers": ["Flatten", {"Dense": {"units": 16, "activation": "relu"}},
-                           {"Dense": {"units": 10, "activation": "softmax"}}]},
-        "cnn": {"layers": [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-                           {"MaxPooling2D": {"pool_size": 2}},
-                           {"Dropout": {"rate": 0.25}},
-                           "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]},
-    },
 }
 TIMEOUT = 300.0
 
