@@ -14,11 +14,7 @@ nodes, runs, wall seconds, runs per minute, and the 1-minute load average before
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +22,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from archlab.run.ray_local import local_cluster
 
 STUDY = {
     "name": "ray-nodes-bench",
@@ -46,68 +44,15 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def session(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    for _ in range(20):
-        pids = session(sid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-def ray_start(args: list[str], env: dict[str, str]) -> int:
-    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    output, _ = proc.communicate(timeout=300)
-    if proc.returncode != 0:
-        kill_session(proc.pid)
-        raise SystemExit(f"ray start failed:\n{output.decode(errors='replace')[-2000:]}")
-    return proc.pid
-
-
 def timed(nodes: int, study: Path) -> float:
-    temp = Path(tempfile.mkdtemp(prefix="alb", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled")
-    port = free_port()
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-              "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"]
-    sessions = []
-    try:
-        sessions.append(ray_start(["--head", "--port", str(port), "--temp-dir", str(temp),
-                                   "--include-dashboard", "false", *common], env))
-        for _ in range(nodes - 1):
-            sessions.append(ray_start(["--address", f"127.0.0.1:{port}", *common], env))
-        out = temp / "out"
+    with local_cluster(nodes=nodes) as cluster:
+        out = Path(cluster.env["RAY_TMPDIR"]) / "out"
         cmd = [sys.executable, "-m", "archlab", "run", str(study), "--executor", "ray",
-               "--address", f"127.0.0.1:{port}", "--out", str(out), "--quiet", "--no-report",
+               "--address", cluster.address, "--out", str(out), "--quiet", "--no-report",
                "--no-timing"]
         t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=cluster.env, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
-    finally:
-        for sid in sessions:
-            kill_session(sid)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,14 @@ from archlab.cli import main
 from archlab.errors import ArchlabError
 from archlab.run import run_study
 from archlab.run.ray_executor import RayExecutor, require_ray
+from archlab.run.ray_local import (
+    LocalCluster,
+    free_port,
+    kill_session,
+    local_cluster,
+    ray_env,
+    session_pids,
+)
 from archlab.store import CHECKPOINT_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
 from tests.conftest import TINY
 
@@ -109,7 +116,7 @@ def test_ray_flags_are_checked_first(flags: list[str], message: str, tmp_path: P
 def test_unreachable_address_is_one_line(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     # Ray itself would retry for minutes; nothing is written.
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     for given, expected in ((address, f"Expected a Ray head node listening at {address}, "
                                       "received ConnectionRefusedError"),
                             ("ray://head:10001", "Expected HOST:PORT of a Ray head node")):
@@ -144,14 +151,10 @@ def test_executor_resources() -> None:
 
 
 @dataclass
-class Cluster:
-    address: str
-    sessions: dict[str, int]  # node ("head", "worker") -> its processes' session id
-    env: dict[str, str]
-
+class Cluster(LocalCluster):
     def node_id(self, node: str) -> str:
         """The Ray node id of ``node`` ("head", "worker"), from its raylet's command line."""
-        for pid in _session(self.sessions[node]):
+        for pid in session_pids(self.sessions[node]):
             with contextlib.suppress(OSError):
                 for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                     if arg.startswith(b"--node_id="):
@@ -159,80 +162,13 @@ class Cluster:
         raise AssertionError(f"no raylet in the {node} node's session")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ray_env(temp: Path) -> dict[str, str]:
-    """This test's Ray only: no RAY_ADDRESS from outside, its own temporary directory, no
-    usage stats, no token authentication (else a local instance saves a token in ~/.ray,
-    and every later `ray start --head` on the machine asks for it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled",
-               PYTHONPATH=os.pathsep.join([str(Path(archlab.__file__).parents[1]),
-                                           env.get("PYTHONPATH", "")]))
-    return env
-
-
-def _session(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (zombies excluded)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    for _ in range(20):
-        pids = _session(sid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-def _ray_start(args: list[str], env: dict[str, str]) -> int:
-    """``ray start ARGS`` in a new session; returns the session of the node's processes."""
-    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        _kill_session(proc.pid)
-        raise
-    if proc.returncode != 0:
-        _kill_session(proc.pid)
-        pytest.fail(f"ray start failed:\n{output.decode(errors='replace')[-3000:]}")
-    return proc.pid
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    """A head node and a worker node, one CPU each (archlab.run.ray_local)."""
     if not RAY:
         pytest.skip("ray is not installed")
-    temp = Path(tempfile.mkdtemp(prefix="alr", dir="/tmp"))  # short: Unix socket paths
-    env = _ray_env(temp)
-    port = _free_port()
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-              "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"]
-    sessions: dict[str, int] = {}
-    try:
-        sessions["head"] = _ray_start(["--head", "--port", str(port), "--temp-dir", str(temp),
-                                       "--include-dashboard", "false", *common], env)
-        sessions["worker"] = _ray_start(["--address", f"127.0.0.1:{port}", *common], env)
-        yield Cluster(f"127.0.0.1:{port}", sessions, env)
-    finally:
-        for sid in sessions.values():
-            _kill_session(sid)
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_cluster(nodes=2) as c:
+        yield Cluster(c.address, c.sessions, c.env)
 
 
 def _write_study(tmp_path: Path, **train: Any) -> Path:
@@ -256,7 +192,7 @@ def _wait(proc: subprocess.Popen, stderr: Path) -> int:
     except subprocess.TimeoutExpired:
         pytest.fail(f"archlab run hung:\n{stderr.read_text()[-3000:]}")
     finally:
-        _kill_session(proc.pid)  # whatever it left (a local Ray instance included)
+        kill_session(proc.pid)  # whatever it left (a local Ray instance included)
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +234,7 @@ def test_local_instance_without_address(tmp_path: Path, reference: Path) -> None
     try:
         study, out, err = _write_study(tmp_path), tmp_path / "out", tmp_path / "err"
         proc = _archlab([str(study), "--models", "mlp", "--executor", "ray", "--out", str(out)],
-                        _ray_env(temp), err)
+                        ray_env(temp), err)
         assert _wait(proc, err) == 0, err.read_text()[-3000:]
         _assert_same_numbers(out, reference, "mlp")
     finally:
@@ -308,7 +244,7 @@ def test_local_instance_without_address(tmp_path: Path, reference: Path) -> None
 def _pids_named(prefix: str, sessions: list[int]) -> list[int]:
     """Processes of ``sessions`` whose command line (a Ray worker's title) starts so."""
     found = []
-    for pid in {p for sid in sessions for p in _session(sid)}:
+    for pid in {p for sid in sessions for p in session_pids(sid)}:
         with contextlib.suppress(OSError):
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix.encode()):
                 found.append(pid)
@@ -395,7 +331,7 @@ def test_ctrl_c_then_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster
         os.kill(proc.pid, signal.SIGINT)
         code = _wait(proc, err)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     assert code == 130, err.read_text()[-3000:]
     runs = _runs(out)
     assert not [r for r in runs.values() if r.status is RunStatus.RUNNING]
@@ -417,10 +353,10 @@ def test_ctrl_c_then_worker_node_killed_mid_run(tmp_path: Path, cluster: Cluster
     proc = _archlab(args, cluster.env, err)
     try:
         (victim,) = on_worker(_wait_until(proc, err, out, on_worker))
-        _kill_session(cluster.sessions["worker"])  # its raylet and every worker it started
+        kill_session(cluster.sessions["worker"])  # its raylet and every worker it started
         code = _wait(proc, err)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     assert code == 0, err.read_text()[-3000:]
     runs = _runs(out)
     retried = [r for r in runs.values() if any("ray worker lost" in w for w in r.warnings)]
