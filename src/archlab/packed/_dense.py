@@ -5,7 +5,8 @@ between them), :class:`DensePlan` runs the n replicas of a pack with one ``baddb
 layer, instead of ``vmap(functional_call)``. The step then costs about what one replica's step
 costs in Python and dispatch, which is what a small MLP's step is made of: measured for the
 32-32 MLP at batch 64 on one thread, 5 replicas took 5.1 ms a step under vmap against 1.1 ms
-for one separate run (``benchmarks/repeats.py --part step``).
+for one separate run (a hand-timed loop of bare steps; the study-level figures are in
+docs/packing.md, from ``benchmarks/repeats.py``).
 
 Dense kernels are held as ``[n, in, out]`` (Keras's own kernel layout): ``baddbmm`` with a
 contiguous right-hand operand runs about twice as fast on the CPU as with torch's

@@ -69,11 +69,7 @@ def _stack_optimizer_state(opt: torch.optim.Optimizer, pack: PackedModel, names:
 def _layout_as_fit(built: BuiltModel, train: TrainSpec) -> None:
     """Give the replica's module the memory layout fit would give it (a checkpoint records
     it; dropout masks are drawn in its memory order)."""
-    try:
-        prefer_channels_last(built.module, built.input_shape,  # type: ignore[call-arg]
-                             train.batch_size)
-    except TypeError:  # the older signature: (module)
-        prefer_channels_last(built.module)
+    prefer_channels_last(built.module, built.input_shape, train.batch_size)
 
 
 def fit_packed(
