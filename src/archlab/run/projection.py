@@ -45,8 +45,8 @@ BUSY_LOAD_PER_CORE = 0.8
 MAX_ENTRIES = 1000
 #: Timed steps stop after this many seconds (at least two are timed, to see the spread).
 STEP_BUDGET_S = 3.0
-#: A model whose step would take longer than this (by its MACs at :data:`ASSUMED_MACS_PER_S`)
-#: is timed on a smaller batch, scaled to take about this long: kernels-padding's m10 takes
+#: A model whose step would take over 4x this (by its MACs at :data:`ASSUMED_MACS_PER_S`) is
+#: timed on a smaller batch, sized to take about this long: kernels-padding's m10 takes
 #: 16 s a step at batch 128 on one loaded core, and three such steps made a cold
 #: ``--dry-run`` of that study last 82 s. Steps at that batch and at 4x it are timed and
 #: extrapolated to the model's batch (:func:`_two_batch_timing`); compared with full-batch
