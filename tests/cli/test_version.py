@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import archlab
 from archlab.version import __version__
