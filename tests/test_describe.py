@@ -98,3 +98,26 @@ def test_summary_ends_with_macs_and_memory() -> None:
     assert lines[-2] == f"MACs per sample: {built.macs_per_sample:,}"
     assert lines[-1].startswith("Training memory (estimate): 103.1 MiB = ")
     assert "adadelta state" in lines[-1] and "(batch 128)" in lines[-1]
+
+
+@pytest.mark.parametrize(("layer", "keras"), [
+    ("Conv2D", "conv2d"), ("ReLU", "re_lu"), ("LeakyReLU", "leaky_re_lu"), ("PReLU", "p_re_lu"),
+    ("ELU", "elu"), ("MaxPooling2D", "max_pooling2d"), ("BatchNormalization",
+                                                        "batch_normalization"),
+    ("GlobalAveragePooling2D", "global_average_pooling2d"), ("ZeroPadding2D", "zero_padding2d"),
+    ("DepthwiseConv2D", "depthwise_conv2d"), ("UpSampling2D", "up_sampling2d"),
+])
+def test_layer_names_are_keras_snake_case(layer: str, keras: str) -> None:
+    from archlab.layers import keras_layer_name
+
+    assert keras_layer_name(layer) == keras  # what keras.src.utils.naming.to_snake_case gives
+
+
+def test_summary_names_relu_layers_as_keras_does() -> None:
+    study = parse_study({"name": "acts", "data": {"dataset": "mnist-sample"}, "models": {"m": {
+        "layers": ["Flatten", {"Dense": {"units": 8}}, "ReLU", {"Dense": {"units": 8}},
+                   {"LeakyReLU": {}}, "ReLU", {"Dense": {"units": 10, "activation": "softmax"}}]}}})
+    names = [row.name for row in build_model(study, "m", device="meta").rows]
+    assert names == ["flatten_1", "dense_1", "re_lu_1", "dense_2", "leaky_re_lu_1", "re_lu_2",
+                     "dense_3"]
+    assert "re_lu_2 (ReLU)" in summary_text(build_model(study, "m", device="meta"))

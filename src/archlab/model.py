@@ -28,6 +28,7 @@ from archlab.layers import (
     ShapeProblem,
     Softmax,
     apply_max_norm,
+    keras_layer_name,
 )
 from archlab.optimizers import Optimizer
 from archlab.spec import Study
@@ -204,8 +205,7 @@ class _Walker:
         self.values: list[tuple[int, int]] = []  # per row: (trainable, other) values held
 
     def _name(self, layer: LayerSpec, prefix: str) -> str:
-        base = "".join("_" + c.lower() if c.isupper() else c for c in layer.type).lstrip("_")
-        base = base.replace("2_d", "2d")
+        base = keras_layer_name(layer.type)
         self.counters[base] = self.counters.get(base, 0) + 1
         return f"{prefix}{base}_{self.counters[base]}"
 

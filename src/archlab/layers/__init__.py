@@ -21,6 +21,7 @@ from archlab.layers.base import (
     ShapeProblem,
     apply_max_norm,
     init_tensor,
+    keras_layer_name,
     layer_names,
     register_layer,
 )
@@ -53,6 +54,7 @@ from archlab.layers.regularization import GaussianNoise, SpatialDropout2D
 from archlab.layers.reshaping import Cropping2D, Reshape, UpSampling2D, ZeroPadding2D
 
 __all__ = [
+    "keras_layer_name",
     "ACTIVATIONS",
     "ActivityRegularization",
     "ELU",

@@ -8,6 +8,7 @@ HWC order, so a Dense kernel after it lines up with Keras's weights one for one)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -326,6 +327,15 @@ def register_layer(cls: L) -> L:
         raise TypeError(f"Expected a new Keras layer name on {cls.__name__}, received {name!r}")
     LAYER_TYPES[name] = cls
     return cls
+
+
+def keras_layer_name(layer_type: str) -> str:
+    """The snake-case base Keras gives a layer's automatic name (``keras.src.utils.naming``):
+    ``Conv2D`` -> ``conv2d``, ``ReLU`` -> ``re_lu``, ``LeakyReLU`` -> ``leaky_re_lu``,
+    ``MaxPooling2D`` -> ``max_pooling2d``; archlab's summary numbers it as ``re_lu_7``."""
+    name = re.sub(r"\W+", "", layer_type)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def layer_names() -> list[str]:
