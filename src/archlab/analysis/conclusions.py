@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from archlab.analysis.results import ModelResult, StudyResults
+from archlab.analysis.results import ModelResult, StudyResults, accuracy_ci
 from archlab.analysis.stats import Comparison
 from archlab.layers import Dense
 from archlab.store import RunRecord, RunStatus
@@ -67,8 +67,9 @@ def _acc(m: ModelResult) -> str:
     s = m.metrics["test_accuracy"]
     if s.n < 2:
         return f"{_pct(s.mean)} (n = 1)"
-    return (f"{s.mean * 100:.2f} ± {s.std * 100:.2f}% (n = {s.n}, 95 % CI "
-            f"{s.ci_low * 100:.2f} to {s.ci_high * 100:.2f}%)")
+    ci, clipped = accuracy_ci(s)
+    why = ", clipped to 0-100 %" if clipped else ""
+    return f"{s.mean * 100:.2f} ± {s.std * 100:.2f}% (n = {s.n}, 95 % CI {ci}{why})"
 
 
 def _acc_short(m: ModelResult) -> str:

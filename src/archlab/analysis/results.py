@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from archlab.run.config import RunConfig
 
 __all__ = [
+    "CLIPPED_MARK",
+    "CLIPPED_NOTE",
     "TEST_AS_VALIDATION_NOTE",
+    "accuracy_ci",
     "ModelResult",
     "PivotRow",
     "StudyResults",
@@ -40,6 +43,21 @@ TEST_AS_VALIDATION_NOTE = (
     "Note: this study validates on the test set (`validation: test`, the notebooks' protocol): "
     "the test set was used for model selection, so test metrics are optimistic."
 )
+
+
+#: Marks an accuracy CI shown clipped to [0, 100] %.
+CLIPPED_MARK = "†"
+CLIPPED_NOTE = ("† a 95 % CI bound clipped to 0-100 %: with few repeats the Student t interval "
+                "reaches past it (results.json keeps the raw bounds)")
+
+
+def accuracy_ci(s: Summary) -> tuple[str, bool]:
+    """An accuracy's 95 % CI as text, and whether a bound was clipped: ``'97.90 to 98.30%'``;
+    a bound outside [0, 1] (a Student t interval at n = 2 can reach 106 %) is shown at the
+    limit and marked, ``'78.62 to 100.00%†'``. The raw bounds stay in ``s`` (and results.json)."""
+    low, high = max(s.ci_low, 0.0), min(s.ci_high, 1.0)
+    clipped = low != s.ci_low or high != s.ci_high
+    return f"{low * 100:.2f} to {high * 100:.2f}%{CLIPPED_MARK if clipped else ''}", clipped
 
 
 def open_store(directory: str | Path) -> Store:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.compare import StudyComparison, collect_comparison, data_text
+from archlab.analysis.results import CLIPPED_NOTE
 from archlab.errors import ArchlabError
 from archlab.report.figures import RC, Image, overlay_figure, scatter_figure
 from archlab.report.files import atomic_write
@@ -27,6 +28,7 @@ from archlab.report.tables import (
     EVAL_NOTE,
     Cell,
     Column,
+    any_clipped,
     cell_rows,
     column_values,
     finite,
@@ -107,6 +109,8 @@ def rich_compare_table(comparison: StudyComparison, *, wide: bool = False) -> An
         h for h in TERMINAL_COLUMNS if h != "dataset" or not comparison.same_dataset)
     cols, rows = compare_cells(comparison, headers)
     caption = ["test acc: mean ± std over the n finished runs; 95% CI: Student t"]
+    if any_clipped([m.result.metrics.get("test_accuracy") for m in comparison.models]):
+        caption.append(CLIPPED_NOTE)
     if comparison.same_dataset and comparison.datasets:
         caption.append(f"dataset: {comparison.datasets[0]} (every model)")
     else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archlab.analysis.conclusions import stuck_at_chance
-from archlab.analysis.results import ModelResult, run_file
+from archlab.analysis.results import ModelResult, accuracy_ci, run_file
 from archlab.analysis.stats import Summary
 from archlab.describe import compact_architecture, summary_text
 from archlab.errors import ArchlabError
@@ -87,6 +87,8 @@ def _summary_row(label: str, s: Summary | None, pct: bool, digits: int = 4,
         return f"{x * scale:.{d}f}{unit}" if math.isfinite(x) else "–"
 
     ci = f"{f(s.ci_low)} to {f(s.ci_high)}" if s.n > 1 else "–"
+    if pct and unit == "%" and s.n > 1 and math.isfinite(s.ci_low):
+        ci = accuracy_ci(s)[0]  # clipped to [0, 100] % and marked
     return (label, f(s.mean), f(s.std) if s.n > 1 else "–", ci, str(s.n))
 
 

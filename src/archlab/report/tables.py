@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.results import TEST_AS_VALIDATION_NOTE, ModelResult, StudyResults
+from archlab.analysis.results import (
+    CLIPPED_NOTE,
+    TEST_AS_VALIDATION_NOTE,
+    ModelResult,
+    StudyResults,
+    accuracy_ci,
+)
 from archlab.analysis.stats import Summary
 from archlab.report.files import atomic_write
 from archlab.report.pivot import pivot_markdown, rich_pivot_table, swept_paths
@@ -31,6 +37,7 @@ __all__ = [
     "STATS_COLUMNS",
     "Cell",
     "Column",
+    "any_clipped",
     "cell_rows",
     "ci_text",
     "column_values",
@@ -138,11 +145,23 @@ def fmt_metric(s: Summary | None, *, pct: bool) -> str:
 def _ci(s: Summary | None) -> tuple[str, float | None]:
     if s is None or s.n < 2 or not math.isfinite(s.ci_low):
         return "-", None
-    return f"{s.ci_low * 100:.2f} to {s.ci_high * 100:.2f}%", s.ci_low
+    return accuracy_ci(s)[0], s.ci_low
+
+
+def any_clipped(summaries: Sequence[Summary | None]) -> bool:
+    """Whether some accuracy CI among ``summaries`` is shown clipped (its table needs
+    :data:`CLIPPED_NOTE`)."""
+    return any(s is not None and s.n > 1 and math.isfinite(s.ci_low) and accuracy_ci(s)[1]
+               for s in summaries)
+
+
+def _clipped(results: StudyResults) -> bool:
+    return any_clipped([m.metrics.get("test_accuracy") for m in results.models])
 
 
 def ci_text(s: Summary | None) -> str:
-    """'97.90 to 98.30%': the 95 % CI of an accuracy; '-' without one (n < 2)."""
+    """'97.90 to 98.30%': the 95 % CI of an accuracy ('78.62 to 100.00%†' when a bound is
+    clipped to [0, 100] %); '-' without one (n < 2)."""
     return _ci(s)[0]
 
 
@@ -257,7 +276,8 @@ def to_markdown(results: StudyResults) -> str:
     lines += ["| " + " | ".join(f"**{x.text}**" if x.best else x.text for x in r) + " |"
               for r in rows]
     lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %; time: mean "
-              "training seconds. Bold: the best validation or test value.", "",
+              "training seconds. Bold: the best validation or test value."
+              + (f" {CLIPPED_NOTE}." if _clipped(results) else ""), "",
               f"{EVAL_NOTE}", ""]
     lines += ["## Statistics", "", "| " + " | ".join(STATS_COLUMNS) + " |",
               "|" + "---|" * len(STATS_COLUMNS)]
@@ -398,6 +418,7 @@ def rich_table(results: StudyResults) -> Any:
                  for m in results.models if (s := m.metrics.get("test_accuracy")))
     caption = ["test acc: mean ± std over the n finished runs"
                + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
+               *([CLIPPED_NOTE] if _clipped(results) else []),
                "time: mean training seconds",
                "validation, train and architecture columns: --wide, results.md"]
     return _rich(results, results.study, COMPACT_COLUMNS, caption)
