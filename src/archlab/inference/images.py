@@ -11,6 +11,8 @@ the whole 28 pixels and the product is centred by its bounding box.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,9 @@ FIELD = 28
 #: Below this fraction of the brightest pixel (after the background is taken away) a pixel
 #: does not count as content when cropping: scanner noise, JPEG ringing, paper texture.
 CONTENT_FLOOR = 0.1
+#: Largest image read (width x height), checked from the header before decoding: a phone
+#: camera's photo fits; a 12000x12000 one (144 MP, about 2 GB while decoded) does not.
+MAX_PIXELS = 64_000_000
 #: Grey levels of contrast below which an image is called blank.
 MIN_CONTRAST = 8.0
 
@@ -55,14 +60,34 @@ def read_image(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise ImageError(f"{p}: no such image file")
     try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _grey(im)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError, EOFError) as exc:
+        with warnings.catch_warnings():
+            # Pillow's warnings are not for the user's console: the bomb warning (Pillow decodes
+            # up to 179 MP after it) becomes the one-line refusal below, the rest are dropped.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:  # reads the header only
+                _check_size(p, im.size)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _grey(im)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageError(_too_large(p, int(found.group(1)) if found else None)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         detail = " ".join(str(exc).split()) or exc.__class__.__name__
         raise ImageError(f"{p}: not a readable image ({detail})") from None
+
+
+def _check_size(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image too large to decode, from its header's size alone."""
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageError(_too_large(path, size[0] * size[1], f"{size[0]}x{size[1]}, "))
+
+
+def _too_large(path: Path, pixels: int | None, dims: str = "") -> str:
+    got = f" ({dims}{pixels / 1e6:.1f} megapixels)" if pixels else ""
+    return (f"{path}: Expected an image of at most {MAX_PIXELS // 1_000_000} megapixels (one "
+            f"digit needs far fewer: scale it down), received a larger one{got}; not decoded")
 
 
 def _grey(im: Image.Image) -> np.ndarray:

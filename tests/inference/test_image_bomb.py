@@ -1,0 +1,72 @@
+"""A huge image is refused from its header, before decoding, as one line (no Pillow warning)."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import warnings
+import zlib
+from pathlib import Path
+
+import pytest
+
+from archlab.inference import ImageError, read_image
+from archlab.inference.images import MAX_PIXELS
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit grey pixels, with one row of data:
+    what a decompression bomb looks like to a reader that trusts the header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("width", "height"), [
+    (12000, 12000),  # 144 MP: Pillow warns, then decodes (~2 GB)
+    (9000, 8000),  # 72 MP: over archlab's limit, under Pillow's warning
+    (20000, 20000),  # 400 MP: Pillow's own DecompressionBombError
+])
+def test_huge_images_are_refused_before_decoding(tmp_path: Path, width: int,
+                                                 height: int) -> None:
+    path = png_header_only(tmp_path / "big.png", width, height)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning that escapes fails the test
+            with pytest.raises(ImageError) as caught:
+                read_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(path))
+    assert f"at most {MAX_PIXELS // 1_000_000} megapixels" in message
+    assert f"{width * height / 1e6:.1f} megapixels" in message
+    assert peak < 50e6  # nothing decoded (a decode of 144 MP would hold >= 144 MB)
+
+
+def test_an_image_under_the_limit_is_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "ok.png"
+    Image.new("L", (3000, 2000), 0).save(path)
+    assert read_image(path).shape == (2000, 3000)
+
+
+def test_predict_on_a_huge_png_prints_one_line(tmp_path: Path, quickstart, capsys) -> None:
+    from archlab.cli import main
+
+    path = png_header_only(tmp_path / "huge.png", 12000, 12000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", str(quickstart.directory), str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "warn" not in captured.err
+    assert "megapixels" in captured.err and str(path) in captured.err
