@@ -25,7 +25,7 @@ from archlab.analysis.results import (
     StudyResults,
     accuracy_ci,
 )
-from archlab.analysis.stats import Summary
+from archlab.analysis.stats import Comparison, Summary
 from archlab.report.files import atomic_write
 from archlab.report.pivot import pivot_markdown, rich_pivot_table, swept_paths
 from archlab.store import FINAL_METRICS
@@ -35,6 +35,7 @@ __all__ = [
     "COMPACT_COLUMNS",
     "EVAL_NOTE",
     "STATS_COLUMNS",
+    "TIME_NOTE",
     "Cell",
     "Column",
     "any_clipped",
@@ -58,6 +59,7 @@ __all__ = [
     "to_csv",
     "to_markdown",
     "to_records",
+    "verdict_lines",
     "write_tables",
 ]
 
@@ -79,6 +81,9 @@ class Column:
     best: Callable[[Sequence[float]], float] | None = None
 
 
+#: What the "time (s)" column holds, in every table that shows it.
+TIME_NOTE = ("time: mean training seconds per run (a packed run counts its equal share of its "
+             "pack's time, so packed and separate runs compare)")
 CI_HEADER = "test acc 95% CI"
 COLUMNS: tuple[Column, ...] = (
     Column("model"),
@@ -252,14 +257,44 @@ def stats_cells(m: ModelResult) -> list[str]:
             gap, best, status]
 
 
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def verdict_lines(ranking: Sequence[Comparison], advice: str = "Use `repeats: 5` (or "
+                  "--repeats 5) for confidence intervals.") -> list[str]:
+    """The verdicts of a ranking (best against each other model, in order; accuracies in pp):
+    one line per tested comparison, and one line for all the comparisons that cannot be tested
+    because a model ran once, instead of a "No claim can be made" line each. When no
+    comparison could be tested, that line ends with ``advice``."""
+    tested = [c.verdict for c in ranking if c.n_best >= 2 and c.n_other >= 2]
+    untested = [c for c in ranking if c.n_best < 2 or c.n_other < 2]
+    if not untested:
+        return tested
+    best = untested[0].best
+    others = [c.other for c in untested]
+    gaps = [f"{abs(c.diff) * 100:.2f}" for c in untested]
+    once = ([best] if untested[0].n_best < 2 else []) + [c.other for c in untested
+                                                          if c.n_other < 2]
+    if not tested:
+        who = "every model ran only once" if len(once) == len(ranking) + 1 else \
+            f"{_names(once)} ran only once"
+        return [f"With one run per model no ranking claim can be made about {best} vs "
+                f"{_names(others)}: {who} (n = 1), so seed-to-seed noise is unknown: no "
+                f"confidence interval, no p-value (observed differences {_names(gaps)} pp"
+                f"{', in that order' if len(gaps) > 1 else ''}). {advice}"]
+    who = ("each of them" if len(once) == len(others) and best not in once
+           else _names(once)) + (" ran" if len(once) > 1 else " ran")
+    return [*tested, f"No claim can be made about {best} vs {_names(others)}: {who} only once "
+            f"(n = 1), so there is no confidence interval and no p-value (observed "
+            f"difference{'s' if len(gaps) > 1 else ''} {_names(gaps)} pp"
+            f"{', in that order' if len(gaps) > 1 else ''})."]
+
+
 def ranking_lines(results: StudyResults) -> list[str]:
     if not results.ranking:
         return []
-    lines = [c.verdict for c in results.ranking]
-    if all(c.n_best < 2 or c.n_other < 2 for c in results.ranking):
-        lines.append("With one run per model no ranking claim can be made: seed-to-seed noise "
-                     "is unknown. Use `repeats: 5` (or --repeats 5) for confidence intervals.")
-    return lines
+    return verdict_lines(results.ranking)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +310,8 @@ def to_markdown(results: StudyResults) -> str:
               "|" + "".join("---:|" if c.numeric else "---|" for c in cols)]
     lines += ["| " + " | ".join(f"**{x.text}**" if x.best else x.text for x in r) + " |"
               for r in rows]
-    lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %; time: mean "
-              "training seconds. Bold: the best validation or test value."
+    lines += ["", "Metrics are mean ± std over n finished repeats; accuracy in %; "
+              f"{TIME_NOTE}. Bold: the best validation or test value."
               + (f" {CLIPPED_NOTE}." if _clipped(results) else ""), "",
               f"{EVAL_NOTE}", ""]
     lines += ["## Statistics", "", "| " + " | ".join(STATS_COLUMNS) + " |",
@@ -419,7 +454,7 @@ def rich_table(results: StudyResults) -> Any:
     caption = ["test acc: mean ± std over the n finished runs"
                + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
                *([CLIPPED_NOTE] if _clipped(results) else []),
-               "time: mean training seconds",
+               TIME_NOTE,
                "validation, train and architecture columns: --wide, results.md"]
     return _rich(results, results.study, COMPACT_COLUMNS, caption)
 
