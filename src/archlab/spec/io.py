@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -229,12 +231,26 @@ def _check_depth(data: Any) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def load_study(source: str | Path) -> Study:
-    """Load and validate a study from a YAML (or JSON) file, or a built-in one as ``zoo:NAME``.
+def is_study_text(source: object) -> bool:
+    """True when ``source`` is a study written out as YAML text (a notebook cell's string)
+    rather than a path or ``zoo:NAME``: it spans several lines, or is one ``{...}`` line."""
+    return isinstance(source, str) and ("\n" in source.strip()
+                                         or source.lstrip().startswith("{"))
+
+
+def load_study(source: str | Path | Mapping[str, Any]) -> Study:
+    """Load and validate a study from a YAML (or JSON) file, a built-in one as ``zoo:NAME``,
+    a dict (as the YAML would parse: ``{"name": ..., "models": {...}}``), or YAML text (a
+    string of several lines, or a one-line ``{...}``; named ``<yaml>`` in errors).
 
     Every error is a :class:`SpecError` whose message is one line naming the file, model,
     layer and field. Shapes are checked separately by :func:`archlab.validate_study`.
     """
+    if isinstance(source, Mapping):
+        return parse_study(copy.deepcopy(dict(source)), "<dict>")  # the caller's dict is kept
+    if is_study_text(source):
+        assert isinstance(source, str)
+        return _parse_yaml("<yaml>", source)
     where, text = _read_source(source)
     if where.endswith(".json"):
         try:
@@ -249,6 +265,10 @@ def load_study(source: str | Path) -> Study:
         except ValueError as exc:  # a duplicate key
             raise SpecError(f"{where}: invalid JSON: {exc}") from None
         return parse_study(data, where)
+    return _parse_yaml(where, text)
+
+
+def _parse_yaml(where: str, text: str) -> Study:
     try:
         data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
     except RecursionError:  # a last resort: the composer's depth limit comes first
