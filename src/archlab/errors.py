@@ -9,6 +9,9 @@ class ArchlabError(Exception):
     """Base class for every error caused by user input (spec, data, store)."""
 
     exit_code = 2
+    #: Every problem found, one line each, when there are several (a study's validation
+    #: errors); empty when the message says it all. The CLI prints these instead of the message.
+    lines: tuple[str, ...] = ()
 
 
 class SpecError(ArchlabError):

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except ArchlabError as exc:
-        _error(str(exc))
+        for line in exc.lines or (str(exc),):  # every error of a study, one line each
+            _error(line)
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

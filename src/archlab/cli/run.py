@@ -17,8 +17,7 @@ from rich.table import Table
 
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
-from archlab.errors import ArchlabError, is_disk_full
-from archlab.model import validate_study
+from archlab.errors import ArchlabError, SpecError, is_disk_full
 from archlab.spec import Study, load_study, override_training
 
 if TYPE_CHECKING:
@@ -110,6 +109,30 @@ class _StopOnCtrlC:
             signal.signal(signal.SIGINT, self._old)
 
 
+def _validate_each(study: Study, memory_limit: int) -> dict[str, Any]:
+    """:func:`archlab.model.validate_study`, but every model's problem (shape, output, memory)
+    is listed, one line each, not only the first model's."""
+    from archlab.model import build_model, check_memory
+    from archlab.spec.messages import MAX_ERRORS
+
+    built, problems = {}, []
+    for name in study.models:
+        try:
+            built[name] = build_model(study, name, device="meta")
+            check_memory(study, built[name], memory_limit)
+        except SpecError as exc:
+            problems.append(str(exc))
+    if problems:
+        error = SpecError(problems[0] + (f" (and {len(problems) - 1} more error"
+                                         f"{'s' if len(problems) > 2 else ''})"
+                                         if len(problems) > 1 else ""))
+        error.lines = tuple(problems[:MAX_ERRORS]) + (
+            (f"{study.source}: ... and {len(problems) - MAX_ERRORS} more errors",)
+            if len(problems) > MAX_ERRORS else ())
+        raise error
+    return built
+
+
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
     from archlab.datasets import dataset_info
@@ -118,7 +141,7 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
     from archlab.run.projection import projected_seconds
 
     # Refuses a model whose training step would not fit (one line naming model and layer).
-    built = validate_study(study, memory_limit=available_memory(device))
+    built = _validate_each(study, available_memory(device))
     n_train = dataset_info(study.data.dataset).train_size
     if study.data.validation != "test":
         n_train -= round(n_train * study.data.validation.split)  # type: ignore[union-attr]

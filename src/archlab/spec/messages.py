@@ -386,7 +386,7 @@ def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
     for err in out:
         if err["type"] == "extra_forbidden":
             hint = _extra_hint(err)
-            close = re.match(r" \(did you mean '([^']+)'\?\)$", hint)
+            close = re.search(r"did you mean '([^']+)'\?\)$", hint)
             if close:
                 explained.add((*tuple(err["loc"])[:-1], close.group(1)))
     out = [e for e in out if not (e["type"] == "missing" and tuple(e["loc"]) in explained)]
@@ -398,11 +398,13 @@ def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
         first[tuple(ie[1]["loc"])[:-1]], ie[1]["type"] != "extra_forbidden", ie[0]))]
 
 
-def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError:
-    """Format the first validation error as one line naming file, model, layer and field."""
+#: At most this many errors of one study are listed (one line each); the rest are counted.
+MAX_ERRORS = 20
+
+
+def _line(source: str, err: dict[str, Any], data: Any) -> str:
+    """One merged error as one line naming file, model, layer and field."""
     try:
-        errors = merged(exc, data)
-        err = errors[0]
         loc = tuple(err["loc"])
         if err["type"] in ("missing", "extra_forbidden"):
             loc = loc[:-1]  # the message names the field
@@ -411,12 +413,25 @@ def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError
         place = search_place(loc) if loc[:1] == ("search",) else where(loc)
         message = describe(err, data)
     except Exception:  # noqa: BLE001 - a message bug must not hide the user's mistake
-        errors = exc.errors()
-        err = errors[0]
         place = ", ".join(str(k) for k in err["loc"])
-        message = f"{err['msg']}, received {show(err.get('input'))}"
-    more = len(errors) - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return SpecError(" ".join(f"{source}: {place + ': ' if place else ''}{message}".split()))
+        message = f"{err.get('msg', 'invalid')}, received {show(err.get('input'))}"
+    return " ".join(f"{source}: {place + ': ' if place else ''}{message}".split())
+
+
+def spec_error(source: str, exc: ValidationError, data: Any = None) -> SpecError:
+    """Every validation error of a study, one line each (the first :data:`MAX_ERRORS`, then a
+    count): the error's message is the first line and ``(and N more errors)``; its ``lines``
+    hold them all, so a user can fix a study in one pass."""
+    try:
+        errors = merged(exc, data)
+    except Exception:  # noqa: BLE001 - as above
+        errors = [dict(e) for e in exc.errors()]
+    lines = list(dict.fromkeys(_line(source, err, data) for err in errors))
+    more = len(lines) - 1
+    error = SpecError(lines[0] + (f" (and {more} more error{'s' if more > 1 else ''})"
+                                  if more else ""))
+    error.lines = tuple(lines[:MAX_ERRORS]) + (
+        (f"{source}: ... and {len(lines) - MAX_ERRORS} more errors",)
+        if len(lines) > MAX_ERRORS else ())
+    return error
 
