@@ -44,7 +44,7 @@ if [ "${ARCHLAB_SKIP_TORCH:-0}" != 1 ]; then
 else
   skip "torch (ARCHLAB_SKIP_TORCH=1: the torch already installed is used)"
 fi
-step "pip: archlab and its dependencies (-e .[dev,ray])" "$PY" -m pip install --quiet -e ".[dev,ray]"
+step "pip: archlab and its dependencies (-e .[dev,ray,notebook,tracking])" "$PY" -m pip install --quiet -e ".[dev,ray,notebook,tracking]"
 # Optional system packages: Chromium (the report's browser test) and Fashion-MNIST.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${ARCHLAB_SKIP_APT:-0}" != 1 ]; then
   step "apt: Chromium (report browser test) and Debian's Fashion-MNIST" optional_apt

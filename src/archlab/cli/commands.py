@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archlab.cli import export, results, run, zoo
+from archlab.cli import export, export_logs, results, run, zoo
 from archlab.errors import ArchlabError, is_disk_full
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_parsers(sub)
     results.add_parsers(sub)
     export.add_parsers(sub)
+    export_logs.add_parsers(sub)
     return p
 
 

@@ -218,6 +218,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     _ray_executor(args)  # its flags are checked before any timing
+    if args.tensorboard:
+        from archlab.tracking.tensorboard import require_tensorboard
+
+        require_tensorboard()
     study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
     directory = study_dir(study, args.out)
     try:  # before any timing: a bad path must not cost the user a projection first
@@ -259,11 +263,19 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
     from archlab.report.tables import write_tables
     from archlab.run import run_study
 
+    progress: Any = None if args.quiet else ProgressView(err)
+    if args.tensorboard:  # event files written live, beside the bars
+        from archlab.run import study_dir
+        from archlab.run.progress import Tee
+        from archlab.tracking.tensorboard import TensorBoardWriter
+
+        progress = Tee([progress, TensorBoardWriter(args.tensorboard, study,
+                                                    study_dir(study, args.out))])
     with _StopOnCtrlC() as stop:
         outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
                             jobs=args.jobs, threads=args.threads, device=device,
                             executor=_ray_executor(args),
-                            progress=None if args.quiet else ProgressView(err), stop=stop,
+                            progress=progress, stop=stop,
                             dataset=dataset, pack=not args.no_pack, precision=args.precision)
     directory = outcome.directory
     if outcome.skipped:
@@ -340,6 +352,9 @@ def add_parsers(sub: Any) -> None:
                    help="skip the timed projection (step timings are cached per machine)")
     r.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files live: one run per archlab run, "
+                        "model/seed (docs/tracking.md)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check spec and shapes, print params and compute")
