@@ -60,7 +60,7 @@ def test_evaluate_is_mean_cross_entropy_and_accuracy_across_batches(sample: Tens
             p.zero_()  # every logit 0: loss is ln(10) exactly, the prediction is class 0
     n = EVAL_BATCH + 500  # more than one evaluation batch
     x, y = sample.x_train[:n], sample.y_train[:n]
-    loss, accuracy = evaluate(built, x, y)
+    loss, accuracy = evaluate(built, x, y, sample.pre)
     assert loss == pytest.approx(math.log(10), rel=1e-6)
     assert accuracy == (y == 0).sum().item() / n
 
@@ -78,7 +78,7 @@ def test_fit_trains_and_its_final_metrics_are_evaluate(sample: Tensors) -> None:
     assert losses[2] < losses[0]  # it learns
     assert result.final["test_accuracy"] > 0.6
     assert (result.final["test_loss"], result.final["test_accuracy"]) == evaluate(
-        built, data.x_test, data.y_test)
+        built, data.x_test, data.y_test, data.pre)
     assert result.train_seconds > 0
     assert result.samples_per_second == pytest.approx(3 * len(data.x_train)
                                                       / result.train_seconds)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from archlab.datasets import dataset_info
 from archlab.errors import SpecError
 from archlab.layers import (
     Activation,
@@ -308,7 +307,7 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
                         f"({', '.join(study.models)}), received '{model}'")
     spec = study.models[model]
     _check_output(study.source, model, spec.layers)
-    dataset = dataset_info(study.data.dataset)
+    dataset = study.data.info  # the registry's record, or the one derived from the source
     input_shape: Shape = dataset.image_shape
     walker = _Walker(study.source, model)
     if seed is not None:
@@ -324,7 +323,7 @@ def build_model(study: Study, model: str, *, device: str | torch.device = "cpu",
     classes = dataset.num_classes
     if out_shape[0] != classes:
         field = ", field 'units'" if isinstance(last, Dense) else ""
-        raise SpecError(f"{here}{field}: Expected {classes} outputs ({study.data.dataset} has "
+        raise SpecError(f"{here}{field}: Expected {classes} outputs ({dataset.name} has "
                         f"{classes} classes), received {out_shape[0]}")
     trainable, frozen = _count(module)
     train = study.train_for(model)

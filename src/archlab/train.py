@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from archlab.augment import Augmenter
 from archlab.data import Tensors
+from archlab.data.tensors import Preprocess
 from archlab.model import ACTIVATION_FACTOR, BuiltModel
 from archlab.optimizers import make_optimizer
 from archlab.spec import TrainSpec
@@ -86,12 +87,20 @@ def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] |
     return choice
 
 
+def _model_input(pre: Preprocess | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    return pre if pre is not None else (lambda x: x)
+
+
 @torch.no_grad()
-def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor,
+             pre: Preprocess | None = None) -> tuple[float, float]:
     """Keras's ``model.evaluate``: mean cross-entropy (+ regularization losses) and accuracy.
 
+    ``x`` holds images (N, H, W, C) that ``pre`` (the dataset's :class:`Preprocess`) makes the
+    model's input a chunk at a time; without it, ``x`` is already the model's input.
     Activity regularization counts as Keras's evaluation counts it: each batch's penalty over
     its size, averaged over batches weighted by their sizes, is the mean penalty per sample."""
+    pre = _model_input(pre)
     module = built.module
     was_training = module.training
     module.eval()
@@ -99,7 +108,7 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     chunk = eval_batch_for(built)
     for i in range(0, len(x), chunk):
-        logits = module(x[i:i + chunk])
+        logits = module(pre(x[i:i + chunk]))
         yb = y[i:i + chunk]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
         for m in built.activity:
@@ -112,10 +121,14 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float
 
 
 @torch.no_grad()
-def predict_proba(built: BuiltModel, x: torch.Tensor) -> torch.Tensor:
+def predict_proba(built: BuiltModel, x: torch.Tensor,
+                  pre: Preprocess | None = None) -> torch.Tensor:
+    """Class probabilities of images ``x`` (N, H, W, C), made model input by ``pre`` (without
+    it, ``x`` is already the model's input)."""
+    pre = _model_input(pre)
     built.module.eval()
     chunk = eval_batch_for(built)
-    return torch.cat([F.softmax(built.module(x[i:i + chunk]), dim=1)
+    return torch.cat([F.softmax(built.module(pre(x[i:i + chunk])), dim=1)
                       for i in range(0, len(x), chunk)])
 
 
@@ -187,7 +200,7 @@ def fit(
         if state.augment_rng is None:
             raise CheckpointError("it holds no augmentation state")
         augment.set_state(state.augment_rng)
-    x, y, n, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
+    x, y, n, bs, pre = data.x_train, data.y_train, len(data.x_train), train.batch_size, data.pre
     n_batches = math.ceil(n / bs)
     diverged_epoch = None
     es = train.early_stopping
@@ -201,8 +214,9 @@ def fit(
         perm = torch.randperm(n, generator=gen).to(x.device)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs]
-            # index_select, not x[idx]: the same rows, gathered 3-6x faster on the CPU
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+            # index_select, not x[idx]: the same rows, gathered 3-6x faster on the CPU; the
+            # batch is made float (and NCHW) only now, on the training device
+            xb, yb = pre(x.index_select(0, idx)), y.index_select(0, idx)
             if augment is not None:  # training batches only, as Keras's preprocessing layers
                 xb = augment(xb)
             logits = module(xb)
@@ -236,7 +250,7 @@ def fit(
                                   "val_accuracy": math.nan,
                                   "seconds": time.perf_counter() - t0})
             break
-        val_loss, val_acc = evaluate(built, data.x_val, data.y_val)
+        val_loss, val_acc = evaluate(built, data.x_val, data.y_val, pre)
         logs = {"epoch": state.epoch, "loss": train_loss, "accuracy": correct.item() / n,
                 "val_loss": val_loss, "val_accuracy": val_acc}
         if sched is not None and sched.recorded:
@@ -267,7 +281,7 @@ def fit(
     final: dict[str, float] = {}
     for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
                           ("test", data.x_test, data.y_test)):
-        final[f"{split}_loss"], final[f"{split}_accuracy"] = evaluate(built, xs, ys)
+        final[f"{split}_loss"], final[f"{split}_accuracy"] = evaluate(built, xs, ys, pre)
     seen = n * len(state.history)
     sps = seen / state.train_seconds if state.train_seconds > 0 else 0.0
     return TrainResult(RunStatus.FINISHED, state.history, final, None, state.best_epoch,

@@ -25,7 +25,7 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 def check_mnist(ds: RawDataset) -> None:
     """The real MNIST, as loaded: shapes, dtypes, class counts, names."""
     assert ds.name == "mnist"
-    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
     assert ds.x_train.dtype == np.uint8 and ds.x_test.dtype == np.uint8
     assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
     assert np.bincount(ds.y_train).tolist() == TRAIN_COUNTS
@@ -176,7 +176,7 @@ def test_mnist_sample_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert locate_dataset("mnist-sample") == DatasetLocation("mnist-sample", None)
     ds = load_dataset("mnist-sample", download=False)
     assert ds.source == "embedded"
-    assert ds.x_train.shape == (5000, 28, 28) and ds.x_test.shape == (1000, 28, 28)
+    assert ds.x_train.shape == (5000, 28, 28, 1) and ds.x_test.shape == (1000, 28, 28, 1)
     assert ds.x_train.dtype == np.uint8 and ds.x_test.dtype == np.uint8
     assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
     assert np.bincount(ds.y_train).tolist() == [493, 557, 493, 526, 469, 441, 523, 525, 507,
@@ -212,7 +212,7 @@ def test_fashion_mnist_from_system_dir(monkeypatch: pytest.MonkeyPatch, tmp_path
     with_record(monkeypatch, "fashion-mnist", system_dirs=(FASHION_DIR,))
     ds = load_dataset("fashion-mnist", download=False, cache_dir=tmp_path)
     assert ds.source == str(FASHION_DIR.resolve())
-    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
     assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10

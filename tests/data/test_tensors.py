@@ -15,8 +15,8 @@ from archlab.errors import DataError
 
 def raw(per_class: list[int]) -> RawDataset:
     y = np.repeat(np.arange(len(per_class)), per_class)
-    x = np.zeros((len(y), 28, 28), dtype=np.uint8)
-    return RawDataset("mnist-sample", x, y, x[:3], y[:3], tuple("0123456789"), "test")
+    x = np.zeros((len(y), 28, 28, 1), dtype=np.uint8)
+    return RawDataset(archlab.dataset_info("mnist-sample"), x, y, x[:3], y[:3], "test")
 
 
 def spec(config: dict[str, Any], fraction: float) -> archlab.DataSpec:
@@ -36,9 +36,13 @@ def test_split_is_stratified_seeded_and_disjoint() -> None:
 
 def test_prepare_tensors_shapes_and_scale(tiny_config: dict[str, Any]) -> None:
     t = prepare_tensors(load_dataset("mnist-sample"), spec(tiny_config, 0.1), split_seed=1)
-    assert t.x_train.shape == (4500, 1, 28, 28) and t.x_val.shape == (500, 1, 28, 28)
-    assert t.x_test.shape == (1000, 1, 28, 28) and t.x_train.dtype == torch.float32
-    assert float(t.x_train.min()) >= 0.0 and float(t.x_train.max()) <= 1.0
+    # uint8 in memory, (N, H, W, C); float32 (N, C, H, W) per batch, scaled to [0, 1]
+    assert t.x_train.shape == (4500, 28, 28, 1) and t.x_val.shape == (500, 28, 28, 1)
+    assert t.x_test.shape == (1000, 28, 28, 1) and t.x_train.dtype == torch.uint8
+    batch = t.pre(t.x_train[:64])
+    assert batch.shape == (64, 1, 28, 28) and batch.dtype == torch.float32
+    assert torch.equal(batch, t.x_train[:64].permute(0, 3, 1, 2).float() / 255)
+    assert float(batch.min()) >= 0.0 and float(batch.max()) <= 1.0
     assert not t.validation_is_test
 
 

@@ -18,15 +18,18 @@ from rich.table import Table
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
 from archlab.errors import ArchlabError, SpecError, is_disk_full
-from archlab.spec import Study, load_study, override_training
 
 if TYPE_CHECKING:
     from archlab.data import RawDataset
     from archlab.run import StudyOutcome
     from archlab.run.ray_executor import RayExecutor
+    from archlab.spec import Study
 
 
 def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
+    # Imported here: `archlab --help` and a study's first error need no more than this.
+    from archlab.spec import load_study, override_training
+
     study = load_study(source)
     if models is not None:
         # Commas inside a sweep point's [...] belong to its name: mlp[a=1,b=2],other
@@ -135,17 +138,19 @@ def _validate_each(study: Study, memory_limit: int) -> dict[str, Any]:
 
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
-    from archlab.datasets import dataset_info
+    from archlab.data.check import check_data_memory
     from archlab.model import available_memory, format_bytes
     from archlab.report.tables import format_duration  # here: the report's imports are slow
     from archlab.run.projection import projected_seconds
 
-    # Refuses a model whose training step would not fit (one line naming model and layer).
-    built = _validate_each(study, available_memory(device))
-    n_train = dataset_info(study.data.dataset).train_size
+    # The dataset first (one line saying what it needs), then each model's training step
+    # in what the data leaves (one line naming model and layer).
+    left = check_data_memory(study, available_memory(device))
+    built = _validate_each(study, left)
+    n_train = study.data.info.train_size
     if study.data.validation != "test":
         n_train -= round(n_train * study.data.validation.split)  # type: ignore[union-attr]
-    table = Table(title=f"{study.name} ({study.source}) — {study.data.dataset}",
+    table = Table(title=f"{study.name} ({study.source}) — {study.data.dataset_name}",
                   title_justify="left")
     for col in ("model", "params", "trainable", "non-trainable", "MACs/sample", "MACs/epoch",
                 "memory", "epochs", "batch", "optimizer") + (("projected",) if project else ()):
@@ -191,10 +196,10 @@ def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    study = _load(args.study, args.models)  # first: a refused study imports no torch
     from archlab.data import check_study_data
     from archlab.run.projection import projection_note
 
-    study = _load(args.study, args.models)
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     out.print(_compute_table(study, project=not args.no_timing))
     _check_search(study, project=not args.no_timing)
@@ -206,16 +211,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_data(study: Study) -> None:
+    """The dataset in one line (size, shape, classes), its class counts and any imbalance."""
+    from archlab.data.check import class_balance
+
+    info = study.data.info
+    h, w, c = info.image_shape
+    colour = {1: "grey", 3: "RGB", 4: "RGBA"}.get(c, f"{c} channels")
+    out.print(f"data: {info.name}: {info.train_size:,} training and {info.test_size:,} test "
+              f"images, {h}x{w} {colour}, {info.num_classes} classes", markup=False,
+              soft_wrap=True)
+    balance = class_balance(info)
+    if balance is None:
+        return
+    if len(balance.names) <= 20:
+        out.print("  training images per class: " + ", ".join(
+            f"{n} {k:,}" for n, k in zip(balance.names, balance.counts, strict=True)),
+            markup=False, soft_wrap=True)
+    else:
+        out.print(f"  training images per class: {min(balance.counts):,} to "
+                  f"{max(balance.counts):,}", markup=False)
+    if balance.imbalanced:
+        (big, nb), (small, ns) = balance.largest, balance.smallest
+        err.print(f"warning: the classes are imbalanced: '{big}' has {nb:,} training images, "
+                  f"'{small}' {ns:,} ({balance.ratio:.1f}x); accuracy favours the large "
+                  "classes: read the report's per-class accuracy", markup=False, soft_wrap=True)
+
+
 def _warn_projection(note: str | None) -> None:
     if note:
         err.print(f"warning: {note}", markup=False, soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from archlab.data import check_study_data, load_dataset
-    from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
-    from archlab.run.projection import projection_note
-
     _check_counts(args)
     _ray_executor(args)  # its flags are checked before any timing
     if args.tensorboard:
@@ -223,6 +251,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         require_tensorboard()
     study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
+    from archlab.data import check_study_data, load_dataset  # torch: after the study is read
+    from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
+    from archlab.run.projection import projection_note
+
     directory = study_dir(study, args.out)
     try:  # before any timing: a bad path must not cost the user a projection first
         check_output_dir(directory)
@@ -238,14 +270,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or default_threads(args.jobs))
     check_study_data(study, args.data_dir)  # cheap: present, right sizes; no image read
     dataset = None
-    if not args.dry_run and not directory.exists():
+    if not args.dry_run and (not directory.exists() or study.data.source is not None):
         # A new study trains everything: read and verify the data now, before any timing and
-        # before the directory exists (an existing study loads it only if a run is missing).
+        # before the directory exists (an existing study loads it only if a run is missing;
+        # a user's source always, as its content's fingerprint is part of the runs' ids).
         dataset = load_dataset(study.data.dataset, args.data_dir)
+        _warn_skipped(dataset)
     lock = StudyLock(directory, command=f"archlab {shlex.join(sys.argv[1:])}")
     with contextlib.ExitStack() as held:
         if not args.dry_run and directory.is_dir():
             held.enter_context(lock)  # another process on this study: say so before timing
+        if dataset is not None:
+            study = study.with_dataset(dataset.info)  # derived from the data just loaded
+        _print_data(study)
         out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
                                  device=device))
         _check_search(study, project=not args.no_timing, device=device)
@@ -254,6 +291,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         held.enter_context(lock)  # reentrant: held until the tables and report are written
         return _train_and_report(study, args, device, dataset)
+
+
+def _warn_skipped(dataset: RawDataset) -> None:
+    """``on_bad_image: skip``: how many images were left out, and the first few."""
+    if dataset.skipped:
+        first = "; ".join(dataset.skipped[:3])
+        more = f"; and {len(dataset.skipped) - 3} more" if len(dataset.skipped) > 3 else ""
+        err.print(f"warning: skipped {len(dataset.skipped)} unreadable image"
+                  f"{'s' if len(dataset.skipped) > 1 else ''} (on_bad_image: skip): "
+                  f"{first}{more}", markup=False, soft_wrap=True)
 
 
 def _train_and_report(study: Study, args: argparse.Namespace, device: str,

@@ -14,21 +14,24 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from archlab.data.archives import check_archive
 from archlab.data.idx import find_file, read_verified
-from archlab.datasets import DataFile
+from archlab.datasets import Archive, DataFile
 from archlab.errors import DataError
 
-__all__ = ["DOWNLOAD_TIMEOUT", "MAX_DOWNLOAD_BYTES", "DownloadError", "download_missing"]
+__all__ = ["DOWNLOAD_TIMEOUT", "MAX_DOWNLOAD_BYTES", "DownloadError", "download_archive",
+           "download_missing"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds to wait on a mirror (connect and each read) before trying the next one.
 DOWNLOAD_TIMEOUT = 30.0
-#: Largest download accepted (the largest file, Fashion-MNIST train images, is ~26 MB gzip'd).
+#: Largest download of one IDX file (the largest, Fashion-MNIST train images, is ~26 MB
+#: gzip'd); an archive's record says its own bound.
 MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
 
 
@@ -73,19 +76,47 @@ def download_missing(cache: Path, files: Sequence[DataFile], mirrors: Sequence[s
     return [f"{mirror}: {why}" for mirror, why in dead.items()] + failures
 
 
+def download_archive(cache: Path, archive: Archive, mirrors: Sequence[str]) -> list[str]:
+    """Download ``archive`` into ``cache`` from the first mirror that serves it whole, with
+    its published MD5; return the failures (empty when it arrived)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [f"cannot create cache {cache}: {exc.strerror or exc}"]
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + archive.name
+        try:
+            fetch_verified(url, cache / archive.name, lambda tmp: check_archive(tmp, archive),
+                           max_bytes=archive.max_bytes, suffix=".part")
+            return []
+        except DownloadError as exc:
+            log.info("could not fetch %s: %s", url, exc)
+            failures.append(f"{url}: {exc}")
+    return failures
+
+
 def download_one(url: str, dest: Path, f: DataFile) -> None:
     """Fetch ``url`` to a temp file beside ``dest``, verify it, then rename it to ``dest``."""
-    log.info("downloading %s", url)
     # The temp name ends in .gz so that read_verified decompresses it.
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part.gz")
+    fetch_verified(url, dest, lambda tmp: read_verified(tmp, f), max_bytes=MAX_DOWNLOAD_BYTES,
+                   suffix=".part.gz")
+
+
+def fetch_verified(url: str, dest: Path, verify: Callable[[Path], object], *, max_bytes: int,
+                   suffix: str) -> None:
+    """Fetch ``url`` (at most ``max_bytes``) to a temp file beside ``dest``, run ``verify`` on
+    it (a :class:`DataError` is a checksum mismatch), then rename it to ``dest``."""
+    log.info("downloading %s", url)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            _fetch(url, out)
+            _fetch(url, out, max_bytes)
             out.flush()
             os.fsync(out.fileno())
         try:
-            read_verified(tmp, f)
+            verify(tmp)
         except DataError as exc:
             raise DownloadError(f"checksum mismatch ({_strip_path(str(exc), tmp)})") from exc
         os.replace(tmp, dest)
@@ -99,15 +130,15 @@ def _strip_path(message: str, path: Path) -> str:
     return message.replace(f"{path}: ", "").replace(str(path), "the download")
 
 
-def _fetch(url: str, out: BinaryIO) -> None:
+def _fetch(url: str, out: BinaryIO, max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "archlab"})
     total = 0
     try:
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
             while chunk := response.read(1 << 20):
                 total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
-                    raise DownloadError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
+                if total > max_bytes:
+                    raise DownloadError(f"larger than {max_bytes} bytes")
                 out.write(chunk)
             expected = response.headers.get("Content-Length")
             if expected and expected.isdigit() and int(expected) != total:

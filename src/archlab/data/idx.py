@@ -12,13 +12,16 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from archlab.datasets import IDX_MAGIC, DataFile
 from archlab.errors import DataError
 
-__all__ = ["GZIP_MAGIC", "check_file", "find_file", "parse_idx", "read_idx", "read_verified"]
+__all__ = ["GZIP_MAGIC", "check_file", "find_file", "md5_file", "parse_idx", "read_bounded",
+           "read_idx",
+           "read_verified"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -62,49 +65,76 @@ def check_file(path: Path, f: DataFile) -> None:
                         f"file); {_FETCH_AGAIN}")
 
 
-def _read_bounded(path: Path, f: DataFile) -> bytearray:
-    """The decompressed content of ``path``, refusing to read past ``f.size`` bytes."""
-    limit = f.size
+def read_bounded(stream: BinaryIO, limit: int, where: Path | str, what: str) -> bytearray:
+    """Exactly ``limit`` bytes of ``stream`` (a file, or a gzip or archive member stream);
+    a one-line :class:`DataError` when it holds fewer or more. Never reads past ``limit + 1``:
+    a gzip bomb costs at most one file's worth of work."""
     buf = bytearray(limit + 1)  # one byte more: a file that fills it is too long
     view = memoryview(buf)
     filled = 0
     try:
-        with path.open("rb") as raw:
-            if not path.name.endswith(".gz"):
-                size = path.stat().st_size
-                if size != limit:  # known without reading a byte
-                    raise DataError(f"{path}: {size:,} bytes, expected {limit:,} for {f.name} "
-                                    f"(truncated, corrupt or a different file); {_FETCH_AGAIN}")
-                stream = raw
-            else:
-                stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-            # Chunked reads: gzip decompresses only what each read asks for, and no temporary
-            # copy of the whole content is made beside the buffer.
-            while filled <= limit and (chunk := stream.read(min(_CHUNK, limit + 1 - filled))):
-                view[filled:filled + len(chunk)] = chunk
-                filled += len(chunk)
-    except DataError:
-        raise
+        # Chunked reads: gzip decompresses only what each read asks for, and no temporary
+        # copy of the whole content is made beside the buffer.
+        while filled <= limit and (chunk := stream.read(min(_CHUNK, limit + 1 - filled))):
+            view[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: not a valid gzip file (truncated or corrupt: {exc}); "
+        raise DataError(f"{where}: not a valid gzip file (truncated or corrupt: {exc}); "
                         f"{_FETCH_AGAIN}") from exc
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot read {where}: {exc.strerror or exc}") from exc
     finally:
         view.release()
     if filled > limit:
-        raise DataError(f"{path}: decompresses to more than the {limit:,} bytes of {f.name} "
+        raise DataError(f"{where}: decompresses to more than the {limit:,} bytes of {what} "
                         f"(a different file, or a gzip bomb); reading stopped there; delete it")
     if filled < limit:
-        raise DataError(f"{path}: {filled:,} bytes of content, expected {limit:,} for {f.name} "
+        raise DataError(f"{where}: {filled:,} bytes of content, expected {limit:,} for {what} "
                         f"(truncated or corrupt); {_FETCH_AGAIN}")
     del buf[limit:]
     return buf
 
 
+def _read_bounded(path: Path, f: DataFile) -> bytearray:
+    """The decompressed content of ``path``, refusing to read past ``f.size`` bytes."""
+    try:
+        with path.open("rb") as raw:
+            if not path.name.endswith(".gz"):
+                size = path.stat().st_size
+                if size != f.size:  # known without reading a byte
+                    raise DataError(f"{path}: {size:,} bytes, expected {f.size:,} for {f.name} "
+                                    f"(truncated, corrupt or a different file); {_FETCH_AGAIN}")
+                return read_bounded(raw, f.size, path, f.name)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return read_bounded(stream, f.size, path, f.name)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def md5_file(path: Path) -> str:
+    """The MD5 of a file's bytes, as datasets publish them (read in chunks)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK * 8):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
 def read_verified(path: Path, f: DataFile) -> bytearray:
-    """The decompressed content of ``path`` once its size and SHA-256 match ``f``."""
+    """The decompressed content of ``path`` once its size and checksum match ``f``: the
+    SHA-256 of the content, or (a record that has only the served file's published MD5) the
+    MD5 of the .gz file itself; a plain copy of such a file gets the size and header checks."""
+    if f.sha256 is None and f.md5 is not None and path.name.endswith(".gz"):
+        got = md5_file(path)
+        if got != f.md5:
+            raise DataError(f"checksum mismatch: {path} has MD5 {got}, expected {f.md5} for "
+                            f"{f.gz_name} (corrupt or a different file); {_FETCH_AGAIN}")
     data = _read_bounded(path, f)
+    if f.sha256 is None:
+        return data
     digest = hashlib.sha256(data).hexdigest()
     if digest != f.sha256:
         raise DataError(f"checksum mismatch: {path} has SHA-256 {digest}, expected {f.sha256} "

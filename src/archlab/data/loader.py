@@ -1,14 +1,17 @@
-"""Finding and loading a dataset: local files (plain or .gz), the user cache, system directories,
-the mirrors, or the sample embedded in the package.
+"""Finding and loading a dataset: a built-in's files (plain or .gz) or archive in a data
+directory, the user cache or a system directory, else from the mirrors, or the sample embedded
+in the package; or the user's own source (:mod:`archlab.data.sources`).
 
-Where a dataset is looked for, in order:
+Where a built-in dataset is looked for, in order:
 
 1. the ``data_dir`` argument, else ``$ARCHLAB_DATA_DIR`` (if either is given, it must exist and
-   hold the files: a mistyped directory is an error, never a silent fall-through);
+   hold the files, or the archive: a mistyped directory is an error, never a silent
+   fall-through);
 2. the user cache ``<cache>/<name>/`` (``cache_dir``, else ``$ARCHLAB_CACHE_DIR``, else
-   ``~/.cache/archlab``);
+   ``~/.cache/archlab``; an archive's folder is shared by the records made from it, e.g.
+   ``cifar100/`` for cifar100 and cifar100-coarse);
 3. the record's system directories (e.g. ``/usr/share/datasets/fashion-mnist`` from Debian);
-4. the record's mirrors, downloading ``<file>.gz`` atomically into the user cache.
+4. the record's mirrors, downloading ``<file>.gz`` (or the archive) atomically into the cache.
 
 :func:`locate_dataset` answers "where would it come from" with cheap checks only (files present,
 sizes right), so ``validate`` and ``run`` can report a missing or damaged dataset before any
@@ -25,15 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from archlab.data.download import download_missing
+from archlab.data.archives import find_archive, read_archive
+from archlab.data.download import download_archive, download_missing
 from archlab.data.idx import check_file, find_file, read_idx
-from archlab.datasets import DatasetInfo, dataset_info
+from archlab.datasets import DatasetInfo, Source, dataset_info
+from archlab.datasets.scan import ENV_CACHE_DIR, cache_root
 from archlab.errors import DataError
 
 __all__ = [
     "ENV_CACHE_DIR",
     "ENV_DATA_DIR",
     "DatasetLocation",
+    "DatasetRef",
     "RawDataset",
     "default_cache_dir",
     "load_dataset",
@@ -42,30 +48,51 @@ __all__ = [
 ]
 
 ENV_DATA_DIR = "ARCHLAB_DATA_DIR"
-ENV_CACHE_DIR = "ARCHLAB_CACHE_DIR"
+#: Anything a study may name as its dataset: a built-in's name or a source.
+DatasetRef = str | Source
 
 
 @dataclass(frozen=True, eq=False)
 class RawDataset:
-    """A dataset as loaded: uint8 images (N, H, W) and int64 labels (N,)."""
+    """A dataset as loaded: uint8 images (N, H, W, C) and int64 labels (N,), with its record
+    (a user source's carries the data's fingerprint)."""
 
-    name: str
+    info: DatasetInfo
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: tuple[str, ...]
-    source: str  # the directory it was loaded from, or "embedded"
+    source: str  # the directory or file it was loaded from, or "embedded"
+    skipped: tuple[str, ...] = ()  # unreadable images left out ("path: reason")
+    from_cache: bool = False  # decoded images read back from the verified cache
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
 
     @property
     def num_classes(self) -> int:
         """Number of classes."""
-        return len(self.class_names)
+        return len(self.info.class_names)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        """(H, W) of one image."""
-        return (int(self.x_train.shape[1]), int(self.x_train.shape[2]))
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str | None:
+        """A user source's content hash (None for a built-in: its name pins its files)."""
+        return self.info.fingerprint
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the images and labels take in memory."""
+        return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
 @dataclass(frozen=True)
@@ -91,12 +118,7 @@ class DatasetLocation:
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """The user cache root: ``cache_dir``, else ``$ARCHLAB_CACHE_DIR``, else ~/.cache/archlab."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "archlab"
+    return cache_root(cache_dir)
 
 
 def sample_path(name: str = "mnist-sample") -> Path:
@@ -107,29 +129,42 @@ def sample_path(name: str = "mnist-sample") -> Path:
     return Path(str(importlib.resources.files("archlab").joinpath(*info.embedded)))
 
 
+def _needs(info: DatasetInfo) -> list[str]:
+    """The file names a directory must hold for ``info``: its archive, or its files."""
+    return [info.archive.name] if info.archive is not None else [f.name for f in info.files]
+
+
 def locate_dataset(
-    name: str,
+    dataset: DatasetRef,
     data_dir: str | Path | None = None,
     *,
     cache_dir: str | Path | None = None,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
 ) -> DatasetLocation:
-    """Where dataset ``name`` would be loaded from, without reading it.
+    """Where ``dataset`` (a built-in's name, or a source) would be loaded from, unread.
 
     Checks that the files are present with the right sizes (a plain file's length, a gzip
-    file's recorded size) and raises a one-line :class:`DataError` naming the directory or
-    file otherwise. A dataset found nowhere locally is reported as to be downloaded when
-    downloading is allowed (the network itself is not tried here).
+    file's recorded size; an archive's presence) and raises a one-line :class:`DataError`
+    naming the directory or file otherwise. A dataset found nowhere locally is reported as to
+    be downloaded when downloading is allowed (the network itself is not tried here). A
+    source's file or folder must exist.
     """
+    if not isinstance(dataset, str):
+        path = dataset.path
+        if not path.exists():
+            what = "file" if dataset.kind in ("csv", "npz") else "directory"
+            raise DataError(f"{path}: no such {what} (data.dataset.{dataset.kind})")
+        return DatasetLocation(dataset.label, path)
+    name = dataset
     info = dataset_info(name)
-    names = ", ".join(f.name for f in info.files)
+    needs = _needs(info)
     explicit, origin = _explicit_dir(data_dir)
     # A directory named on the command line must exist even for the embedded dataset (it is a
     # typo either way); a stale $ARCHLAB_DATA_DIR does not stop the embedded one from loading.
     if explicit is not None and (data_dir is not None or not info.is_embedded):
         if not explicit.exists():
-            holds = f" (it should hold {names}, each plain or .gz)" if names else ""
+            holds = f" (it should hold {', '.join(needs)}{_plain_or_gz(info)})" if needs else ""
             raise DataError(f"{name}: {origin} {explicit} does not exist{holds}")
         if not explicit.is_dir():
             raise DataError(f"{name}: {origin} {explicit} is not a directory")
@@ -139,11 +174,11 @@ def locate_dataset(
     if explicit is not None:
         missing = _missing(explicit, info)
         if missing:
-            raise DataError(f"{name}: {origin} {explicit} lacks {', '.join(missing)} "
-                            "(each may be plain or .gz)")
+            raise DataError(f"{name}: {origin} {explicit} lacks {', '.join(missing)}"
+                            f"{_plain_or_gz(info, ' (each may be plain or .gz)')}")
         return _checked(info, explicit)
 
-    cache = default_cache_dir(cache_dir) / name
+    cache = _cache_folder(info, cache_dir)
     for directory in (cache, *info.system_dirs):
         if not _missing(directory, info):
             return _checked(info, directory)
@@ -154,28 +189,51 @@ def locate_dataset(
 
 
 def load_dataset(
-    name: str,
+    dataset: DatasetRef,
     data_dir: str | Path | None = None,
     *,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
 ) -> RawDataset:
-    """Load dataset ``name``, looking in the places listed in this module's docstring."""
-    info = dataset_info(name)
-    where = locate_dataset(name, data_dir, cache_dir=cache_dir, download=download,
+    """Load ``dataset``: a built-in's name (looked for in the places listed in this module's
+    docstring) or a user's source (:func:`archlab.data.sources.load_source`)."""
+    if not isinstance(dataset, str):
+        from archlab.data.sources import load_source
+
+        locate_dataset(dataset)
+        return load_source(dataset)
+    info = dataset_info(dataset)
+    where = locate_dataset(dataset, data_dir, cache_dir=cache_dir, download=download,
                            mirrors=mirrors)
     if where.directory is None:
         return _load_embedded(info)
     if where.download:
         urls = info.mirrors if mirrors is None else tuple(mirrors)
-        failures = download_missing(where.directory, info.files, urls)
+        if info.archive is not None:
+            failures = download_archive(where.directory, info.archive, urls)
+        else:
+            failures = download_missing(where.directory, info.files, urls)
         if failures:
             raise _not_found(info, where.directory, download, failures)
+    if info.archive is not None:
+        path = find_archive(where.directory, info.archive)
+        if path is None:  # removed since it was located
+            raise DataError(f"{info.name}: {where.directory} lacks {info.archive.name}")
+        return _make(info, *read_archive(path, info), source=str(path.resolve()))
     return _load_dir(info, where.directory)
 
 
 # -- resolution helpers -------------------------------------------------------------------------
+
+
+def _plain_or_gz(info: DatasetInfo, text: str = ", each plain or .gz") -> str:
+    return "" if info.archive is not None else text
+
+
+def _cache_folder(info: DatasetInfo, cache_dir: str | Path | None) -> Path:
+    folder = info.archive.folder if info.archive is not None else info.name
+    return default_cache_dir(cache_dir) / folder
 
 
 def _explicit_dir(data_dir: str | Path | None) -> tuple[Path | None, str]:
@@ -188,10 +246,14 @@ def _explicit_dir(data_dir: str | Path | None) -> tuple[Path | None, str]:
 
 
 def _missing(directory: Path, info: DatasetInfo) -> list[str]:
+    if info.archive is not None:
+        return [] if find_archive(directory, info.archive) else [info.archive.name]
     return [f.name for f in info.files if find_file(directory, f) is None]
 
 
 def _checked(info: DatasetInfo, directory: Path) -> DatasetLocation:
+    if info.archive is not None:  # its MD5 is checked when it is read
+        return DatasetLocation(info.name, directory)
     for f in info.files:
         path = find_file(directory, f)
         assert path is not None  # callers check presence first
@@ -202,8 +264,9 @@ def _checked(info: DatasetInfo, directory: Path) -> DatasetLocation:
 def _not_found(info: DatasetInfo, cache: Path, download: bool, failures: list[str]) -> DataError:
     places = [f"a directory given as data_dir or ${ENV_DATA_DIR}", str(cache)]
     places += [str(p) for p in info.system_dirs]
-    names = ", ".join(f.name for f in info.files)
-    msg = f"{info.name} not found: put {names} (plain or .gz) in one of: {'; '.join(places)}"
+    what = (f"the archive {info.archive.name}" if info.archive is not None
+            else f"{', '.join(f.name for f in info.files)} (plain or .gz)")
+    msg = f"{info.name} not found: put {what} in one of: {'; '.join(places)}"
     if info.name == "fashion-mnist":
         msg += " (Debian: apt-get install dataset-fashion-mnist)"
     if not download:
@@ -224,7 +287,8 @@ def _load_dir(info: DatasetInfo, directory: Path) -> RawDataset:
             raise DataError(f"{info.name}: {directory} lacks {f.name}")
         arrays.append(read_idx(path, f))
     x_train, y_train, x_test, y_test = arrays
-    return _make(info, x_train, y_train, x_test, y_test, str(directory.resolve()))
+    return _make(info, x_train[..., None], y_train, x_test[..., None], y_test,
+                 str(directory.resolve()))
 
 
 def _make(
@@ -236,25 +300,18 @@ def _make(
     source: str,
 ) -> RawDataset:
     classes = info.class_names
-    h, w, _ = info.image_shape
+    shape = info.image_shape
     for split, x, y, n in (("train", x_train, y_train, info.train_size),
                            ("test", x_test, y_test, info.test_size)):
-        if x.dtype != np.uint8 or x.shape != (n, h, w) or y.shape != (n,):
+        if x.dtype != np.uint8 or x.shape != (n, *shape) or y.shape != (n,):
             raise DataError(f"{info.name} ({source}): malformed {split} arrays: images "
-                            f"{x.shape} {x.dtype}, labels {y.shape}, expected ({n}, {h}, {w}) "
-                            f"uint8 and ({n},)")
+                            f"{x.shape} {x.dtype}, labels {y.shape}, expected ({n}, "
+                            f"{', '.join(map(str, shape))}) uint8 and ({n},)")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{info.name} ({source}): {split} labels outside "
                             f"0..{len(classes) - 1}")
-    return RawDataset(
-        name=info.name,
-        x_train=x_train,
-        y_train=y_train.astype(np.int64),
-        x_test=x_test,
-        y_test=y_test.astype(np.int64),
-        class_names=classes,
-        source=source,
-    )
+    return RawDataset(info, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
+                      source)
 
 
 def _load_embedded(info: DatasetInfo) -> RawDataset:
@@ -263,4 +320,6 @@ def _load_embedded(info: DatasetInfo) -> RawDataset:
             arrays = [npz[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"the embedded {info.name} is missing or unreadable: {exc}") from exc
-    return _make(info, *arrays, source="embedded")
+    x_train, y_train, x_test, y_test = arrays
+    return _make(info, x_train[..., None], y_train, x_test[..., None], y_test,
+                 source="embedded")

@@ -1,92 +1,23 @@
-"""Every fact about a dataset, in one record per dataset.
+"""The built-in datasets, one :class:`~archlab.datasets.DatasetInfo` each.
 
 The loader (files, checksums, mirrors, system directories), the model builder (input shape,
-class count), the projection (split sizes) and the study schema (the accepted dataset names) all
-read :data:`DATASETS`; adding a dataset means adding one :class:`DatasetInfo` here.
+class count), the projection (split sizes) and the study schema (the accepted dataset names)
+all read :data:`DATASETS`; adding a dataset means adding one record here.
 
-This module imports nothing beyond the standard library, so the schema and the CLI can read it
-without paying for numpy or torch.
+Checksums: MNIST's and Fashion-MNIST's are SHA-256s of the decompressed files (their MD5s match
+the published ones); KMNIST's are the published MD5s of the served .gz files; CIFAR's and
+EMNIST's are the published MD5s of their archives (only the binary and IDX versions are used,
+never the Python pickles).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from archlab.datasets._record import Archive, DataFile, DatasetInfo
 from archlab.errors import DataError
 
-__all__ = [
-    "DATASETS",
-    "DATASET_NAMES",
-    "DataFile",
-    "DatasetInfo",
-    "dataset_info",
-]
-
-#: IDX magic numbers of the two file kinds (unsigned bytes; 3 dimensions or 1).
-IDX_MAGIC: dict[str, int] = {"images": 2051, "labels": 2049}
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One IDX file as its canonical name (decompressed), content SHA-256 and array shape."""
-
-    name: str
-    sha256: str  # of the decompressed content, so any mirror's gzip (or a plain file) matches
-    kind: Literal["images", "labels"]
-    shape: tuple[int, ...]  # (N, H, W) for images, (N,) for labels
-
-    @property
-    def count(self) -> int:
-        """Number of items (images or labels)."""
-        return self.shape[0]
-
-    @property
-    def gz_name(self) -> str:
-        """The name of the gzip'd file the mirrors serve."""
-        return self.name + ".gz"
-
-    @property
-    def header_size(self) -> int:
-        """Bytes of the IDX header: the magic number, then one 4-byte size per dimension."""
-        return 4 + 4 * len(self.shape)
-
-    @property
-    def size(self) -> int:
-        """Exact size of the decompressed file in bytes (header, then one byte per value).
-
-        Known before reading, so a reader can stop at this many bytes: a gzip bomb in a data
-        directory is refused after at most this much decompression, not after all of it.
-        """
-        return self.header_size + math.prod(self.shape)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """One dataset: what the model sees, what the files are and where to find them."""
-
-    name: str
-    image_shape: tuple[int, int, int]  # (H, W, C), Keras's channels-last order
-    class_names: tuple[str, ...]
-    train_size: int
-    test_size: int
-    files: tuple[DataFile, ...] = ()  # train images, train labels, test images, test labels
-    mirrors: tuple[str, ...] = ()  # base URLs serving `<file>.gz`, tried in order
-    system_dirs: tuple[Path, ...] = ()  # where a system package may have installed the files
-    embedded: tuple[str, ...] | None = None  # a .npz inside the package, instead of files
-    description: str = ""
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
-
-    @property
-    def is_embedded(self) -> bool:
-        """True for a dataset shipped inside the package (no files, no download)."""
-        return self.embedded is not None
+__all__ = ["DATASETS", "DATASET_NAMES", "dataset_info"]
 
 
 def _idx_files(
@@ -164,12 +95,153 @@ _SAMPLE = DatasetInfo(
     class_names=_DIGITS,
     train_size=5000,
     test_size=1000,
+    format="embedded",
     embedded=("data", "mnist_sample.npz"),  # see src/archlab/data/README.md
     description="5,000 training and 1,000 test images of MNIST, shipped inside the package",
 )
 
-#: The registry: every dataset a study may name, by name.
-DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (_MNIST, _FASHION, _SAMPLE)}
+# Kuzushiji-MNIST (Clanuwat et al. 2018): the published MD5s of the four served .gz files.
+_KMNIST = DatasetInfo(
+    name="kmnist",
+    image_shape=(28, 28, 1),
+    class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    train_size=60000,
+    test_size=10000,
+    files=(
+        DataFile("train-images-idx3-ubyte", None, "images", (60000, 28, 28),
+                 md5="bdb82020997e1d708af4cf47b453dcf7"),
+        DataFile("train-labels-idx1-ubyte", None, "labels", (60000,),
+                 md5="e144d726b3acfaa3e44228e80efcd344"),
+        DataFile("t10k-images-idx3-ubyte", None, "images", (10000, 28, 28),
+                 md5="5c965bf0a639b31b8f53240b1b52f4d7"),
+        DataFile("t10k-labels-idx1-ubyte", None, "labels", (10000,),
+                 md5="7320c461ea6c1c855c0b718fb2a4b134"),
+    ),
+    mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+    description="Kuzushiji-MNIST: ten cursive hiragana characters (ROIS-CODH)",
+)
+
+_CIFAR_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+_CIFAR10_ARCHIVE = Archive("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+                           max_bytes=180_000_000, folder="cifar10")
+_CIFAR100_ARCHIVE = Archive("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8",
+                            max_bytes=180_000_000, folder="cifar100")
+
+_CIFAR10 = DatasetInfo(
+    name="cifar10",
+    image_shape=(32, 32, 3),
+    class_names=("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck"),
+    train_size=50000,
+    test_size=10000,
+    format="cifar",
+    # Records of 1 label byte + 3,072 pixel bytes (the red, green and blue 32x32 planes).
+    files=tuple(DataFile(f"cifar-10-batches-bin/data_batch_{i}.bin", None, "records",
+                         (10000, 3073)) for i in range(1, 6))
+    + (DataFile("cifar-10-batches-bin/test_batch.bin", None, "records", (10000, 3073)),),
+    archive=_CIFAR10_ARCHIVE,
+    mirrors=_CIFAR_MIRRORS,
+    description="CIFAR-10: 32x32 colour photographs in 10 classes (Krizhevsky 2009)",
+)
+
+_CIFAR100_FINE = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+_CIFAR100_COARSE = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+)
+# Records of 1 coarse label byte, 1 fine label byte, then 3,072 pixel bytes.
+_CIFAR100_FILES = (
+    DataFile("cifar-100-binary/train.bin", None, "records", (50000, 3074)),
+    DataFile("cifar-100-binary/test.bin", None, "records", (10000, 3074)),
+)
+_CIFAR100 = DatasetInfo(
+    name="cifar100",
+    image_shape=(32, 32, 3),
+    class_names=_CIFAR100_FINE,
+    train_size=50000,
+    test_size=10000,
+    format="cifar",
+    files=_CIFAR100_FILES,
+    archive=_CIFAR100_ARCHIVE,
+    mirrors=_CIFAR_MIRRORS,
+    label_byte=1,
+    description="CIFAR-100: 32x32 colour photographs in 100 fine classes (Krizhevsky 2009)",
+)
+_CIFAR100_COARSE_RECORD = DatasetInfo(
+    name="cifar100-coarse",
+    image_shape=(32, 32, 3),
+    class_names=_CIFAR100_COARSE,
+    train_size=50000,
+    test_size=10000,
+    format="cifar",
+    files=_CIFAR100_FILES,
+    archive=_CIFAR100_ARCHIVE,
+    mirrors=_CIFAR_MIRRORS,
+    label_byte=0,
+    description="CIFAR-100 with its 20 coarse superclasses (Keras's label_mode='coarse')",
+)
+
+# EMNIST (Cohen et al. 2017): one zip of gzip'd IDX files for every split; the images are
+# stored transposed, and the letters split numbers its classes from 1.
+_EMNIST_ARCHIVE = Archive("gzip.zip", "58c8d27c78d21e728a6bc7b3cc06412e", max_bytes=600_000_000,
+                          folder="emnist")
+_EMNIST_MIRRORS = ("https://biometrics.nist.gov/cs_links/EMNIST/",
+                   "https://www.itl.nist.gov/iaui/vip/cs_links/EMNIST/")
+
+
+def _emnist(split: str, train: int, test: int, classes: tuple[str, ...], offset: int,
+            description: str) -> DatasetInfo:
+    stem = f"gzip/emnist-{split}"
+    return DatasetInfo(
+        name=f"emnist-{split}",
+        image_shape=(28, 28, 1),
+        class_names=classes,
+        train_size=train,
+        test_size=test,
+        format="emnist",
+        files=(DataFile(f"{stem}-train-images-idx3-ubyte.gz", None, "images", (train, 28, 28)),
+               DataFile(f"{stem}-train-labels-idx1-ubyte.gz", None, "labels", (train,)),
+               DataFile(f"{stem}-test-images-idx3-ubyte.gz", None, "images", (test, 28, 28)),
+               DataFile(f"{stem}-test-labels-idx1-ubyte.gz", None, "labels", (test,))),
+        archive=_EMNIST_ARCHIVE,
+        mirrors=_EMNIST_MIRRORS,
+        transpose=True,
+        label_offset=offset,
+        description=description,
+    )
+
+
+_LOWER = tuple(chr(c) for c in range(ord("a"), ord("z") + 1))
+_UPPER = tuple(c.upper() for c in _LOWER)
+_EMNIST_DIGITS = _emnist("digits", 240000, 40000, _DIGITS, 0,
+                         "EMNIST digits: 280,000 handwritten digits from NIST SD 19")
+_EMNIST_LETTERS = _emnist("letters", 124800, 20800, _LOWER, -1,
+                          "EMNIST letters: 26 classes, upper and lower case merged")
+# 47 classes: digits, capitals, and the 11 lower-case letters that differ from their capital.
+_EMNIST_BALANCED = _emnist("balanced", 112800, 18800,
+                           _DIGITS + _UPPER + tuple("abdefghnqrt"), 0,
+                           "EMNIST balanced: 47 classes of digits and letters, 2,400 each")
+
+#: The registry: every built-in dataset a study may name, by name.
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    _MNIST, _FASHION, _SAMPLE, _KMNIST, _CIFAR10, _CIFAR100, _CIFAR100_COARSE_RECORD,
+    _EMNIST_DIGITS, _EMNIST_LETTERS, _EMNIST_BALANCED)}
 
 #: The accepted names in registry order (the study schema's `dataset` choices).
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)

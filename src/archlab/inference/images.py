@@ -15,12 +15,13 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from archlab.data.tensors import preprocess
+from archlab.datasets import ImageOptions
 from archlab.errors import ArchlabError
 from archlab.inference.load import TrainedModel
 from archlab.spec import DataSpec
@@ -29,8 +30,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
 #: (box, centre by centre of mass?) per dataset, for a 28x28 field.
-RECIPES: dict[str, tuple[int, bool]] = {"mnist": (20, True), "mnist-sample": (20, True),
-                                        "fashion-mnist": (28, False)}
+RECIPES: dict[str, tuple[int, bool]] = {
+    "mnist": (20, True), "mnist-sample": (20, True), "fashion-mnist": (28, False),
+    # Kuzushiji characters fill their frame; EMNIST centres each character by its box in a
+    # 24x24 area (Cohen et al. 2017: 2 pixels of padding on each side)
+    "kmnist": (28, False), "emnist-digits": (24, False), "emnist-letters": (24, False),
+    "emnist-balanced": (24, False)}
 FIELD = 28
 #: Below this fraction of the brightest pixel (after the background is taken away) a pixel
 #: does not count as content when cropping: scanner noise, JPEG ringing, paper texture.
@@ -154,42 +159,111 @@ def mnist_format(image: np.ndarray, *, dataset: str = "mnist") -> np.ndarray:
     return np.rint(out).astype(np.uint8)
 
 
-def _data_spec(model: TrainedModel | DataSpec) -> DataSpec:
-    return model if isinstance(model, DataSpec) else model.info.data
+class _Target:
+    """What images must become for a model: the dataset's name, input shape (C, H, W), its
+    preprocessing and numbers, and how a file is decoded (a user's image source's options)."""
+
+    def __init__(self, model: TrainedModel | DataSpec) -> None:
+        if isinstance(model, DataSpec):
+            info = model.info
+            h, w, c = info.image_shape
+            self.dataset, self.input_shape = model.dataset_name, (c, h, w)
+            self.preprocessing: Any = model.preprocessing
+            self.stats = None
+            source = model.source
+            self.options = ImageOptions.model_validate({
+                "color_mode": {1: "grayscale", 3: "rgb", 4: "rgba"}[c],
+                **({k: v for k, v in source.options().items()
+                    if k in ImageOptions.model_fields} if isinstance(source, ImageOptions)
+                   else {}), "image_size": [h, w]})
+        else:
+            info_ = model.info
+            self.dataset, self.input_shape = info_.dataset, info_.input_shape
+            self.preprocessing, self.stats = info_.preprocessing, info_.stats
+            self.options = info_.image_options
+
+    @property
+    def mnist_like(self) -> bool:
+        """Grey 28x28 digits or characters: images get the MNIST recipe (:func:`mnist_format`)."""
+        return self.dataset in RECIPES and self.input_shape == (1, FIELD, FIELD)
+
+    def to_input(self, x: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, H, W[, C]) as the model's float32 (N, C, H, W) input."""
+        if self.preprocessing == "standardize" and self.stats is None:
+            raise ImageError("this model standardizes its input with its training split's mean "
+                             "and std, which its weights file does not hold (a run from before "
+                             "archlab 0.3?); train it again")
+        return preprocess(x, self.preprocessing, self.stats)
 
 
 def preprocess_images(images: np.ndarray | Sequence[np.ndarray], model: TrainedModel | DataSpec,
                       *, mnist_style: bool = True) -> torch.Tensor:
-    """The input ``model`` expects, float32 (N, 1, 28, 28), from grey images.
+    """The input ``model`` expects, float32 (N, C, H, W), from images.
 
-    With ``mnist_style`` (the default) each image, any size and polarity, first goes through
+    For an MNIST-like dataset (grey 28x28: mnist, fashion-mnist, kmnist, emnist-*), with
+    ``mnist_style`` (the default) each image, any size and polarity, first goes through
     :func:`mnist_format`; without it, ``images`` must already be MNIST-like (N, 28, 28) uint8
-    (light on dark, 0-255), as the datasets are. Then the study's own preprocessing applies:
-    ``scale`` (x/255) or Keras's ``utils.normalize``. ``model`` is a
-    :func:`archlab.load_trained` model or the study's :class:`archlab.DataSpec`.
+    (light on dark, 0-255), as the datasets are. For any other dataset, ``images`` must already
+    have the model's size: uint8 (N, H, W) or (N, H, W, C) (:func:`load_images` resizes files
+    as the dataset's source says). Then the study's own preprocessing applies: ``scale``
+    (x/255), ``standardize`` (the training split's per-channel mean and std) or Keras's
+    ``utils.normalize``. ``model`` is a :func:`archlab.load_trained` model or the study's
+    :class:`archlab.DataSpec`.
     """
-    spec = _data_spec(model)
+    target = _Target(model)
+    if not target.mnist_like:
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[..., None]
+        c, h, w = target.input_shape
+        if x.ndim != 4 or x.shape[1:] != (h, w, c) or x.dtype != np.uint8:
+            raise ImageError(f"Expected uint8 images of shape (N, {h}, {w}, {c}), received "
+                             f"{x.dtype} {tuple(x.shape)}; load_images reads and resizes files")
+        return target.to_input(x)
     if mnist_style:
-        x = np.stack([mnist_format(im, dataset=spec.dataset) for im in images]) if len(images) \
-            else np.zeros((0, FIELD, FIELD), np.uint8)
+        x = np.stack([mnist_format(im, dataset=target.dataset) for im in images]) \
+            if len(images) else np.zeros((0, FIELD, FIELD), np.uint8)
     else:
         x = np.asarray(images)
         if x.ndim != 3 or x.shape[1:] != (FIELD, FIELD):
             raise ImageError(f"Expected MNIST-like images of shape (N, {FIELD}, {FIELD}), "
                              f"received {tuple(x.shape)}; pass mnist_style=True to convert")
-    return preprocess(x, spec)
+    return target.to_input(x)
+
+
+def _decoded(path: str | Path, target: _Target) -> np.ndarray:
+    """An image file decoded and resized as the model's dataset was (a user's folder: its own
+    color_mode, interpolation, crop or pad; a built-in such as cifar10: RGB, bilinear)."""
+    from archlab.data.images import BadImage, decode_image
+
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p}: a directory, not an image file")
+    if not p.is_file():
+        raise ImageError(f"{p}: no such image file")
+    c, h, w = target.input_shape
+    try:
+        return decode_image(str(p), target.options, (h, w))
+    except BadImage as exc:
+        raise ImageError(str(exc)) from None
 
 
 def load_images(paths: Sequence[str | Path], model: TrainedModel | DataSpec) -> torch.Tensor:
-    """Read, MNIST-format and preprocess image files for ``model``: (N, 1, 28, 28) float32.
-    A blank image's error names its file."""
-    spec = _data_spec(model)
+    """Read and prepare image files for ``model``: float32 (N, C, H, W). MNIST-like datasets
+    get the MNIST recipe (any size, either polarity); others are decoded and resized as the
+    dataset's source says. A bad image's error names its file."""
+    target = _Target(model)
+    c, h, w = target.input_shape
+    if not target.mnist_like:
+        x = np.stack([_decoded(p, target) for p in paths]) if len(paths) \
+            else np.zeros((0, h, w, c), np.uint8)
+        return target.to_input(x)
     fielded = []
     for path in paths:
         try:
-            fielded.append(mnist_format(read_image(path), dataset=spec.dataset))
+            fielded.append(mnist_format(read_image(path), dataset=target.dataset))
         except ImageError as exc:
             msg = str(exc)
             raise ImageError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-    return preprocess_images(np.stack(fielded) if fielded else
-                             np.zeros((0, FIELD, FIELD), np.uint8), spec, mnist_style=False)
+    return target.to_input(np.stack(fielded) if fielded else
+                           np.zeros((0, FIELD, FIELD), np.uint8))

@@ -20,11 +20,10 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from archlab.datasets import dataset_info
+from archlab.datasets import ImageOptions, dataset_info
 from archlab.errors import StoreError
 from archlab.model import build_model
 from archlab.run.config import RunConfig
-from archlab.spec import DataSpec
 from archlab.store import RUNS_DIR, STORE_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
 
 #: How the best run of a model is chosen: highest validation accuracy, then lowest val loss.
@@ -39,11 +38,33 @@ class ModelInfo:
     model: str
     run_id: str
     dataset: str
-    preprocessing: str | dict[str, Any]  # "scale" or {"normalize": {"axis": 1, "order": 2}}
+    #: "scale", "standardize" or {"normalize": {"axis": 1, "order": 2}}
+    preprocessing: str | dict[str, Any]
     class_names: tuple[str, ...]
-    input_shape: tuple[int, int, int]  # one sample, channels first: (1, 28, 28)
+    input_shape: tuple[int, int, int]  # one sample, channels first: (1, 28, 28), (3, 32, 32)
     metrics: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the run's RunConfig JSON
+    #: The run's preprocessing with its numbers: {"kind": "scale"}, or {"standardize": {"mean":
+    #: [...], "std": [...]}} (per channel, 0-255 units, of its training split)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    #: How an image file becomes the input, for a user's image source: its color_mode,
+    #: image_size, interpolation, crop_to_aspect_ratio and pad_to_aspect_ratio (None: the
+    #: dataset's own policy; see archlab.inference.images)
+    image: dict[str, Any] | None = None
+
+    @property
+    def channels(self) -> int:
+        """Colour channels of the input: 1 grey, 3 RGB, 4 RGBA."""
+        return self.input_shape[0]
+
+    @property
+    def image_options(self) -> ImageOptions:
+        """How an image file is decoded and resized to this model's input."""
+        c, h, w = self.input_shape
+        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[c]
+        given = {k: v for k, v in (self.image or {}).items() if k in ImageOptions.model_fields}
+        return ImageOptions.model_validate({"color_mode": mode, "interpolation": "bilinear",
+                                            **given, "image_size": [h, w]})
 
     def to_metadata(self) -> dict[str, str]:
         """String key/values for ONNX ``metadata_props``, safetensors or TorchScript."""
@@ -54,6 +75,9 @@ class ModelInfo:
             "dataset": self.dataset, "preprocessing": json.dumps(self.preprocessing),
             "class_names": json.dumps(list(self.class_names)),
             "input_shape": json.dumps(["batch", *self.input_shape]),
+            "channels": str(self.channels),
+            "preprocess": json.dumps(self.preprocess, sort_keys=True),
+            "image": json.dumps(self.image, sort_keys=True),
             "input": "float32 NCHW, already preprocessed (see preprocessing)",
             "output": "class probabilities (softmax), one row per image",
             "metrics": json.dumps(self.metrics, sort_keys=True),
@@ -70,13 +94,15 @@ class ModelInfo:
                    class_names=tuple(json.loads(meta["class_names"])),
                    input_shape=tuple(int(d) for d in shape[1:]),  # type: ignore[arg-type]
                    metrics=json.loads(meta.get("metrics", "{}")),
-                   config=json.loads(meta.get("config", "{}")))
+                   config=json.loads(meta.get("config", "{}")),
+                   preprocess=json.loads(meta.get("preprocess", "{}")),
+                   image=json.loads(meta.get("image", "null")))
 
     @property
-    def data(self) -> DataSpec:
-        """The data spec the preprocessing came from."""
-        return DataSpec.model_validate({"dataset": self.dataset,
-                                        "preprocessing": self.preprocessing})
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Standardize's per-channel (mean, std) of the training split, or None."""
+        found = self.preprocess.get("standardize")
+        return (tuple(found["mean"]), tuple(found["std"])) if found else None
 
 
 class TrainedModel(nn.Module):
@@ -212,17 +238,27 @@ def build_network(config: RunConfig, tensors: dict[str, torch.Tensor], where: Pa
     return network.eval()
 
 
-def model_info(study: str, record: RunRecord) -> ModelInfo:
-    """The :class:`ModelInfo` of a stored run."""
+def model_info(study: str, record: RunRecord, weights_meta: dict[str, str] | None = None
+               ) -> ModelInfo:
+    """The :class:`ModelInfo` of a stored run (``weights_meta``: its weights file's metadata,
+    which holds the preprocessing's numbers)."""
     config = record.config
-    dataset = dataset_info(config.data.dataset)
-    h, w, c = dataset.image_shape
+    info = config.dataset.info() if config.dataset is not None \
+        else dataset_info(config.data.dataset)  # type: ignore[arg-type]
+    h, w, c = info.image_shape
+    source = config.data.source
+    image = None
+    if isinstance(source, ImageOptions):
+        image = {k: v for k, v in source.options().items()
+                 if k in ("color_mode", "image_size", "interpolation", "crop_to_aspect_ratio",
+                          "pad_to_aspect_ratio")}
+    preprocess = json.loads((weights_meta or {}).get("preprocess", "{}"))
     return ModelInfo(study=study, model=record.model, run_id=record.run_id,
-                     dataset=config.data.dataset,
+                     dataset=config.data.dataset_name,
                      preprocessing=config.data.model_dump(mode="json")["preprocessing"],
-                     class_names=dataset.class_names,
+                     class_names=info.class_names,
                      input_shape=(c, h, w), metrics=dict(record.metrics),
-                     config=record.config_json)
+                     config=record.config_json, preprocess=preprocess, image=image)
 
 
 def load_trained(directory: str | Path, model: str | None = None) -> TrainedModel:
@@ -236,9 +272,9 @@ def load_trained(directory: str | Path, model: str | None = None) -> TrainedMode
     if path.is_file():
         return _load_exported(path, model)
     source = find_run(path, model)
-    tensors, _ = read_weights(source.data, source.weights, source.record.run_id)
+    tensors, meta = read_weights(source.data, source.weights, source.record.run_id)
     network = build_network(source.record.config, tensors, source.weights)
-    return TrainedModel(network, model_info(source.study, source.record))
+    return TrainedModel(network, model_info(source.study, source.record, meta))
 
 
 def _load_exported(path: Path, model: str | None) -> TrainedModel:

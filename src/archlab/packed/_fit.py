@@ -124,7 +124,7 @@ def fit_packed(
         if sched is not None and replica_opts[0][1] is not None:
             sched.load_state_dict(replica_opts[0][1].state_dict())
     views = [_ReplicaOptimizer(opt, pack, names, r) for r in range(n)]
-    x, y, size, bs = data.x_train, data.y_train, len(data.x_train), train.batch_size
+    x, y, size, bs, pre = data.x_train, data.y_train, len(data.x_train), train.batch_size, data.pre
     n_batches = math.ceil(size / bs)
     diverged: list[int | None] = [None] * n
     done = [False] * n
@@ -137,7 +137,8 @@ def fit_packed(
         for b in range(n_batches):
             idx = perms[:, b * bs:(b + 1) * bs]
             flat = idx.flatten()  # index_select: a third of advanced indexing's time here
-            xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
+            xb = pre(x.index_select(0, flat))  # float NCHW, made on the training device
+            xb = xb.reshape(*idx.shape, *xb.shape[1:])
             yb = y.index_select(0, flat).view(idx.shape)
             masks = [m.to(x.device) for m in pack.draw_masks(idx.shape[1], drop_gens)]
             losses, logits = pack.train_step(xb, yb, masks)  # sets each leaf's .grad
@@ -155,7 +156,7 @@ def fit_packed(
         accs = (correct.double() / size).tolist()
         epoch += 1
         live = [r for r in range(n) if not done[r]]
-        vals = pack.evaluate(data.x_val, data.y_val)
+        vals = pack.evaluate(data.x_val, data.y_val, pre)
         seconds = (time.perf_counter() - t0) / len(live)  # the pack's time, shared out
         for r in live:
             st = states[r]
@@ -194,7 +195,7 @@ def fit_packed(
     for split, xs, ys in (("train", data.x_train, data.y_train),
                           ("val", data.x_val, data.y_val),
                           ("test", data.x_test, data.y_test)):
-        for r, (loss, acc) in enumerate(pack.evaluate(xs, ys)):
+        for r, (loss, acc) in enumerate(pack.evaluate(xs, ys, pre)):
             finals[r][f"{split}_loss"], finals[r][f"{split}_accuracy"] = loss, acc
     for r in range(n):
         st = states[r]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,8 +226,11 @@ class PackedModel:
         return losses.detach(), logits.detach()
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
-        """:func:`archlab.train.evaluate` for every replica: (loss, accuracy) each."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
+                 pre: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> list[tuple[float, float]]:
+        """:func:`archlab.train.evaluate` for every replica: (loss, accuracy) each (``pre``
+        makes a chunk of images the model's input; None: ``x`` already is)."""
         self.template.eval()
 
         def logits_of(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
@@ -243,7 +246,8 @@ class PackedModel:
         loss_sum = torch.zeros(self.n, dtype=torch.float64, device=x.device)
         correct = torch.zeros(self.n, dtype=torch.int64, device=x.device)
         for i in range(0, len(x), EVAL_BATCH):
-            logits = run(self.params, self.buffers, x[i:i + EVAL_BATCH])
+            xb = x[i:i + EVAL_BATCH]
+            logits = run(self.params, self.buffers, pre(xb) if pre is not None else xb)
             yb = y[i:i + EVAL_BATCH]
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(self.n), reduction="none")
             loss_sum += ce.view(self.n, -1).double().sum(1)

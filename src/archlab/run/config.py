@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from archlab.datasets import DatasetInfo
 from archlab.errors import ArchlabError
 from archlab.fields import Strict
 from archlab.layers import LayerList
@@ -24,8 +25,35 @@ def derive_seed(study_seed: int, repeat: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+class DataRecord(Strict):
+    """What a run on a user's source saw: the source, its content's fingerprint, and what the
+    model was built for (so a stored run rebuilds without the data at hand)."""
+
+    name: str  # folder:my-images
+    source: str  # the path when it ran (not part of the identity: the folder may move)
+    fingerprint: str
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, info: DatasetInfo) -> DataRecord:
+        if info.fingerprint is None or info.source is None:
+            raise ArchlabError(f"{info.name}: the data must be loaded before its runs are "
+                               "planned (its fingerprint is part of every run's identity)")
+        return cls(name=info.name, source=info.source, fingerprint=info.fingerprint,
+                   image_shape=info.image_shape, class_names=info.class_names)
+
+    def info(self) -> DatasetInfo:
+        """The record a model is built from (sizes unknown: 0)."""
+        return DatasetInfo(name=self.name, image_shape=self.image_shape,
+                           class_names=self.class_names, train_size=0, test_size=0,
+                           source=self.source, fingerprint=self.fingerprint)
+
+
 class RunConfig(Strict):
-    """Everything that determines one run's numbers, typed. Its JSON form is its identity."""
+    """Everything that determines one run's numbers, typed. Its JSON form is its identity
+    (less where a user's data lives: a moved folder keeps its runs; its content's fingerprint
+    is in it)."""
 
     model: str
     layers: LayerList
@@ -36,15 +64,28 @@ class RunConfig(Strict):
     #: ``--precision``: fp32 (default) or bf16 autocast. In the identity only when not fp32,
     #: so every fp32 run keeps the id it had before precision existed.
     precision: Literal["fp32", "bf16"] = "fp32"
+    #: A user's source only (a built-in's name pins its files: its runs keep their ids).
+    dataset: DataRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (also what the run id hashes)."""
+        """The stored form."""
         train = self.train.to_config()
         train.pop("repeats", None)
         return {"model": self.model, "layers": [layer.to_config() for layer in self.layers],
                 "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
                 "split_seed": self.split_seed,
-                **({"precision": self.precision} if self.precision != "fp32" else {})}
+                **({"precision": self.precision} if self.precision != "fp32" else {}),
+                **({"dataset": self.dataset.model_dump(mode="json")}
+                   if self.dataset is not None else {})}
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: :meth:`to_json` without the source's path."""
+        out = self.to_json()
+        source = self.data.source
+        if source is not None:
+            out["data"]["dataset"] = {"kind": source.kind, **source.options()}
+            out["dataset"].pop("source")
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
@@ -52,14 +93,25 @@ class RunConfig(Strict):
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(canonical_json(self.to_json()).encode()).hexdigest()[:16]
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:16]
 
     def study(self, name: str = "run") -> Study:
-        """A one-model study of exactly this run's model, data and training."""
-        return Study.model_validate({"name": name, "seed": self.split_seed,
-                                     "data": self.data.model_dump(mode="json"),
-                                     "train": self.train.to_config(),
-                                     "models": {self.model: {"layers": self.to_json()["layers"]}}})
+        """A one-model study of exactly this run's model, data and training (built for the
+        data the run saw, whether or not that data is at hand)."""
+        study = Study.model_validate({"name": name, "seed": self.split_seed,
+                                      "data": self.data.model_dump(mode="json"),
+                                      "train": self.train.to_config(),
+                                      "models": {self.model: {"layers":
+                                                              self.to_json()["layers"]}}})
+        if self.dataset is not None:
+            study.data._info = self.dataset.info()
+        return study
+
+
+def bind_data(study: Study, config: RunConfig) -> Study:
+    """``study`` (as a worker parsed it again) with the data record ``config`` was planned on,
+    so its models build without looking at the source (which a Ray node may not have)."""
+    return study.with_dataset(config.dataset.info()) if config.dataset is not None else study
 
 
 @dataclass(frozen=True)
@@ -75,9 +127,13 @@ class RunPlan:
 
 def plan_runs(study: Study, *, repeats: int | None = None,
               precision: Literal["fp32", "bf16"] = "fp32") -> list[RunPlan]:
-    """Every run the study asks for, in study order (model by model, repeat by repeat)."""
+    """Every run the study asks for, in study order (model by model, repeat by repeat).
+
+    A study on a user's source must have its data loaded (``study.data.with_info(raw.info)``):
+    the data's fingerprint is part of each run's identity."""
     if repeats is not None and (isinstance(repeats, bool) or repeats < 1):
         raise ArchlabError(f"repeats: expected a whole number >= 1, received {repeats!r}")
+    dataset = DataRecord.of(study.data.info) if study.data.source is not None else None
     plans = []
     for name, spec in study.models.items():
         train = study.train_for(name)
@@ -86,7 +142,7 @@ def plan_runs(study: Study, *, repeats: int | None = None,
             seed = derive_seed(study.seed, r)
             config = RunConfig(model=name, layers=spec.layers, train=train.model_copy(
                 update={"repeats": 1}), data=study.data, seed=seed, split_seed=study.seed,
-                precision=precision)
+                precision=precision, dataset=dataset)
             plans.append(RunPlan(config.run_id, name, r, seed, config))
     return plans
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import resource
 import sys
@@ -217,13 +218,15 @@ def record_result(store: Store, plan: RunPlan, ctx: RunContext, built: BuiltMode
     files = []
     if result.status is RunStatus.FINISHED:
         save_weights(built.module, run_dir / WEIGHTS_FILE,
-                     {"model": plan.model, "run_id": plan.run_id})
+                     {"model": plan.model, "run_id": plan.run_id,
+                      # the input contract a predict or an export needs (standardize's stats)
+                      "preprocess": json.dumps(ctx.data.pre.to_json())})
         # The report's confusion matrix and mistakes: computed here, once, while the model
         # and the data are in memory, so the report never loads either.
         with autocast(ctx.device, plan.config.precision):
-            proba = predict_proba(built, ctx.data.x_test).float()
-        save_predictions(compute_predictions(proba, ctx.data.x_test, ctx.data.y_test,
-                                             ctx.data.class_names),
+            proba = predict_proba(built, ctx.data.x_test, ctx.data.pre).float()
+        save_predictions(compute_predictions(proba, ctx.data.x_test.permute(0, 3, 1, 2),
+                                             ctx.data.y_test, ctx.data.class_names),
                          run_dir / PREDICTIONS_FILE)
         files = [WEIGHTS_FILE, PREDICTIONS_FILE]
     counts = {"total_params": built.total_params, "trainable_params": built.trainable_params,

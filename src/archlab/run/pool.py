@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from archlab import errors
 from archlab.data import load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
-from archlab.run.config import RunPlan
+from archlab.run.config import RunPlan, bind_data
 from archlab.run.environment import environment
 from archlab.run.execute import RunContext, execute_run, failure_reason, record_failure
 from archlab.run.lock import disk_full_error
@@ -84,8 +84,13 @@ def _worker(study_cfg: dict[str, Any], source: str, plan: RunPlan, directory: st
     from archlab.spec import parse_study
 
     try:
-        study = parse_study(study_cfg, source)
+        study = bind_data(parse_study(study_cfg, source), plan.config)
         raw = load_dataset(study.data.dataset, data_dir)
+        planned = plan.config.dataset
+        if planned is not None and raw.fingerprint != planned.fingerprint:
+            raise ArchlabError(f"{raw.source}: the data changed while the study ran (its "
+                               "fingerprint differs from the one its runs were planned on); "
+                               "run the study again")
         data = prepare_tensors(raw, study.data, study.seed).to(device)
         ctx = RunContext(Path(directory), data, threads,
                          progress=lambda rid, ev: send(("event", rid, ev)),

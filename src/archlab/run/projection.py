@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from archlab.datasets import dataset_info
 from archlab.model import build_model
 from archlab.spec import Study
 
@@ -104,7 +103,8 @@ def _key(study: Study, model: str, device: str) -> str:
     train = study.train_for(model)
     ident = {"layers": [layer.to_config() for layer in study.models[model].layers],
              "batch_size": train.batch_size, "optimizer": train.optimizer.to_config(),
-             "dataset": study.data.dataset, "device": device,
+             "dataset": study.data.dataset_name, "input": list(study.data.info.image_shape),
+             "device": device,
              "threads": torch.get_num_threads(), "torch": torch.__version__,
              "archlab": __version__, "cpu": _cpu_model()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
@@ -274,7 +274,7 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3,
     per_sample = step_timing(study, model, steps=steps, device=device,
                              use_cache=use_cache).seconds_per_sample
     train = study.train_for(model)
-    info = dataset_info(study.data.dataset)
+    info = study.data.info
     n_train, n_test = info.train_size, info.test_size
     split = study.data.validation
     n_val = n_test if split == "test" else round(n_train * split.split)  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ from typing import Any
 
 from archlab.data import Tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
-from archlab.run.config import RunPlan
+from archlab.run.config import RunPlan, bind_data
 from archlab.store import CHECKPOINT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
 
 __all__ = ["BATCH_EVENT_SECONDS", "one_line", "train_task"]
@@ -57,7 +57,7 @@ def train_task(cfg: dict[str, Any], source: str, plan: RunPlan, data: Tensors,
 
     def work() -> None:
         try:
-            study = parse_study(cfg, source)
+            study = bind_data(parse_study(cfg, source), plan.config)
             if checkpoint is not None:
                 with Store(scratch) as store:
                     store.start_run(plan.run_id, plan.model, plan.repeat, plan.seed,

@@ -99,9 +99,18 @@ def run_study(
     if precision not in PRECISIONS:
         raise ArchlabError(f"precision: expected one of {', '.join(PRECISIONS)}, received "
                            f"{precision!r}")
-    plans = plan_runs(study, repeats=repeats, precision=precision)  # type: ignore[arg-type]
     directory = study_dir(study, out)
     check_output_dir(directory)
+    if dataset is not None and dataset.name != study.data.dataset_name:
+        raise ValueError(f"dataset is {dataset.name!r}, the study trains on "
+                         f"{study.data.dataset_name!r}")
+    raw = dataset
+    if study.data.source is not None:
+        # A user's data is read first: its fingerprint is part of every run's identity, so
+        # a changed folder plans new runs instead of mixing old and new results.
+        raw = raw if raw is not None else _load(study, data_dir)
+        study = study.with_dataset(raw.info)
+    plans = plan_runs(study, repeats=repeats, precision=precision)  # type: ignore[arg-type]
     device = resolve_device(device) if executor is None else executor.device
     if executor is not None:
         if threads is not None and threads != executor.threads:
@@ -109,11 +118,7 @@ def run_study(
                                f"are its CPUs, cpus_per_run), received {threads}")
         threads = executor.threads
     stop_requested = _as_callable(stop)
-    if dataset is not None and dataset.name != study.data.dataset:
-        raise ValueError(f"dataset is {dataset.name!r}, the study trains on "
-                         f"{study.data.dataset!r}")
     # Data errors are raised here, once, before any output exists (not by each worker).
-    raw = dataset
     if raw is None and not (directory / STORE_FILE).exists():
         raw = _load(study, data_dir)
     with StudyLock(directory):

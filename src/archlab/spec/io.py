@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from archlab.datasets.sources import BASE_DIR
 from archlab.errors import SpecError
 from archlab.spec.messages import describe, merged, show, spec_error
 from archlab.spec.schema import Study, TrainOverride, TrainSpec
@@ -195,15 +197,24 @@ def _path_hint(path: Path) -> str:
 
 
 
+def _base_dir(source: str) -> str | None:
+    """Where a study's relative data paths start: its file's folder (None: the working
+    directory, for a study given as a dict, as text or as zoo:NAME)."""
+    if source.startswith(("<", "zoo:")):
+        return None
+    return os.path.dirname(os.path.abspath(source))
+
+
 def parse_study(data: Any, source: str = "<memory>") -> Study:
-    """Validate a study given as a dict (the parsed YAML)."""
+    """Validate a study given as a dict (the parsed YAML). A relative data path is taken from
+    the folder of ``source`` when that is a file, else from the working directory."""
     if not isinstance(data, dict):
         received = {type(None): "an empty file", list: "a list", str: f"the text {show(data)}"}
         raise SpecError(f"{source}: Expected a mapping with 'name' and 'models' at the top "
                         f"level, received {received.get(type(data), show(data))}")
     data = expand_sweeps(data, source)  # errors name the file; points are validated below
     try:
-        study = Study.model_validate(data)
+        study = Study.model_validate(data, context={BASE_DIR: _base_dir(source)})
     except ValidationError as exc:
         raise spec_error(source, exc, data) from None
     study._source = source

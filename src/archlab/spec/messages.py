@@ -195,6 +195,9 @@ def describe(err: Any, data: Any = None) -> str:
         close = closest(value, options) if isinstance(value, str) else None
         if not options:
             expected = str(ctx.get("expected", "another value"))
+        elif field == "dataset" and place.owner is DataSpec:
+            expected = (f"a built-in dataset ({', '.join(options)}) or a source such as "
+                        "{folder: PATH}")
         elif len(options) <= 4:
             expected = ", ".join(f"'{o}'" for o in options[:-1]) + f" or '{options[-1]}'" \
                 if len(options) > 1 else f"'{options[0]}'"

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from archlab.augment import Augmentation
-from archlab.datasets import DATASET_NAMES
+from archlab.datasets import (
+    DATASET_NAMES,
+    SOURCE_KEYS,
+    CsvSource,
+    DatasetInfo,
+    FolderSource,
+    IdxSource,
+    NpzSource,
+    Source,
+    record_of,
+)
 from archlab.errors import SpecError
 from archlab.fields import (
     Fraction,
@@ -48,15 +58,75 @@ class Normalize(Strict):
     normalize: NormalizeArgs = NormalizeArgs()
 
 
+def _dataset_kind(value: Any) -> str | None:
+    """Which member of :data:`Dataset` a value is: a built-in name, or the source whose key
+    (folder, csv, npz, idx) the mapping holds."""
+    if isinstance(value, str):
+        return "literal[name]"
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if isinstance(value, dict):
+        keys = [k for k in SOURCE_KEYS if k in value]
+        if len(keys) == 1:
+            return {"folder": "FolderSource", "csv": "CsvSource", "npz": "NpzSource",
+                    "idx": "IdxSource"}[keys[0]]
+    return None
+
+
+#: A built-in dataset's name, or one of the user's sources (archlab.datasets.sources).
+Dataset = Annotated[
+    Annotated[Literal[DATASET_NAMES], Tag("literal[name]")]  # type: ignore[valid-type]
+    | Annotated[FolderSource, Tag("FolderSource")]
+    | Annotated[CsvSource, Tag("CsvSource")]
+    | Annotated[NpzSource, Tag("NpzSource")]
+    | Annotated[IdxSource, Tag("IdxSource")],
+    Discriminator(_dataset_kind, custom_error_type="union_form",
+                  custom_error_message="Expected a dataset name or a source",
+                  custom_error_context={"form": "a built-in dataset name or exactly one of "
+                                                "{folder: ...}, {csv: ...}, {npz: ...}, "
+                                                "{idx: ...}"}),
+]
+
+
 class DataSpec(Strict):
-    # The choices are the dataset registry's names: a new record is a new accepted value.
-    dataset: Literal[DATASET_NAMES] = "mnist"  # type: ignore[valid-type]
+    # The names are the dataset registry's: a new record is a new accepted value.
+    dataset: Dataset = "mnist"
     validation: Literal["test"] | Split = Split()
-    preprocessing: Literal["scale"] | Normalize = "scale"
+    #: scale: x/255 (Keras's Rescaling(1/255)); normalize: keras.utils.normalize per image;
+    #: standardize: (x - mean) / std per channel, both from the training split only
+    preprocessing: Literal["scale", "standardize"] | Normalize = "scale"
+    _info: DatasetInfo | None = PrivateAttr(default=None)
 
     @property
     def validates_on_test(self) -> bool:
         return self.validation == "test"
+
+    @property
+    def source(self) -> Source | None:
+        """The user's source, or None for a built-in dataset."""
+        return None if isinstance(self.dataset, str) else self.dataset
+
+    @property
+    def dataset_name(self) -> str:
+        """A built-in's name, or the source's short name (``folder:my-images``)."""
+        return self.dataset if isinstance(self.dataset, str) else self.dataset.label
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The dataset's record: the registry's, or derived from the source's files (once,
+        then kept: see :meth:`with_info`)."""
+        if self._info is not None:
+            return self._info
+        if isinstance(self.dataset, str):
+            return record_of(self.dataset)  # the registry's, read each time
+        self._info = record_of(self.dataset)
+        return self._info
+
+    def with_info(self, info: DatasetInfo) -> DataSpec:
+        """This spec, its record given (a loaded dataset's, or a stored run's)."""
+        copy = self.model_copy()
+        copy._info = info
+        return copy
 
 
 class EarlyStopping(Strict):
@@ -201,6 +271,12 @@ class Study(Strict):
             "models": {n: m.to_config() for n, m in self.models.items()},
             **({"search": self.search.to_config()} if self.search is not None else {}),
         }
+
+    def with_dataset(self, info: DatasetInfo) -> Study:
+        """A copy whose data record is ``info`` (a loaded dataset's, with its fingerprint)."""
+        copy = self.model_copy(update={"data": self.data.with_info(info)})
+        copy._source = self._source
+        return copy
 
     def select(self, models: list[str]) -> Study:
         """A copy with only the named models (in the given order)."""
