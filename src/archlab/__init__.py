@@ -35,7 +35,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TrainSpec": ("archlab.spec", "TrainSpec"),
     "build_model": ("archlab.model", "build_model"),
     "check_study_data": ("archlab.data", "check_study_data"),
-    "collect_results": ("archlab.analysis.results", "collect"),
+    "collect_results": ("archlab.notebook", "collect_results"),
     "dataset_info": ("archlab.datasets", "dataset_info"),
     "dump_study": ("archlab.spec", "dump_study"),
     "load_dataset": ("archlab.data", "load_dataset"),
@@ -44,7 +44,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "override_training": ("archlab.spec", "override_training"),
     "parse_study": ("archlab.spec", "parse_study"),
     "plan_runs": ("archlab.run", "plan_runs"),
-    "run_study": ("archlab.run", "run_study"),
+    "run_study": ("archlab.notebook", "run_study"),
     "study_json_schema": ("archlab.spec", "study_json_schema"),
     "summary_text": ("archlab.describe", "summary_text"),
     "validate_study": ("archlab.model", "validate_study"),
@@ -59,6 +59,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_trained": ("archlab.inference", "load_trained"),
     "predict_images": ("archlab.inference.predict", "predict_images"),
     "preprocess_images": ("archlab.inference", "preprocess_images"),
+    # Notebooks (issue 17): results with DataFrames and figures; a study stopped by Ctrl-C.
+    "Results": ("archlab.notebook", "Results"),
+    "StudyInterrupted": ("archlab.notebook", "StudyInterrupted"),
 }
 
 __all__ = [
@@ -107,6 +110,8 @@ __all__ = [
     "load_trained",
     "predict_images",
     "preprocess_images",
+    "Results",
+    "StudyInterrupted",
 ]
 
 
@@ -134,7 +139,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from archlab.analysis.results import StudyResults
-    from archlab.analysis.results import collect as collect_results
     from archlab.data import (
         DatasetLocation,
         RawDataset,
@@ -156,7 +160,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from archlab.inference.export import export_metadata, export_model
     from archlab.inference.predict import predict_images
     from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
-    from archlab.run import RunPlan, StudyOutcome, plan_runs, run_study
+    from archlab.notebook import Results, StudyInterrupted, collect_results, run_study
+    from archlab.run import RunPlan, StudyOutcome, plan_runs
     from archlab.spec import (
         DataSpec,
         ModelSpec,
