@@ -24,12 +24,11 @@ import hashlib
 import math
 from typing import Annotated, Any, Literal, Union
 
-import torch
-import torch.nn.functional as F
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from archlab.fields import Seed, Strict
+from archlab.lazy import F, torch
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 Interpolation = Literal["nearest", "bilinear"]

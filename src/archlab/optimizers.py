@@ -5,15 +5,16 @@ schedules (CosineDecay, ExponentialDecay) and its ReduceLROnPlateau callback, al
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-import torch
 from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from archlab.fields import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Rate, Strict
+from archlab.lazy import torch
 
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedules: keras.optimizers.schedules, evaluated at the optimizer's step count
@@ -274,9 +275,12 @@ Optimizer = Annotated[
 # The torch optimizer each spec builds
 
 
+@functools.cache
 def _fused_supported() -> bool:
     # One fused kernel per step instead of a handful per parameter: the step costs less than
     # the forward pass of small models (torch >= 2.4 has fused SGD/Adam/Adagrad on CPU).
+    # Asked when the first optimizer is built, not on import: the trial construction imports
+    # torch._dynamo (seconds), which a study that is only read or validated never needs.
     try:
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -284,7 +288,8 @@ def _fused_supported() -> bool:
     return True
 
 
-_FUSED: dict[str, bool] = {"fused": True} if _fused_supported() else {}
+def _fused() -> dict[str, bool]:
+    return {"fused": True} if _fused_supported() else {}
 
 
 class LearningRate:
@@ -382,10 +387,10 @@ def make_optimizer(spec: Any, params: Any, plateau: ReduceLROnPlateau | None = N
     lr = o.learning_rate(0) if isinstance(o.learning_rate, _Schedule) else o.learning_rate
     if o.name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=o.momentum,
-                                                     nesterov=o.nesterov, **_FUSED)
+                                                     nesterov=o.nesterov, **_fused())
     elif o.name == "adam":
         opt = torch.optim.Adam(params, lr=lr, betas=(o.beta_1, o.beta_2), eps=o.epsilon,
-                               amsgrad=o.amsgrad, **_FUSED)
+                               amsgrad=o.amsgrad, **_fused())
         keras_eps = o.epsilon
 
         def adam_epsilon(optimizer: torch.optim.Optimizer, *_: Any) -> None:
@@ -406,7 +411,7 @@ def make_optimizer(spec: Any, params: Any, plateau: ReduceLROnPlateau | None = N
         opt = torch.optim.RMSprop(params, lr=lr, alpha=o.rho, eps=o.epsilon, momentum=o.momentum,
                                   centered=o.centered)
     elif o.name == "adagrad":
-        opt = torch.optim.Adagrad(params, lr=lr, eps=o.epsilon, **_FUSED,
+        opt = torch.optim.Adagrad(params, lr=lr, eps=o.epsilon, **_fused(),
                                   initial_accumulator_value=o.initial_accumulator_value)
     elif o.name == "nadam":
         opt = torch.optim.NAdam(params, lr=lr, betas=(o.beta_1, o.beta_2), eps=o.epsilon)

@@ -14,7 +14,6 @@ from archlab.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from archlab.layers.base import (
     ACTIVATIONS,
     LAYER_TYPES,
-    ActivityRegularization,
     LayerSpec,
     Regularizer,
     Shape,
@@ -32,7 +31,6 @@ from archlab.layers.merge import (
     MERGE_LAYERS,
     Add,
     Average,
-    Branches,
     Concatenate,
     Maximum,
     Merge,
@@ -152,3 +150,15 @@ LayerItem = Annotated[Layer, BeforeValidator(
 LayerList = list[LayerItem]
 for _merge in MERGE_LAYERS:
     _merge.model_rebuild(_types_namespace={"LayerItem": LayerItem})
+
+#: The torch modules exported here, imported (with torch) on first use: reading a study's
+#: layers imports no torch.
+_TORCH_MODULES = ("ActivityRegularization", "Branches", "Pad")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_MODULES:
+        from archlab.layers import _modules
+
+        return getattr(_modules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

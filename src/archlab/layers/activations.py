@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from archlab.fields import MAX_SIZE, NonNegFloat
 from archlab.layers.base import (
@@ -16,25 +14,9 @@ from archlab.layers.base import (
     ShapeProblem,
     register_layer,
 )
+from archlab.lazy import LazyModule, nn
 
-
-class _ReLU(nn.Module):
-    """Keras's ReLU: ``x`` above ``threshold`` (else 0), clipped to ``max_value``, minus
-    ``negative_slope·max(threshold - x, 0)``."""
-
-    def __init__(self, max_value: float | None, negative_slope: float, threshold: float) -> None:
-        super().__init__()
-        self.max_value = max_value
-        self.negative_slope = negative_slope
-        self.threshold = threshold
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.where(x > self.threshold, x, torch.zeros_like(x))
-        if self.max_value is not None:
-            out = torch.clamp(out, 0.0, self.max_value)
-        if self.negative_slope:
-            out = out - self.negative_slope * torch.relu(self.threshold - x)
-        return out
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 @register_layer
@@ -50,7 +32,7 @@ class ReLU(LayerSpec):
     def build(self, shape: Shape) -> nn.Module:
         if self.max_value is None and not self.negative_slope and not self.threshold:
             return nn.ReLU()
-        return _ReLU(self.max_value, self.negative_slope, self.threshold)
+        return _m._ReLU(self.max_value, self.negative_slope, self.threshold)
 
 
 @register_layer
@@ -63,18 +45,6 @@ class LeakyReLU(LayerSpec):
 
     def build(self, shape: Shape) -> nn.Module:
         return nn.LeakyReLU(self.negative_slope)
-
-
-class _PReLU(nn.Module):
-    """``max(x, 0) - alpha·max(-x, 0)`` with ``alpha`` in Keras's layout (H, W, C) or (F,)."""
-
-    def __init__(self, param_shape: Shape) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.zeros(param_shape))  # Keras: alpha_initializer zeros
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.permute(2, 0, 1) if self.alpha.dim() == 3 else self.alpha
-        return torch.relu(x) - alpha * torch.relu(-x)
 
 
 @register_layer
@@ -100,7 +70,7 @@ class PReLU(LayerSpec):
         return shape
 
     def build(self, shape: Shape) -> nn.Module:
-        return _PReLU(self.param_shape(shape))
+        return _m._PReLU(self.param_shape(shape))
 
 
 @register_layer

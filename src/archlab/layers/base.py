@@ -12,29 +12,31 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, model_validator
-from torch import nn
 
 from archlab.fields import NonNegFloat, Pair
+from archlab.lazy import LazyModule, nn, torch
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
+
 
 Shape = tuple[int, ...]
 
+#: Each activation's torch module factory (torch is imported when one is first built).
 ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
     "linear": None,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,  # Keras's default is the exact (erf) form, as is torch's
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
+    "relu": lambda: nn.ReLU(),
+    "elu": lambda: nn.ELU(),
+    "selu": lambda: nn.SELU(),
+    "gelu": lambda: nn.GELU(),  # Keras's default is the exact (erf) form, as is torch's
+    "tanh": lambda: nn.Tanh(),
+    "sigmoid": lambda: nn.Sigmoid(),
     "softmax": lambda: nn.Softmax(dim=1),
-    "swish": nn.SiLU,
-    "silu": nn.SiLU,
-    "softplus": nn.Softplus,
-    "softsign": nn.Softsign,
-    "relu6": nn.ReLU6,
+    "swish": lambda: nn.SiLU(),
+    "silu": lambda: nn.SiLU(),
+    "softplus": lambda: nn.Softplus(),
+    "softsign": lambda: nn.Softsign(),
+    "relu6": lambda: nn.ReLU6(),
 }
 # The accepted names are the registry's keys: one list for the schema, the builder and the docs.
 ActivationName = Literal[tuple(ACTIVATIONS)] | None  # type: ignore[valid-type]
@@ -136,18 +138,6 @@ def window_out(shape: Shape, k: Pair, s: Pair, padding: str, field: str, layer: 
     return (_valid_out(h, k[0], s[0]), _valid_out(w, k[1], s[1]), c)
 
 
-class Pad(nn.Module):
-    """Asymmetric TF-style padding (left, right, top, bottom) with a fill value."""
-
-    def __init__(self, pads: tuple[int, int, int, int], value: float = 0.0) -> None:
-        super().__init__()
-        self.pads = pads
-        self.value = value
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, self.pads, value=self.value)
-
-
 def tf_padding(shape: Shape, k: Pair, s: Pair) -> tuple[int, int, int, int]:
     h, w, _ = shape
     _, top, bottom = same_pads(h, k[0], s[0])
@@ -221,58 +211,6 @@ def activation_module(name: str | None) -> nn.Module | None:
     return factory() if factory else None
 
 
-class ActivityRegularization(nn.Module):
-    """Keras's ``activity_regularizer`` on a layer's output (after its activation): keeps the
-    last forward pass's penalty per sample, ``l1·Σ|y| + l2·Σy²`` over the sample's values.
-    Keras 3 adds the batch's sum divided by the batch size to the loss
-    (:meth:`archlab.model.BuiltModel.activity_loss`). Holds no weights."""
-
-    def __init__(self, reg: Regularizer) -> None:
-        super().__init__()
-        self.l1, self.l2 = reg.l1, reg.l2
-        #: set on an output layer whose softmax the builder folded into the loss: the penalty
-        #: is on the probabilities, as in Keras
-        self.softmax = False
-        self.per_sample: torch.Tensor | None = None
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing():  # an export: the penalty is no part of the model's output
-            return y
-        flat = (F.softmax(y, dim=1) if self.softmax else y).flatten(1)
-        penalty = torch.zeros(len(flat), dtype=flat.dtype, device=flat.device)
-        if self.l1:
-            penalty = penalty + self.l1 * flat.abs().sum(1)
-        if self.l2:
-            penalty = penalty + self.l2 * flat.square().sum(1)
-        self.per_sample = penalty
-        return y
-
-    def __getstate__(self) -> dict[str, Any]:
-        # A copy (deepcopy, pickle) starts without the last pass's penalty: it is part of that
-        # pass's autograd graph, which torch refuses to copy.
-        return {**super().__getstate__(), "per_sample": None}
-
-
-class _Block(nn.Module):
-    """A weighted layer: optional TF-style padding, the conv/linear ``core``, activation (and
-    its activity regularization)."""
-
-    def __init__(self, pre: list[nn.Module], core: nn.Module, act: nn.Module | None,
-                 activity: Regularizer | None = None) -> None:
-        super().__init__()
-        self.pre = nn.Sequential(*pre) if pre else None
-        self.core = core
-        self.act = act
-        self.activity = ActivityRegularization(activity) if activity is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre is not None:
-            x = self.pre(x)
-        x = self.core(x)
-        x = self.act(x) if self.act is not None else x
-        return self.activity(x) if self.activity is not None else x
-
-
 class Weighted(LayerSpec):
     activation: ActivationName = None
     use_bias: bool = True
@@ -290,7 +228,7 @@ class Weighted(LayerSpec):
             # Keras computes a bias's fans from its own 1-D shape: fan_in = fan_out = units.
             units = core.bias.shape[0]
             init_tensor(core.bias, self.bias_initializer, units, units)
-        return _Block(pre, core, activation_module(self.activation), self.activity_regularizer)
+        return _m._Block(pre, core, activation_module(self.activation), self.activity_regularizer)
 
     def regularized(self, module: nn.Module) -> list[tuple[nn.Parameter, Regularizer]]:
         core = module.core  # type: ignore[union-attr]  # a _Block
@@ -308,8 +246,6 @@ class Weighted(LayerSpec):
         # Keras's axis 0 of its kernel: Dense (in, out) -> torch's (out, in) dim 1; Conv2D
         # (kh, kw, in, out) -> torch's (out, in, kh, kw) dim 2.
         return [(weight, (1,) if weight.dim() == 2 else (2,))]
-
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from torch import nn
-
 from archlab.fields import Pair, PosInt
 from archlab.layers.base import (
-    Pad,
     Shape,
     ShapeProblem,
     Weighted,
@@ -17,6 +14,9 @@ from archlab.layers.base import (
     tf_padding,
     window_out,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 def _effective(kernel: Pair, dilation: Pair) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def conv_module(shape: Shape, cout: int, kernel: Pair, strides: Pair, padding: s
     if pads[0] == pads[1] and pads[2] == pads[3]:
         torch_pad: tuple[int, int] = (pads[2], pads[0])  # symmetric: let the conv pad (faster)
     else:
-        pre.append(Pad(pads))
+        pre.append(_m.Pad(pads))
         torch_pad = (0, 0)
     core = nn.Conv2d(shape[2], cout, kernel, strides, torch_pad, dilation, groups, bias=bias)
     return pre, core

@@ -5,9 +5,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
-from torch import nn
-
 from archlab.fields import PosInt, Rate
 from archlab.layers.base import (
     ActivationName,
@@ -18,6 +15,9 @@ from archlab.layers.base import (
     activation_module,
     register_layer,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 @register_layer
@@ -52,13 +52,6 @@ class Dropout(LayerSpec):
         return nn.Dropout(self.rate)
 
 
-class _KerasFlatten(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:  # NCHW -> NHWC so the flat order is Keras's
-            x = x.permute(0, 2, 3, 1)
-        return x.flatten(1)
-
-
 @register_layer
 class Flatten(LayerSpec):
     type: Literal["Flatten"] = "Flatten"
@@ -67,7 +60,7 @@ class Flatten(LayerSpec):
         return (math.prod(shape),)
 
     def build(self, shape: Shape) -> nn.Module:
-        return _KerasFlatten() if len(shape) == 3 else nn.Identity()
+        return _m._KerasFlatten() if len(shape) == 3 else nn.Identity()
 
 
 @register_layer

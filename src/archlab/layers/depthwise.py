@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-from torch import nn
-
 from archlab.fields import Pair, PosInt
 from archlab.layers.base import (
     ActivationName,
@@ -15,13 +12,15 @@ from archlab.layers.base import (
     LayerSpec,
     Regularizer,
     Shape,
-    _Block,
     activation_module,
     init_tensor,
     register_layer,
     spatial,
 )
 from archlab.layers.conv import conv_module, conv_window
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 class _Depthwise(LayerSpec):
@@ -73,7 +72,7 @@ class DepthwiseConv2D(_Depthwise):
     def build(self, shape: Shape) -> nn.Module:
         pre, core = self._depthwise(shape, self.use_bias)
         self._bias(core)
-        return _Block(pre, core, activation_module(self.activation), self.activity_regularizer)
+        return _m._Block(pre, core, activation_module(self.activation), self.activity_regularizer)
 
     def macs(self, shape: Shape) -> int:
         h, w, c = self.output_shape(shape)
@@ -87,16 +86,6 @@ class DepthwiseConv2D(_Depthwise):
         if self.bias_regularizer is not None and core.bias is not None:
             out.append((core.bias, self.bias_regularizer))
         return out
-
-
-class _Separable(nn.Module):
-    def __init__(self, depthwise: nn.Conv2d, pointwise: nn.Conv2d) -> None:
-        super().__init__()
-        self.depthwise = depthwise
-        self.pointwise = pointwise
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
 
 
 @register_layer
@@ -118,8 +107,8 @@ class SeparableConv2D(_Depthwise):
         pointwise = nn.Conv2d(mid, self.filters, 1, bias=self.use_bias)
         init_tensor(pointwise.weight, self.pointwise_initializer, mid, self.filters)
         self._bias(pointwise)
-        return _Block(pre, _Separable(depthwise, pointwise), activation_module(self.activation),
-                      self.activity_regularizer)
+        return _m._Block(pre, _m._Separable(depthwise, pointwise),
+                         activation_module(self.activation), self.activity_regularizer)
 
     def macs(self, shape: Shape) -> int:
         h, w, _ = self.output_shape(shape)

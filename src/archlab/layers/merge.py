@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from archlab.layers.base import (
     LayerSpec,
@@ -19,37 +17,13 @@ from archlab.layers.base import (
     ShapeProblem,
     register_layer,
 )
+from archlab.lazy import LazyModule, nn
 
 if TYPE_CHECKING:
     from archlab.layers import LayerItem
 
 
-def _merge(op: str, xs: list[torch.Tensor]) -> torch.Tensor:
-    if op == "concat":
-        return torch.cat(xs, dim=1)  # dim 1 = channels (NCHW)
-    if op == "subtract":
-        return xs[0] - xs[1]
-    out = xs[0]
-    for x in xs[1:]:
-        if op in ("add", "average"):
-            out = out + x
-        elif op == "multiply":
-            out = out * x
-        else:  # maximum
-            out = torch.maximum(out, x)
-    return out / len(xs) if op == "average" else out
-
-
-class Branches(nn.Module):
-    """Feeds its input to every branch and merges the outputs (``op``: concat, add, ...)."""
-
-    def __init__(self, branches: list[nn.Module], op: str = "concat") -> None:
-        super().__init__()
-        self.branches = nn.ModuleList(branches)
-        self.op = op
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _merge(self.op, [b(x) for b in self.branches])
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 class Merge(LayerSpec):
@@ -70,7 +44,7 @@ class Merge(LayerSpec):
         return outs[0]
 
     def build_merge(self, branches: list[nn.Module]) -> nn.Module:
-        return Branches(branches, self.op)
+        return _m.Branches(branches, self.op)
 
 
 @register_layer

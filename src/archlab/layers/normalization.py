@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-from torch import nn
-
 from archlab.fields import PosFloat, Rate
 from archlab.layers.base import (
     LayerSpec,
     Shape,
     register_layer,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 @register_layer
@@ -42,29 +42,6 @@ class BatchNormalization(LayerSpec):
         return bn
 
 
-
-
-class _LayerNorm(nn.Module):
-    """Normalizes each sample over the channel axis (Keras's last axis; dim 1 in NCHW)."""
-
-    def __init__(self, channels: int, epsilon: float, center: bool, scale: bool) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.gamma = nn.Parameter(torch.ones(channels)) if scale else None
-        self.beta = nn.Parameter(torch.zeros(channels)) if center else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
-        out = (x - mean) * torch.rsqrt(var + self.epsilon)
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        if self.gamma is not None:
-            out = out * self.gamma.view(view)
-        if self.beta is not None:
-            out = out + self.beta.view(view)
-        return out
-
-
 @register_layer
 class LayerNormalization(LayerSpec):
     """Keras's LayerNormalization over the last axis: channels of an image, features of a
@@ -80,4 +57,4 @@ class LayerNormalization(LayerSpec):
         return shape
 
     def build(self, shape: Shape) -> nn.Module:
-        return _LayerNorm(shape[-1], self.epsilon, self.center, self.scale)
+        return _m._LayerNorm(shape[-1], self.epsilon, self.center, self.scale)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from archlab.fields import Pair
 from archlab.layers.base import (
     LayerSpec,
-    Pad,
     Shape,
     register_layer,
     spatial,
     tf_padding,
     window_out,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 class _Pool2D(LayerSpec):
@@ -46,22 +44,7 @@ class MaxPooling2D(_Pool2D):
         if not any(pads):
             return pool
         # TF pads max-pooling with -inf: padded cells never win.
-        return nn.Sequential(Pad(pads, float("-inf")), pool)
-
-
-class _TFAvgPool(nn.Module):
-    """'same' average pooling that, like TF, divides by the count of real (unpadded) cells."""
-
-    def __init__(self, shape: Shape, k: tuple[int, int], s: tuple[int, int]) -> None:
-        super().__init__()
-        self.pads = tf_padding(shape, k, s)
-        # Window sums (divisor 1) over exact integer counts: one rounding, as in TF.
-        self.pool = nn.AvgPool2d(k, s, divisor_override=1)
-        ones = torch.ones(1, 1, shape[0], shape[1])
-        self.register_buffer("count", self.pool(F.pad(ones, self.pads)), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(F.pad(x, self.pads)) / self.count
+        return nn.Sequential(_m.Pad(pads, float("-inf")), pool)
 
 
 @register_layer
@@ -70,17 +53,8 @@ class AveragePooling2D(_Pool2D):
 
     def build(self, shape: Shape) -> nn.Module:
         if self.padding == "same" and any(tf_padding(shape, self.pool_size, self._strides)):
-            return _TFAvgPool(shape, self.pool_size, self._strides)
+            return _m._TFAvgPool(shape, self.pool_size, self._strides)
         return nn.AvgPool2d(self.pool_size, self._strides)
-
-
-class _GlobalPool(nn.Module):
-    def __init__(self, op: str) -> None:
-        super().__init__()
-        self.op = op
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3)) if self.op == "avg" else x.amax(dim=(2, 3))
 
 
 @register_layer
@@ -91,7 +65,7 @@ class GlobalAveragePooling2D(LayerSpec):
         return (spatial(shape, self.type)[2],)
 
     def build(self, shape: Shape) -> nn.Module:
-        return _GlobalPool("avg")
+        return _m._GlobalPool("avg")
 
 
 @register_layer
@@ -99,7 +73,7 @@ class GlobalMaxPooling2D(GlobalAveragePooling2D):
     type: Literal["GlobalMaxPooling2D"] = "GlobalMaxPooling2D"  # type: ignore[assignment]
 
     def build(self, shape: Shape) -> nn.Module:
-        return _GlobalPool("max")
+        return _m._GlobalPool("max")
 
 
 # Keras's aliases: the same layers under their short names.

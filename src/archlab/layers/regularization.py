@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-from torch import nn
-
 from archlab.fields import NonNegFloat, Rate
 from archlab.layers.base import (
     LayerSpec,
@@ -15,6 +12,9 @@ from archlab.layers.base import (
     register_layer,
     spatial,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 
 @register_layer
@@ -32,17 +32,6 @@ class SpatialDropout2D(LayerSpec):
         return nn.Dropout2d(self.rate)
 
 
-class _GaussianNoise(nn.Module):
-    def __init__(self, stddev: float) -> None:
-        super().__init__()
-        self.stddev = stddev
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.stddev:
-            return x + torch.randn_like(x) * self.stddev
-        return x
-
-
 @register_layer
 class GaussianNoise(LayerSpec):
     """Adds N(0, stddev²) noise in training; the identity at inference."""
@@ -54,4 +43,4 @@ class GaussianNoise(LayerSpec):
         return shape
 
     def build(self, shape: Shape) -> nn.Module:
-        return _GaussianNoise(self.stddev)
+        return _m._GaussianNoise(self.stddev)

@@ -6,36 +6,23 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-import torch
 from pydantic import BeforeValidator, Field
-from torch import nn
 
 from archlab.fields import MAX_SIZE, NonNegInt, Pair
 from archlab.layers.base import (
     LayerSpec,
-    Pad,
     Shape,
     ShapeProblem,
     register_layer,
     spatial,
 )
+from archlab.lazy import LazyModule, nn
+
+_m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
+
 
 # ---------------------------------------------------------------------------------------------
 # Reshape
-
-
-class _KerasReshape(nn.Module):
-    """Reshape as Keras does on (H, W, C): through NHWC, back to NCHW for a 3-D target."""
-
-    def __init__(self, target: Shape) -> None:
-        super().__init__()
-        self.target = target
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = x.permute(0, 2, 3, 1)
-        x = x.reshape(x.shape[0], *self.target)
-        return x.permute(0, 3, 1, 2) if len(self.target) == 3 else x
 
 
 TargetDim = Annotated[int, Field(strict=True, ge=-1, le=MAX_SIZE)]
@@ -64,7 +51,7 @@ class Reshape(LayerSpec):
         return tuple(target)
 
     def build(self, shape: Shape) -> nn.Module:
-        return _KerasReshape(self.output_shape(shape))
+        return _m._KerasReshape(self.output_shape(shape))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,17 +86,7 @@ class ZeroPadding2D(LayerSpec):
 
     def build(self, shape: Shape) -> nn.Module:
         (top, bottom), (left, right) = self.padding
-        return Pad((left, right, top, bottom))
-
-
-class _Crop(nn.Module):
-    def __init__(self, top: int, bottom: int, left: int, right: int) -> None:
-        super().__init__()
-        self.box = (top, bottom, left, right)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom, left, right = self.box
-        return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+        return _m.Pad((left, right, top, bottom))
 
 
 @register_layer
@@ -127,7 +104,7 @@ class Cropping2D(LayerSpec):
 
     def build(self, shape: Shape) -> nn.Module:
         (top, bottom), (left, right) = self.cropping
-        return _Crop(top, bottom, left, right)
+        return _m._Crop(top, bottom, left, right)
 
 
 # ---------------------------------------------------------------------------------------------
