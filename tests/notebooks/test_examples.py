@@ -104,6 +104,36 @@ def test_search(tmp_path: Path) -> None:
     assert best.text.startswith("best by test accuracy: mlp")
 
 
+def _folder_sources() -> bool:
+    """Whether this archlab reads a folder of images as a dataset (the data layer's)."""
+    import archlab
+    from archlab.errors import SpecError
+
+    try:
+        archlab.load_study({"name": "probe", "data": {"dataset": {
+            "folder": ".", "image_size": [28, 28], "color_mode": "grayscale"}},
+            "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 2}}]}}})
+    except SpecError:
+        return False
+    return True
+
+
+def test_own_data(tmp_path: Path) -> None:
+    if not _folder_sources():
+        pytest.skip("this archlab does not read a folder of images as a dataset yet")
+    nb = execute("own-data.ipynb", tmp_path)
+    check_clean(nb)
+    folders = sorted(p.name for p in (tmp_path / "my-digits").iterdir())
+    assert folders == [f"digit-{d}" for d in range(10)]
+    assert len(list((tmp_path / "my-digits" / "digit-3").glob("*.png"))) == 100
+    check_progress(cell(nb, "run"), runs=1)
+    (table,) = cell(nb, "table").outputs
+    assert columns(table) == ["model", "status", "test_accuracy", "train_seconds"]
+    assert "<td>finished</td>" in table.data["text/html"]
+    (plot,) = cell(nb, "plot").outputs
+    check_png(plot)
+
+
 INTERRUPTED = """
 import pathlib, archlab
 
