@@ -140,8 +140,10 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
                    device: str = "cpu") -> Table:
     from archlab.data.check import check_data_memory
     from archlab.model import available_memory, format_bytes
-    from archlab.report.tables import format_duration  # here: the report's imports are slow
-    from archlab.run.projection import projected_seconds
+
+    if project:  # here, and only then: the report's and the runner's imports are slow
+        from archlab.report.tables import format_duration
+        from archlab.run.projection import projected_seconds
 
     # The dataset first (one line saying what it needs), then each model's training step
     # in what the data leaves (one line naming model and layer).
@@ -177,11 +179,11 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
 def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
     """A study's search: every checked point built (before anything trains), its size and
     projected time."""
-    from archlab.report.tables import format_duration
     search = study.search
     if search is None or search.base not in study.models:
         return
     from archlab.model import available_memory
+    from archlab.report.tables import format_duration
     from archlab.run.search import search_projection, validate_search
 
     validate_search(study, memory_limit=available_memory(device))
@@ -198,12 +200,14 @@ def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     study = _load(args.study, args.models)  # first: a refused study imports no torch
     from archlab.data import check_study_data
-    from archlab.run.projection import projection_note
 
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     out.print(_compute_table(study, project=not args.no_timing))
     _check_search(study, project=not args.no_timing)
-    _warn_projection(None if args.no_timing else projection_note())
+    if not args.no_timing:
+        from archlab.run.projection import projection_note
+
+        _warn_projection(projection_note())
     from archlab.spec.sweep import sweep_note
 
     out.print(f"[green]ok[/]: {len(study.models)} model(s) valid{escape(sweep_note(study.models))}"
