@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -92,9 +93,7 @@ def decode_image(path: str, options: ImageOptions,
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
-                    raise BadImage(f"{path}: {w}x{h} pixels, more than the "
-                                   f"{MAX_IMAGE_PIXELS:,} archlab decodes (a decompression "
-                                   "bomb?); refused before decoding")
+                    raise BadImage(_too_large(path, w * h))
                 if im.mode not in _MODES:
                     raise BadImage(f"{path}: image mode {im.mode} (16-bit, float, CMYK and "
                                    "similar modes have no exact 8-bit grayscale/rgb/rgba "
@@ -108,14 +107,21 @@ def decode_image(path: str, options: ImageOptions,
                 arr = np.asarray(im, dtype=np.uint8)
     except BadImage:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"{path}: more than {MAX_IMAGE_PIXELS:,} pixels (a decompression "
-                       "bomb?); refused before decoding") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses past twice its limit as it reads the header: its message says the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise BadImage(_too_large(path, int(found.group(1)) if found else None)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             MemoryError) as exc:
         detail = " ".join(str(exc).split()) or exc.__class__.__name__
         raise BadImage(f"{path}: not a readable image ({detail})") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _too_large(path: str, pixels: int | None) -> str:
+    size = f"of {pixels:,} pixels" if pixels else "too large"
+    return (f"{path}: an image {size}, more than the {MAX_IMAGE_PIXELS:,} archlab decodes (a "
+            "decompression bomb?); refused before decoding")
 
 
 @dataclass(frozen=True, eq=False)

@@ -483,7 +483,9 @@ def npz_members(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                     continue
                 with zf.open(name) as fh:
                     version = np.lib.format.read_magic(fh)
-                    shape, _, dtype = np.lib.format._read_array_header(fh, version)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(fh)
                 out[name[:-4]] = (tuple(int(d) for d in shape), dtype.str
                                   if not dtype.hasobject else "object")
             return out
