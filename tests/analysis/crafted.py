@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.results import ModelResult, StudyResults, model_result, rank_models
+from archlab.analysis.results import ModelResult, StudyResults, model_result, ranking_of
 from archlab.store import RunRecord, RunStatus, Store
 
 LAYERS: list[Any] = ["Flatten", {"Dense": {"units": 32, "activation": "relu"}},
@@ -60,9 +60,11 @@ def model(name: str, accs: list[float], *, gap: float = 0.01, seconds: float | l
     return model_result(name, runs)
 
 
-def results(*models: ModelResult, meta: dict[str, Any] | None = None) -> StudyResults:
+def results(*models: ModelResult, meta: dict[str, Any] | None = None,
+            correction: str = "holm") -> StudyResults:
+    ranked = ranking_of({"": list(models)}, correction=correction).get("")
     return StudyResults(Path("."), "crafted", meta or {}, list(models), True,
-                        rank_models(list(models)))
+                        ranked.against_best if ranked else [], ranked)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,10 +223,11 @@ def test_significance_names_the_test_used() -> None:
     found = conclusions(results(a, b, c))
     summary = next(x for x in found if x.kind == "significance" and "t-tests" in x.text)
     assert summary.text.startswith("By paired t-tests (runs matched by seed) and Welch's "
-                                   "t-tests at α = 0.05")
+                                   "t-tests with Holm's correction over the 3 pairwise "
+                                   "comparisons (family-wise α = 0.05)")
     paired = conclusions(results(a, b, model("c", [0.90, 0.91, 0.905], seeds=[3, 2, 1])))
     summary = next(x for x in paired if x.kind == "significance" and "t-tests" in x.text)
-    assert summary.text.startswith("By paired t-tests (runs matched by seed) at")
+    assert summary.text.startswith("By paired t-tests (runs matched by seed) with Holm's")
     assert all("Welch's or paired" not in x.text for x in [*found, *paired])
 
 

@@ -93,7 +93,8 @@ def test_shared_seeds_are_compared_with_the_paired_test(tmp_path: Path) -> None:
     # b trails a by 0.34-0.40 pp in every repeat: the paired test sees it, Welch's would not
     assert results.ranking[0].other == "b" and results.ranking[0].significant
     text = " ".join(c.text for c in conclusions(results))
-    assert "By paired t-tests (runs matched by seed) at α = 0.05" in text
+    assert "By paired t-tests (runs matched by seed) with Holm's correction over the 3 " \
+        "pairwise comparisons (family-wise α = 0.05)" in text
     assert "Welch" not in text and "Welch's or paired" not in text
 
 
@@ -104,7 +105,8 @@ def test_different_seeds_fall_back_to_welch_and_say_so(tmp_path: Path) -> None:
     results = collect(write_store(tmp_path, runs))
     assert {c.other: c.method for c in results.ranking} == {"b": "paired", "c": "welch"}
     text = " ".join(c.text for c in conclusions(results))
-    assert "By paired t-tests (runs matched by seed) and Welch's t-tests at α = 0.05" in text
+    assert "By paired t-tests (runs matched by seed) and Welch's t-tests with Holm's " \
+        "correction" in text
     assert "Welch's or paired" not in text
 
 

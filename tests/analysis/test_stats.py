@@ -359,13 +359,16 @@ RESULTS = {
     [(True, ["m2", "m3", "m1", "m4"]), (False, ["m4", "m1", "m3", "m2"])],
 )
 def test_rank_orders_by_mean(higher_is_better: bool, expected: list[str]) -> None:
-    out = rank(RESULTS, higher_is_better=higher_is_better)
+    out = rank(RESULTS, higher_is_better=higher_is_better, correction="none")
     assert [c.best for c in out] == [expected[0]] * 3
     assert [c.other for c in out] == expected[1:]
-    for c in out:
-        assert c == compare(
-            c.best, RESULTS[c.best], c.other, RESULTS[c.other], higher_is_better=higher_is_better
-        )
+    for c in out:  # uncorrected, each is the lone comparison but for its family's size
+        lone = compare(c.best, RESULTS[c.best], c.other, RESULTS[c.other],
+                       higher_is_better=higher_is_better)
+        assert (c.diff, c.method, c.significant, c.verdict) == (
+            lone.diff, lone.method, lone.significant, lone.verdict)
+        assert c.p_value == lone.p_value or (math.isnan(c.p_value) and math.isnan(lone.p_value))
+        assert c.family == 3 and c.correction == "none"
 
 
 def test_rank_verdicts() -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.results import ModelResult, StudyResults, collect, rank_models
-from archlab.analysis.stats import Comparison
+from archlab.analysis.results import ModelResult, StudyResults, collect
+from archlab.analysis.stats import Comparison, PairKey, Ranking, rankings
 from archlab.errors import ArchlabError
 
 __all__ = ["ComparedModel", "StudyComparison", "collect_comparison", "data_text"]
@@ -46,6 +46,14 @@ class StudyComparison:
     datasets: list[str]  # the distinct datasets, in order of appearance
     rankings: dict[str, list[Comparison]]  # per dataset: its best model against each other
     notes: list[str]  # differences that do not stop a comparison (data settings, protocol)
+    #: per dataset: every pair compared, all datasets' pairs corrected as one family
+    ranked: dict[str, Ranking] = field(default_factory=dict)
+
+    @property
+    def correction_text(self) -> str | None:
+        """How the comparisons were corrected, over how many (None: no comparison)."""
+        first = next(iter(self.ranked.values()), None)
+        return first.text if first is not None else None
 
     @property
     def same_dataset(self) -> bool:
@@ -67,17 +75,41 @@ class StudyComparison:
         return "comparison: " + ", ".join(self.study_labels)
 
 
+def preprocessing_text(pre: Any) -> str:
+    """'x / 255', 'per-channel standardize' or 'keras normalize {...}' for a run's
+    ``data.preprocessing``."""
+    if pre == "scale":
+        return "x / 255"
+    if pre == "standardize":
+        return "per-channel standardize (training split's mean and std)"
+    if isinstance(pre, dict):
+        return "keras normalize " + json.dumps(pre.get("normalize", pre), sort_keys=True)
+    return str(pre)
+
+
+def dataset_label(config: dict[str, Any]) -> str:
+    """A run's dataset as tables show it, from its stored config: a built-in's name, or a
+    user's source as 'folder:pets@1a2b3c4d' (kind, folder or file name, and the first eight
+    hex digits of its content's fingerprint: runs on changed data differ)."""
+    data = config.get("data", config)
+    dataset = data.get("dataset", "-") if isinstance(data, dict) else "-"
+    if not isinstance(dataset, dict):
+        return str(dataset)
+    kind = next((k for k in ("folder", "csv", "npz", "idx") if k in dataset), "source")
+    name = Path(str(dataset.get(kind, "?"))).name
+    record = config.get("dataset")
+    fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
+    return f"{kind}:{name}" + (f"@{fingerprint[:8]}" if fingerprint else "")
+
+
 def data_text(data: dict[str, Any]) -> str:
     """'mnist-sample, x / 255, 10% validation split' for a run's data settings."""
-    pre = data.get("preprocessing", "scale")
-    pre_text = "x / 255" if pre == "scale" else (
-        "keras normalize " + json.dumps(pre.get("normalize", pre), sort_keys=True)
-        if isinstance(pre, dict) else str(pre))
+    pre_text = preprocessing_text(data.get("preprocessing", "scale"))
     validation = data.get("validation", {"split": 0.1})
     val_text = ("validation on the test set" if validation == "test" else
                 f"{validation.get('split', 0) * 100:g}% validation split"
                 if isinstance(validation, dict) else str(validation))
-    return f"{data.get('dataset', '-')}, {pre_text}, {val_text}"
+    return f"{dataset_label(data)}, {pre_text}, {val_text}"
 
 
 def _labels(studies: Sequence[StudyResults]) -> list[str]:
@@ -92,6 +124,11 @@ def _labels(studies: Sequence[StudyResults]) -> list[str]:
             for n, s in zip(names, studies, strict=True)]
 
 
+def _dataset(m: ModelResult) -> str:
+    labels = {dataset_label(r.config_json) for r in m.runs}
+    return next(iter(labels)) if len(labels) == 1 else "-"
+
+
 def _data(m: ModelResult) -> dict[str, Any]:
     datas = {json.dumps(r.config_json.get("data", {}), sort_keys=True) for r in m.runs}
     if len(datas) != 1:  # one model, several data settings: the plan's runs disagree
@@ -99,9 +136,13 @@ def _data(m: ModelResult) -> dict[str, Any]:
     return json.loads(next(iter(datas)))
 
 
-def collect_comparison(directories: Sequence[str | Path]) -> StudyComparison:
-    """Read each study directory's store (read-only) and line up their models. Raises
-    :class:`ArchlabError` for fewer than two directories or the same directory twice."""
+def collect_comparison(directories: Sequence[str | Path], *,
+                       correction: str = "holm") -> StudyComparison:
+    """Read each study directory's store (read-only) and line up their models. The models of
+    each dataset are compared pair by pair, and every comparison of every dataset is corrected
+    as one family with ``correction`` (holm, bh or none); pairs of a raced study keep its
+    race's p-values. Raises :class:`ArchlabError` for fewer than two directories or the same
+    directory twice."""
     paths = [Path(d) for d in directories]
     if len(paths) < 2:
         raise ArchlabError(f"Expected two or more study directories to compare, received "
@@ -124,17 +165,36 @@ def collect_comparison(directories: Sequence[str | Path]) -> StudyComparison:
         for m in s.models:
             data = _data(m)
             name = m.model if counts[m.model] == 1 else f"{label}/{m.model}"
-            models.append(ComparedModel(label, name, m.model, str(data.get("dataset", "-")),
+            models.append(ComparedModel(label, name, m.model, _dataset(m),
                                         data, replace(m, model=name), s.directory))
     datasets = list(dict.fromkeys(m.dataset for m in models if m.dataset != "-"))
-    rankings: dict[str, list[Comparison]] = {}
-    for dataset in datasets:
-        group = [m.result for m in models if m.dataset == dataset]
-        ranking = rank_models(group)
-        if ranking:
-            rankings[dataset] = ranking
-    return StudyComparison(studies, study_labels, models, datasets, rankings,
-                           _notes(studies, study_labels, models, datasets))
+    ranked = _rank(studies, study_labels, models, datasets, correction)
+    return StudyComparison(studies, study_labels, models, datasets,
+                           {d: r.against_best for d, r in ranked.items()},
+                           _notes(studies, study_labels, models, datasets), ranked)
+
+
+def _rank(studies: list[StudyResults], labels: list[str], models: list[ComparedModel],
+          datasets: list[str], correction: str) -> dict[str, Ranking]:
+    """Each dataset's models compared pair by pair, all pairs one corrected family."""
+    accs = {d: {m.label: m.result.test_accuracies for m in models
+                if m.dataset == d and m.result.test_accuracies} for d in datasets}
+    accs = {d: a for d, a in accs.items() if len(a) > 1}
+    if not accs:
+        return {}
+    seeds = {m.label: m.result.seeds for m in models if m.result.test_accuracies}
+    races: dict[PairKey, float] = {}
+    looks = 1
+    for label, s in zip(labels, studies, strict=True):
+        if s.race is None:
+            continue
+        names = {m.model: m.label for m in models if m.study == label}
+        looks = max(looks, s.race.max_looks)
+        for pair, q in s.race.p_values.items():
+            if all(n in names for n in pair):
+                races[frozenset(names[n] for n in pair)] = q
+    return rankings(accs, seeds=seeds, correction=correction, common_seeds=bool(races),
+                    p_values=races or None, looks=looks)
 
 
 def _notes(studies: list[StudyResults], labels: list[str], models: list[ComparedModel],

@@ -27,6 +27,8 @@ __all__ = [
     "conclusions",
     "machine_load",
     "num_classes",
+    "points",
+    "race_summary",
     "stuck_at_chance",
     "tests_used",
 ]
@@ -43,8 +45,9 @@ _TIE = 1e-9  # accuracies are fractions of a test set: equal means are equal to 
 @dataclass(frozen=True)
 class Conclusion:
     """One finding. ``kind`` is one of: ``empty``, ``single``, ``best``, ``tie``, ``all-chance``,
-    ``significance``, ``no-claim``, ``chance``, ``diverged``, ``failed``, ``overfit``,
-    ``no-overfit``, ``efficiency``. ``models`` names the models it is about."""
+    ``significance``, ``effect-sizes``, ``race``, ``no-claim``, ``chance``, ``diverged``,
+    ``failed``, ``overfit``, ``no-overfit``, ``efficiency``. ``models`` names the models it
+    is about."""
 
     kind: str
     text: str
@@ -209,6 +212,28 @@ def _winner(results: StudyResults, by: dict[str, ModelResult], scored: list[Mode
     return out
 
 
+def points(c: Comparison, *, sign: float = 1.0) -> str:
+    """'0.21 points (95 % CI 0.08 to 0.34)': a difference in test accuracy with its CI, in
+    percentage points (``sign`` -1 reverses it); no CI with n = 1."""
+    d, lo, hi = (sign * c.diff * 100, sign * c.ci_low * 100, sign * c.ci_high * 100)
+    if math.isfinite(lo) and math.isfinite(hi):
+        lo, hi = sorted((lo, hi))
+        return f"{abs(d):.2f} points (95 % CI {lo:.2f} to {hi:.2f})"
+    return f"{abs(d):.2f} points (no CI: n = 1)"
+
+
+def _difference(c: Comparison) -> str:
+    """'k5 is 0.21 points (95 % CI 0.08 to 0.34) above k3'."""
+    where = "above" if c.diff >= 0 else "below"
+    return f"{c.best} is {points(c)} {where} {c.other}"
+
+
+def _within(c: Comparison) -> str:
+    """'0.05 points above it, 95 % CI -0.20 to 0.30' (for use inside parentheses)."""
+    amount, _, ci = points(c).partition(" (")
+    return f"{amount} {'above' if c.diff >= 0 else 'below'} it, {ci.rstrip(')')}"
+
+
 def _significance(results: StudyResults) -> list[Conclusion]:
     if not results.ranking:
         return []
@@ -216,22 +241,33 @@ def _significance(results: StudyResults) -> list[Conclusion]:
     best = results.ranking[0].best
     tested = [c for c in results.ranking if c.n_best >= 2 and c.n_other >= 2]
     untested = [c for c in results.ranking if c.n_best < 2 or c.n_other < 2]
+    family = results.ranked.text if results.ranked is not None else "no correction"
     if tested:
         first = results.ranking[0]
         if first in tested:
             out.append(Conclusion("significance", first.verdict, (first.best, first.other)))
-        sig = [c.other for c in tested if c.significant]
-        not_sig = [c.other for c in tested if not c.significant]
+        sig = [c for c in tested if c.significant]
+        not_sig = [c for c in tested if not c.significant]
         parts = []
         if sig:
-            parts.append(f"significantly better than {_names(sig)}")
+            parts.append("significantly better than " + _names(
+                [f"{c.other} by {points(c)}" for c in sig]))
         if not_sig:
-            parts.append(f"not significantly different from {_names(not_sig)}")
+            parts.append("not significantly different from " + _names(
+                [f"{c.other} ({_within(c)})" for c in not_sig]))
         if len(tested) > 1 or first not in tested:
             out.append(Conclusion(
                 "significance",
-                f"By {tests_used(tested)} at α = 0.05 over repeats (no multiple-comparison "
-                f"correction), {best} is {'; '.join(parts)}.", (best, *sig, *not_sig)))
+                f"By {tests_used(tested)} with {family}, {best} is {'; '.join(parts)}. "
+                "Significant means after the correction; the CIs are each comparison's own "
+                "95 % interval.", (best, *(c.other for c in sig), *(c.other for c in not_sig))))
+    adjacent = [c for c in results.adjacent if c.n_best >= 2 and c.n_other >= 2]
+    if len(results.adjacent) > 1 and adjacent:
+        steps = [_difference(c) + ("" if c.significant else " (not significant)")
+                 for c in adjacent]
+        out.append(Conclusion(
+            "effect-sizes", "Down the ranking, model by model: " + "; ".join(steps) + ".",
+            tuple(dict.fromkeys(m for c in adjacent for m in (c.best, c.other)))))
     if untested:
         single = sorted({c.best for c in untested if c.n_best < 2}
                         | {c.other for c in untested if c.n_other < 2})
@@ -248,6 +284,52 @@ def _significance(results: StudyResults) -> list[Conclusion]:
                     f"compare {'it' if one else 'them'} with a t-test.")
         out.append(Conclusion("no-claim", text, tuple(single)))
     return out
+
+
+def race_summary(results: StudyResults) -> str | None:
+    """The race in one sentence: how it ended, what it cost against every model's max seeds,
+    and who was dropped when (None when the study did not race)."""
+    r = results.race
+    if r is None:
+        return None
+    info = results.meta.get("race") or {}
+    stopped = info.get("stopped") if isinstance(info, dict) else None
+    budget = info.get("budget") if isinstance(info, dict) else None
+    seeds = {m.model: m.n for m in results.models}
+    runs = sum(seeds.get(m, 0) for m in r.models)
+    lims = {(lim.min, lim.max) for lim in r.limits.values()}
+    span = (f"min {next(iter(lims))[0]}, max {next(iter(lims))[1]} seeds" if len(lims) == 1
+            else "each model's own min and max seeds")
+    if r.reason == "decided":
+        end = (f"it was decided at look {len(r.looks)}: {r.winner} is significantly better "
+               "than every other model")
+    elif r.reason == "max":
+        end = (f"it ran to the maximum seeds ({len(r.looks)} looks) with "
+               f"{_names(r.alive)} still in it, not separated")
+    elif stopped == "budget" and isinstance(budget, dict):
+        what = (f"{budget['runs']} runs" if budget.get("runs") else
+                f"{budget.get('hours')} h of training")
+        end = (f"it stopped at look {len(r.looks)} when the budget ({what}) would have been "
+               f"passed, with {_names(r.alive)} still in it")
+    else:
+        end = (f"it is unfinished after {len(r.looks)} looks ({stopped or 'stopped'}; rerun "
+               f"to continue), with {_names(r.alive)} still in it")
+    how = {"holm": "Holm's correction", "bh": "Benjamini-Hochberg's correction"}.get(
+        r.correction, "no correction")
+    text = (f"The race ({span}; α = {r.alpha:g}, {how}, spent over up to {r.max_looks} "
+            f"looks): {end}. It cost {runs} runs, "
+            f"{runs / r.fixed_runs * 100:.0f}% of the {r.fixed_runs} that every model's max "
+            "seeds would take.")
+    if r.drops:
+        text += " " + " ".join(f"{m} {d.text}." for m, d in r.drops.items())
+    return text
+
+
+def _race(results: StudyResults) -> list[Conclusion]:
+    text = race_summary(results)
+    if text is None or results.race is None:
+        return []
+    return [Conclusion("race", text, tuple(results.race.models))]
 
 
 def _overfit(models: list[ModelResult]) -> list[Conclusion]:
@@ -376,6 +458,7 @@ def conclusions(results: StudyResults, *, classes: int | None = None,
         if out[-1].kind != "all-chance":
             best_name = _best_and_ties(results, scored)[0]
         out += _significance(results)
+        out += _race(results)
     stuck = [m for m in scored if stuck_at_chance(m, classes, chance_margin)]
     if stuck and not (out and out[0].kind == "all-chance"):
         for m in stuck:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archlab.analysis.stats import Comparison, Summary, rank, summarize
+from archlab.analysis.racing import SPENDING_POWER, Limits, Race, race
+from archlab.analysis.stats import Comparison, Ranking, Summary, rankings, summarize
 from archlab.describe import Architecture, describe_architecture
 from archlab.errors import ArchlabError, StoreError
 from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store
@@ -34,7 +35,9 @@ __all__ = [
     "model_result",
     "open_store",
     "pivot",
+    "race_of",
     "rank_models",
+    "ranking_of",
     "resolve_study_directory",
     "run_file",
 ]
@@ -135,7 +138,20 @@ class StudyResults:
     meta: dict[str, Any]
     models: list[ModelResult]
     validation_is_test: bool
-    ranking: list[Comparison]
+    ranking: list[Comparison]  # the best model against each other one (corrected)
+    #: every pair compared and corrected as one family; the adjacent pairs' effect sizes
+    ranked: Ranking | None = None
+    race: Race | None = None  # the study's race, replayed from its runs (None: no race)
+
+    @property
+    def correction(self) -> str:
+        """The multiple-comparison correction the ranking used (holm, bh or none)."""
+        return self.ranked.correction if self.ranked is not None else "holm"
+
+    @property
+    def adjacent(self) -> list[Comparison]:
+        """Each model against the next one in the ranking: mean difference with its CI."""
+        return self.ranked.adjacent if self.ranked is not None else []
 
     def best(self) -> ModelResult | None:
         """The model with the highest mean test accuracy (the ranking's, on ties)."""
@@ -175,21 +191,69 @@ def model_result(name: str, runs: list[RunRecord]) -> ModelResult:
         runs=runs)
 
 
-def rank_models(models: list[ModelResult]) -> list[Comparison]:
-    """The best model (test accuracy) against each other one. Models that ran the same seeds
-    (common random numbers) are compared with a paired t-test, the others with Welch's."""
-    accs = {m.model: m.test_accuracies for m in models if m.test_accuracies}
-    seeds = {m.model: m.seeds for m in models if m.test_accuracies}
-    return rank(accs, seeds=seeds) if len(accs) > 1 else []
+def ranking_of(groups: dict[str, list[ModelResult]], *, correction: str = "holm",
+               race: Race | None = None) -> dict[str, Ranking]:
+    """Each group's models (a dataset's, say) ranked on test accuracy, every pair within a
+    group compared and all comparisons corrected as one family (``correction``: holm, bh or
+    none). Models that ran the same seeds (common random numbers) are compared with a paired
+    t-test, the others with Welch's. With a ``race``, its models are compared on the seeds
+    they share and their pairs take the race's p-values (adjusted for its looks). Groups with
+    fewer than two models with a test accuracy are left out."""
+    accs = {g: {m.model: m.test_accuracies for m in ms if m.test_accuracies}
+            for g, ms in groups.items()}
+    accs = {g: a for g, a in accs.items() if len(a) > 1}
+    if not accs:
+        return {}
+    seeds = {m.model: m.seeds for ms in groups.values() for m in ms if m.test_accuracies}
+    if race is None:
+        return rankings(accs, seeds=seeds, correction=correction)
+    return rankings(accs, seeds=seeds, correction=correction, common_seeds=True,
+                    p_values=race.p_values, looks=race.max_looks)
+
+
+def rank_models(models: list[ModelResult], *, correction: str = "holm",
+                race: Race | None = None) -> list[Comparison]:
+    """The best model (test accuracy) against each other one, corrected over every pair (see
+    :func:`ranking_of`)."""
+    ranked = ranking_of({"": models}, correction=correction, race=race)
+    return ranked[""].against_best if ranked else []
+
+
+def race_of(meta: dict[str, Any], runs: list[RunRecord]) -> Race | None:
+    """The race ``archlab.run.race`` recorded in the store's ``meta``, replayed from ``runs``
+    (the same decisions it made); None when the study did not race, or when its current plan
+    is not the race's (a later run with fixed repeats)."""
+    info = meta.get("race")
+    if not isinstance(info, dict) or not isinstance(info.get("limits"), dict):
+        return None
+    ids = set(info.get("plan") or [])
+    if not ids or not ids <= set(meta.get("plan") or []):
+        return None
+    try:
+        limits = {m: Limits(int(lo), int(hi)) for m, (lo, hi) in info["limits"].items()}
+        values: dict[str, dict[int, float | None]] = {}
+        for r in runs:
+            if r.run_id in ids and r.model in limits and r.status.is_finished():
+                acc = r.metrics.get("test_accuracy") if r.status is RunStatus.FINISHED \
+                    else None
+                values.setdefault(r.model, {})[r.repeat] = (
+                    acc if acc is not None and math.isfinite(acc) else None)
+        return race(values, limits, alpha=float(info.get("alpha", 0.05)),
+                    correction=str(info.get("correction", "holm")),
+                    power=float(info.get("power", SPENDING_POWER)))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"the store's race record is damaged ({exc})") from None
 
 
 def collect(directory: str | Path, *, models: list[str] | None = None,
-            run_ids: list[str] | None = None) -> StudyResults:
+            run_ids: list[str] | None = None, correction: str = "holm") -> StudyResults:
     """Read a study directory's store and summarize it, model by model (in study order).
 
     Only the runs of the latest plan count (``run_ids``, else the plan the last `archlab run`
     recorded): runs of an older version of a model stay in the store but out of the table.
-    The store is opened read-only: nothing is written.
+    Every pair of models is compared and the family corrected with ``correction`` (holm, bh
+    or none); a raced study's pairs take the race's p-values, adjusted for its looks. The
+    store is opened read-only: nothing is written.
     """
     with open_store(directory) as store:
         meta = store.meta()
@@ -201,8 +265,11 @@ def collect(directory: str | Path, *, models: list[str] | None = None,
         order.setdefault(r.model, []).append(r)
     out = [model_result(name, rs) for name, rs in order.items()]
     validation_is_test = any(rs[0].config.data.validates_on_test for rs in order.values())
+    raced = race_of(meta if run_ids is None else {**meta, "plan": run_ids}, runs)
+    ranked = ranking_of({"": out}, correction=correction, race=raced).get("")
     return StudyResults(Path(directory), meta.get("study", Path(directory).name), meta, out,
-                        validation_is_test, rank_models(out))
+                        validation_is_test, ranked.against_best if ranked else [], ranked,
+                        raced)
 
 
 def resolve_study_directory(source: str | Path) -> Path:
