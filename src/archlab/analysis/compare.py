@@ -87,21 +87,6 @@ def preprocessing_text(pre: Any) -> str:
     return str(pre)
 
 
-def dataset_label(config: dict[str, Any]) -> str:
-    """A run's dataset as tables show it, from its stored config: a built-in's name, or a
-    user's source as 'folder:pets@1a2b3c4d' (kind, folder or file name, and the first eight
-    hex digits of its content's fingerprint: runs on changed data differ)."""
-    data = config.get("data", config)
-    dataset = data.get("dataset", "-") if isinstance(data, dict) else "-"
-    if not isinstance(dataset, dict):
-        return str(dataset)
-    kind = next((k for k in ("folder", "csv", "npz", "idx") if k in dataset), "source")
-    name = Path(str(dataset.get(kind, "?"))).name
-    record = config.get("dataset")
-    fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
-    return f"{kind}:{name}" + (f"@{fingerprint[:8]}" if fingerprint else "")
-
-
 def data_text(data: dict[str, Any]) -> str:
     """'mnist-sample, x / 255, 10% validation split' for a run's data settings."""
     pre_text = preprocessing_text(data.get("preprocessing", "scale"))
@@ -109,7 +94,11 @@ def data_text(data: dict[str, Any]) -> str:
     val_text = ("validation on the test set" if validation == "test" else
                 f"{validation.get('split', 0) * 100:g}% validation split"
                 if isinstance(validation, dict) else str(validation))
-    return f"{dataset_label(data)}, {pre_text}, {val_text}"
+    dataset = data.get("dataset", "-")
+    if isinstance(dataset, dict):  # a user's source: its kind and file or folder name
+        kind = next((k for k in ("folder", "csv", "npz", "idx") if k in dataset), "source")
+        dataset = f"{kind}:{Path(str(dataset.get(kind, '?'))).name}"
+    return f"{dataset}, {pre_text}, {val_text}"
 
 
 def _labels(studies: Sequence[StudyResults]) -> list[str]:
@@ -125,7 +114,7 @@ def _labels(studies: Sequence[StudyResults]) -> list[str]:
 
 
 def _dataset(m: ModelResult) -> str:
-    labels = {dataset_label(r.config_json) for r in m.runs}
+    labels = {r.config.data_label for r in m.runs}
     return next(iter(labels)) if len(labels) == 1 else "-"
 
 

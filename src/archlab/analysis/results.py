@@ -122,6 +122,12 @@ class ModelResult:
         return [r.seed for r in self.finished if "test_accuracy" in r.metrics]
 
     @property
+    def data(self) -> str:
+        """The data its runs saw: a built-in's name, or a user's source with its content's
+        fingerprint (``folder:pets@1a2b3c4d``); several, comma-separated, if they differ."""
+        return ", ".join(sorted({r.config.data_label for r in self.runs})) or "-"
+
+    @property
     def median_train_seconds(self) -> float | None:
         """The median training time of the finished runs: robust to one noisy timing."""
         times = [r.train_seconds for r in self.finished

@@ -202,6 +202,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from archlab.data import check_study_data
 
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
+    _print_data(study)
     out.print(_compute_table(study, project=not args.no_timing))
     _check_search(study, project=not args.no_timing)
     if not args.no_timing:

@@ -104,6 +104,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("dropout"),
     Column("BN", True),
     Column("L2"),
+    Column("data"),
 )
 COMPACT_COLUMNS = ("model", "test acc", CI_HEADER, "n", "params", "time (s)")
 _METRIC_COLUMN = {"test_accuracy": "test acc", "val_accuracy": "val acc", "val_loss": "val loss",
@@ -191,7 +192,7 @@ def column_values(m: ModelResult) -> dict[str, tuple[str, Any]]:
         "conv": (str(a.conv_layers), a.conv_layers), "kernels": (a.kernels, a.kernels),
         "channels": (a.channels, a.channels), "pooling": (a.pooling, a.pooling),
         "dropout": (a.dropout, a.dropout), "BN": (str(a.batch_norm), a.batch_norm),
-        "L2": (a.l2, a.l2),
+        "L2": (a.l2, a.l2), "data": (m.data, m.data),
     }
     for key, header in _METRIC_COLUMN.items():
         s = m.metrics.get(key)
@@ -345,7 +346,7 @@ def model_record(m: ModelResult, validation_is_test: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"model": m.model, "n": m.n,
                            "statuses": ";".join(f"{k}={v}" for k, v in m.statuses.items()),
                            **asdict(m.architecture), "total_params": m.total_params,
-                           "macs_per_sample": m.macs_per_sample}
+                           "macs_per_sample": m.macs_per_sample, "data": m.data}
     for k in FINAL_METRICS:
         row |= _summary_fields(k, m.metrics.get(k))
     row |= _summary_fields("train_seconds", m.train_seconds)
@@ -464,7 +465,7 @@ def rich_wide_tables(results: StudyResults) -> list[Any]:
     metrics, the architecture, and the statistics."""
     metrics = ("model", "val acc", "val loss", "test loss", "train acc (eval)",
                "train loss (eval)")
-    arch = ("model", "conv", "kernels", "channels", "pooling", "dropout", "BN", "L2")
+    arch = ("model", "conv", "kernels", "channels", "pooling", "dropout", "BN", "L2", "data")
     return [_rich(results, "other metrics (mean ± std)", metrics, [EVAL_NOTE]),
             _rich(results, "architecture", arch, []),
             rich_stats_table(results)]

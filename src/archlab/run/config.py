@@ -78,6 +78,15 @@ class RunConfig(Strict):
                 **({"dataset": self.dataset.model_dump(mode="json")}
                    if self.dataset is not None else {})}
 
+    @property
+    def data_label(self) -> str:
+        """The data this run saw, as tables show it: a built-in's name, or a user's source as
+        'folder:pets@1a2b3c4d' (with the first eight hex digits of its content's
+        fingerprint: runs on changed data show a different label)."""
+        if self.dataset is None:
+            return self.data.dataset_name
+        return f"{self.dataset.name}@{self.dataset.fingerprint[:8]}"
+
     def identity(self) -> dict[str, Any]:
         """What the run id hashes: :meth:`to_json` without the source's path."""
         out = self.to_json()
