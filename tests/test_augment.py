@@ -40,9 +40,9 @@ def augmenter(specs: list[dict[str, Any]], seed: int = 0) -> Augmenter:
     return Augmenter(SPECS.validate_python(specs), seed)
 
 
-def images(n: int = 4, h: int = 28, w: int = 28) -> torch.Tensor:
+def images(n: int = 4, h: int = 28, w: int = 28, c: int = 1) -> torch.Tensor:
     """Random images with content up to the borders, so every fill mode shows."""
-    return torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(5))
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(5))
 
 
 def keras_apply(layers: list[dict[str, Any]], x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +117,21 @@ def test_fixed_transforms_give_keras_pixels(case: dict[str, Any], fill_mode: str
     want = keras_apply([layer], x)
     got = augmenter([layer])(x)
     torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=["translation", "rotation", "rotation-negative",
+                                             "zoom-out", "zoom-in-out"])
+def test_colour_batches_get_keras_pixels_each_channel_moved_alike(case: dict[str, Any]) -> None:
+    """Augmentation works on colour batches: the same transform for every channel, Keras's
+    pixels (RGB 32x32, as CIFAR-10)."""
+    (name, args), = case.items()
+    layer = {name: {**args, "fill_mode": "reflect"}}
+    x = images(3, 32, 32, c=3)
+    got = augmenter([layer])(x)
+    torch.testing.assert_close(got, keras_apply([layer], x), atol=2e-4, rtol=0)
+    same = x[:, :1].repeat(1, 3, 1, 1)  # three equal channels stay equal
+    moved = augmenter([layer])(same)
+    assert torch.equal(moved[:, 0], moved[:, 1]) and torch.equal(moved[:, 1], moved[:, 2])
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=["translation", "rotation", "rotation-negative",

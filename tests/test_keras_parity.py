@@ -180,9 +180,37 @@ def _id(case: Any) -> str:
     return f"{source}:{model}"
 
 
+#: The seed CNNs on colour 32x32 input, as on CIFAR-10: the first layer's kernels span 3
+#: channels and every later shape follows from 32x32 (the residual net: test_keras_new_layers).
+COLOUR = [("zoo:keras-mnist-cnn", "cnn"), ("zoo:kernels-padding", "m1"),
+          ("zoo:kernels-padding", "m4"), ("zoo:depth-l2", "conv3-wide-l2"),
+          ("zoo:conv-stacks", "conv7"), ("zoo:mlp-hparams", "mlp128-drop"),
+          ("custom", "branches"), ("custom", "odd-padding")]
+
+
 @pytest.mark.parametrize("source,model", MODELS, ids=[_id(c) for c in MODELS])
 def test_model_matches_keras(source: str, model: str) -> None:
-    study = _load(source, model)
+    _check_against_keras(_load(source, model), model)
+
+
+@pytest.mark.parametrize("source,model", COLOUR, ids=[_id(c) for c in COLOUR])
+def test_colour_model_matches_keras(source: str, model: str) -> None:
+    """Summaries and parameter counts equal Keras's for (32, 32, 3) inputs."""
+    built = _check_against_keras(on_cifar10(source, model), model)
+    assert built.input_shape == (32, 32, 3)
+    first = next(m for m in built.module.modules()
+                 if isinstance(m, torch.nn.Conv2d | torch.nn.Linear))
+    assert (first.in_channels if isinstance(first, torch.nn.Conv2d) else first.in_features) \
+        in (3, 32 * 32 * 3)
+
+
+def on_cifar10(source: str, model: str) -> Any:
+    """The study of ``source`` with its data set to cifar10 (32x32 RGB, 10 classes)."""
+    config = _load(source, model).to_config()
+    return parse_study({**config, "data": {**config["data"], "dataset": "cifar10"}})
+
+
+def _check_against_keras(study: Any, model: str) -> Any:
     built = build_model(study, model, seed=0)
     layers = list(study.models[model].layers)
     _perturb(built.module, seed=1)
@@ -206,6 +234,7 @@ def test_model_matches_keras(source: str, model: str) -> None:
     reg = built.regularization_loss()
     keras_reg = sum(float(to_numpy(loss)) for loss in kmodel.losses)
     assert (0.0 if reg is None else reg.item()) == pytest.approx(keras_reg, rel=1e-5)
+    return built
 
 
 def test_batch_normalization_training_step_matches_keras() -> None:

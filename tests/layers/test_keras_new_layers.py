@@ -38,7 +38,7 @@ from archlab.layers import (  # noqa: E402
     ZeroPadding2D,
 )
 from tests.keras_twin import copy_weights_into, keras_twin, same_probabilities, to_numpy  # noqa: E402
-from tests.test_keras_parity import _copy_layer, _keras_layer, _perturb  # noqa: E402
+from tests.test_keras_parity import _copy_layer, _keras_layer, _perturb, on_cifar10  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -119,11 +119,14 @@ def copy_weights(spec: Any, module: Any, klayer: Any) -> None:
     _copy_layer(spec, module, klayer)
 
 
-def assert_matches_keras(layers: list[Any], *, training_free: bool = True) -> Any:
-    """Build ``layers`` in archlab and Keras; compare counts, shapes and probabilities."""
-    study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
-    built = build_model(study, "m", seed=0)
-    specs = list(study.models["m"].layers)
+def assert_matches_keras(layers: list[Any], *, training_free: bool = True,
+                         study: Any = None, model: str = "m") -> Any:
+    """Build ``layers`` (or ``study``'s ``model``) in archlab and Keras; compare counts, shapes
+    and probabilities."""
+    if study is None:
+        study = parse_study({"name": "k", "models": {"m": {"layers": layers}}})
+    built = build_model(study, model, seed=0)
+    specs = list(study.models[model].layers)
     _perturb(built.module, seed=1)
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():  # PReLU's slopes start at zero: make them differ
@@ -539,3 +542,9 @@ def test_labels_of_issue_10_layers_in_the_compact_form_and_table() -> None:
                        "sdrop0.2, ln, noise0.1→ 28×28×16 →up2→ 56×56×16 →gap→ 16 →dense 10→ 10")
     table = describe_architecture(study.models["m"].layers)
     assert (table.conv_layers, table.channels, table.dropout) == (1, "8", "0.2")
+
+
+def test_the_residual_net_on_colour_input_matches_keras() -> None:
+    """zoo:residual's ResNet on 32x32 RGB (CIFAR-10's shape): counts, shapes, probabilities."""
+    built = assert_matches_keras([], study=on_cifar10("zoo:residual", "resnet"), model="resnet")
+    assert built.input_shape == (32, 32, 3)

@@ -227,9 +227,9 @@ window.addEventListener("load", function () {
 def test_comparison_page_in_headless_chromium(tmp_path: Path) -> None:
     """The page as a browser shows it: every image decodes, and the dataset warning is on
     screen above the table without scrolling."""
-    from tests.report.test_report import _browser, _chromium
+    from tests.report.browser import browser, chromium
 
-    if _chromium() is None:
+    if chromium() is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
     a = _store(tmp_path / "a", {"cnn": [0.98, 0.981], "mlp": [0.95, 0.951]}, study="digits")
     b = _store(tmp_path / "b", {"cnn": [0.88, 0.885]}, study="clothes",
@@ -237,7 +237,7 @@ def test_comparison_page_in_headless_chromium(tmp_path: Path) -> None:
     html_path, _ = write_comparison([a, b], tmp_path / "out")
     probe = tmp_path / "probe.html"
     probe.write_text(html_path.read_text().replace("</body>", PROBE + "\n</body>", 1))
-    run = _browser(tmp_path, "--virtual-time-budget=10000", "--window-size=1280,900",
+    run = browser(tmp_path, "--virtual-time-budget=10000", "--window-size=1280,900",
                    "--dump-dom", probe.as_uri())
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
     assert found, f"no probe result (exit {run.returncode}): {run.stderr[-2000:]}"

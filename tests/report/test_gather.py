@@ -15,13 +15,19 @@ from archlab import build_model, parse_study
 from archlab.analysis.predictions import Predictions, save_predictions
 from archlab.errors import StoreError
 from archlab.report.gather import (
+    NAME_CHARS,
+    display_images,
     gather_gallery,
+    gather_samples,
     gather_scatter,
     gather_weights,
+    name_lines,
     read_predictions,
     read_weights,
+    short_label,
 )
 from tests.analysis.crafted import model, results
+from tests.report.crafted_predictions import crafted
 
 
 class _Boom:
@@ -91,8 +97,53 @@ def test_predictions_round_trip_and_gallery(tmp_path: Path) -> None:
     # normalized inputs (negative values too) are stretched to the full grey range, per image
     assert (gallery.images.min(axis=(1, 2)) == 0).all()
     assert (gallery.images.max(axis=(1, 2)) == 255).all()
-    assert gallery.captions[0] == "0→1 99%"
+    assert gallery.captions[0] == ("0", "→ 1 (99%)") and gallery.true_lines[0] == 1
     assert gather_gallery(_predictions(0)) is None
+    assert gather_samples(pred) is None  # a file without samples (as older runs wrote)
+
+
+def test_gallery_captions_hold_whole_class_names() -> None:
+    """Names up to NAME_CHARS characters are whole, on one line; longer ones wrap onto a
+    second line at a separator near the middle, and are cut with "…" only past two lines."""
+    assert name_lines("T-shirt/top") == ["T-shirt/top"]
+    thirty = "Pullover with a very long name"
+    assert len(thirty) == NAME_CHARS and name_lines(thirty) == [thirty]
+    assert name_lines("sandal_with_an_underscored_name") == ["sandal_with_an_underscored_",
+                                                             "name"]
+    assert name_lines("a class name longer than thirty characters, wrapped") == [
+        "a class name longer than", "thirty characters, wrapped"]
+    assert name_lines("x" * 75) == ["x" * 30, "x" * 29 + "…"]
+    assert short_label(thirty) == thirty and short_label(thirty + "!") == thirty[:29] + "…"
+    k = 11
+    pred = crafted(k, accuracy=0.3)
+    gallery = gather_gallery(pred)
+    assert gallery is not None
+    for caption, t, p, first in zip(gallery.captions, pred.mistake_true, pred.mistake_pred,
+                                    gallery.true_lines, strict=True):
+        assert " ".join(caption[:first]) == " ".join(name_lines(pred.class_names[t]))
+        assert caption[first].startswith("→ ")
+        assert caption[-1].endswith("%)")
+        assert all(len(line) <= NAME_CHARS + len("→ ") + len(" (100%)") for line in caption)
+        assert p != t
+    samples = gather_samples(pred)
+    assert samples is not None and not samples.mistakes
+    assert pred.sample_labels.tolist() == list(range(k))  # 20 // 11: one image a class
+    assert samples.captions == [tuple(name_lines(n)) for n in pred.class_names]
+
+
+def test_images_are_drawn_as_the_dataset_holds_them() -> None:
+    """uint8 pixels are not stretched: grey stays grey (H, W), RGB stays RGB, RGBA is laid over
+    white; floats (older files) are stretched per image."""
+    grey = np.array([[[[10], [20]], [[30], [40]]]], dtype=np.uint8)  # (1, 2, 2, 1)
+    assert np.array_equal(display_images(grey), grey[..., 0])
+    rgb = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
+    assert np.array_equal(display_images(rgb), rgb)
+    rgba = np.zeros((1, 1, 2, 4), dtype=np.uint8)
+    rgba[0, 0, 0] = (200, 100, 0, 255)  # opaque
+    rgba[0, 0, 1] = (200, 100, 0, 0)  # transparent: white
+    assert display_images(rgba).tolist() == [[[[200, 100, 0], [255, 255, 255]]]]
+    floats = np.array([[[-1.0, 0.0], [0.5, 1.0]]], dtype=np.float32)
+    assert display_images(floats).tolist() == [[[0, 128], [191, 255]]]
 
 
 def test_bad_predictions_file(tmp_path: Path) -> None:

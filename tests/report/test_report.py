@@ -14,7 +14,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,8 @@ from archlab.describe import compact_architecture
 from archlab.errors import StoreError
 from archlab.report import REPORT_FILES, write_report
 from archlab.store import RunStatus, Store
+from tests.report.browser import ARTIFACTS, assert_clean_layout, browser, layout, needs_chromium
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
 MODELS = ["conv2", "conv3", "mlp32", "broken", "exploded"]
 STUDY = """\
 name: report-study
@@ -164,8 +162,8 @@ def test_writes_html_and_markdown(study: dict[str, Any]) -> None:
 def test_every_image_is_an_embedded_decodable_png(study: dict[str, Any]) -> None:
     page = _parse(study["html"])
     # 3 trained models x (curves, weights, confusion, mistakes), 1 diverged model's curves,
-    # and 3 overview plots
-    assert len(page.images) == 3 * 4 + 1 + 3
+    # 3 overview plots and the sample test images
+    assert len(page.images) == 3 * 4 + 1 + 3 + 1
     for img in page.images:
         prefix = "data:image/png;base64,"
         assert img["src"].startswith(prefix), img["src"][:40]
@@ -184,9 +182,19 @@ def test_page_is_self_contained(study: dict[str, Any]) -> None:
     assert "http://" not in study["html"] and "https://" not in study["html"]
 
 
+def _ranked(study: dict[str, Any]) -> list[str]:
+    """The models by mean test accuracy (equal means in study order), then those without."""
+    results = collect(study["dir"])
+    acc = {m.model: m.metrics["test_accuracy"].mean for m in results.models
+           if "test_accuracy" in m.metrics}
+    return sorted(acc, key=lambda name: (-acc[name], MODELS.index(name))) + [
+        m for m in MODELS if m not in acc]
+
+
 def test_table_has_a_row_per_model(study: dict[str, Any]) -> None:
     page = _parse(study["html"])
-    assert [r["data-model"] for r in page.rows] == MODELS
+    assert [r["data-model"] for r in page.rows] == _ranked(study)
+    assert _ranked(study)[-2:] == ["broken", "exploded"]
     assert len(page.details) == len(MODELS)  # a collapsed section per model
     assert all("open" not in d for d in page.details)
     for col in ("train loss (eval)", "train acc (eval)", "val acc", "test acc", "time (s)",
@@ -199,18 +207,18 @@ def test_only_validation_and_test_metrics_are_best(study: dict[str, Any]) -> Non
     metrics (never train loss/accuracy, time or params), in the HTML and the Markdown."""
     table = re.search(r'<table id="results">(.*?)</table>', study["html"], re.S).group(1)
     headers = [html.unescape(h) for h in re.findall(r"<th [^>]*>([^<]*)</th>", table)]
-    assert headers[:2] == ["model", "test acc"]
+    assert headers[:3] == ["rank", "model", "test acc"]
     best_columns = set()
     for row in re.findall(r"<tr[^>]*data-model[^>]*>(.*?)</tr>", table, re.S):
         cells = re.findall(r"<td ([^>]*)>", row)
         assert len(cells) == len(headers)
         best_columns |= {headers[j] for j, attrs in enumerate(cells) if "best" in attrs}
     assert best_columns == {"test acc", "val acc", "val loss", "test loss"}
-    md_header = next(line for line in study["md"].splitlines() if line.startswith("| model"))
+    md_header = next(line for line in study["md"].splitlines() if line.startswith("| rank"))
     md_cols = [c.strip() for c in md_header.strip("|").split("|")]
-    assert md_cols[:2] == ["model", "test acc"]
+    assert md_cols[:3] == ["rank", "model", "test acc"]
     for line in study["md"].splitlines():
-        if line.startswith("| conv") or line.startswith("| mlp32"):
+        if re.match(r"\| \d \| (conv|mlp32)", line):
             cells = [c.strip() for c in line.strip("|").split("|")]
             bold = {md_cols[j] for j, c in enumerate(cells) if c.startswith("**")}
             assert bold <= {"test acc", "val acc", "val loss", "test loss"}
@@ -549,30 +557,12 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _browser(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = _chromium()
-    assert exe is not None
-    cmd = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-           "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}",
-           "--enable-logging=stderr", "--v=0", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get "
-                    "install -y chromium); the headless-browser check of report.html needs it")
+@needs_chromium
 def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> None:
     text = study["html"]
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
-    run = _browser(tmp_path, "--virtual-time-budget=15000", "--window-size=1280,2000",
+    run = browser(tmp_path, "--virtual-time-budget=15000", "--window-size=1280,2000",
                    "--dump-dom", probe.as_uri())
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
     assert found, f"no probe result (exit {run.returncode}): {run.stderr[-2000:]}"
@@ -583,22 +573,23 @@ def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> N
     assert uncaught == []
     assert result["images"] == len(_parse(text).images)
     assert result["undecoded"] == []
-    assert result["rows"] == MODELS
+    assert result["rows"] == _ranked(study)
     asc = [float(v) for v in result["ascending"] if v]
     desc = [float(v) for v in result["descending"] if v]
     assert asc == sorted(asc) and desc == sorted(desc, reverse=True) and len(asc) == 3
     assert result["ascending"][-2:] == ["", ""]  # models without a value sort last
     assert result["opened"] == len(MODELS) and result["collapsed"] == 0
     assert result["linked"] == ["model-1"]
-    # at 1280 px test accuracy is the column after the model name, in view without scrolling
-    assert result["testAccColumn"] == 1
+    # at 1280 px test accuracy is the column after the rank and model name, in view without
+    # scrolling
+    assert result["testAccColumn"] == 2
     assert 0 < result["testAccRight"] <= result["viewport"] <= 1280
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
     page = study["dir"] / "report.html"
-    run = _browser(tmp_path, "--window-size=1280,2600", f"--screenshot={shot}", page.as_uri())
+    run = browser(tmp_path, "--window-size=1280,2600", f"--screenshot={shot}", page.as_uri())
     assert shot.is_file(), run.stderr[-2000:]
     w, h = _png_size(shot.read_bytes())
     assert (w, h) == (1280, 2600)
@@ -610,6 +601,19 @@ def test_report_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> N
                                    '<details class="model" id="model-0" open>', 1))
     shot = ARTIFACTS / "report-model.png"
     shot.unlink(missing_ok=True)
-    run = _browser(tmp_path, "--window-size=1280,4400", f"--screenshot={shot}",
+    run = browser(tmp_path, "--window-size=1280,4400", f"--screenshot={shot}",
                    opened.as_uri())
     assert shot.is_file(), run.stderr[-2000:]
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_layout_in_headless_chromium(study: dict[str, Any], tmp_path: Path,
+                                            width: int) -> None:
+    """The trained study's report, every section open, at 1280 and 800 pixels: nothing past
+    the window, no image over another, no text over text or cut; galleries at full size."""
+    result = layout(study["dir"] / "report.html", tmp_path, width, shot="report-study")
+    assert result["images"] == len(_parse(study["html"]).images)
+    assert_clean_layout(result)
+    galleries = [scale for alt, scale in result["shrunk"] if "images" in alt]
+    assert len(galleries) == 3 + 1 and min(galleries) > 0.99

@@ -35,6 +35,7 @@ from archlab.report.tables import (
     model_record,
     records_csv,
     rich_cells_table,
+    verdict_lines,
 )
 
 __all__ = ["COMPARE_COLUMNS", "check_outside", "compare_cells", "compare_csv", "compare_json",
@@ -70,11 +71,7 @@ def ranking_lines(comparison: StudyComparison) -> list[tuple[str, list[str]]]:
     out = []
     for dataset, ranking in comparison.rankings.items():
         heading = "" if comparison.same_dataset else f"on {dataset}"
-        lines = [c.verdict for c in ranking]
-        if all(c.n_best < 2 or c.n_other < 2 for c in ranking):
-            lines.append("With one run per model no ranking claim can be made: seed-to-seed "
-                         "noise is unknown. Use `repeats: 5` (or --repeats 5).")
-        out.append((heading, lines))
+        out.append((heading, verdict_lines(ranking, "Use `repeats: 5` (or --repeats 5).")))
     return out
 
 

@@ -23,9 +23,9 @@ from archlab.report.gather import (
     short_label,
 )
 
-__all__ = ["DPI", "RC", "REPORT_FILES", "Image", "confusion_figure", "curves_figure",
-           "gallery_figure", "overlay_figure", "scatter_figure", "sweep_figure",
-           "violin_figure"]
+__all__ = ["CONFUSION_MAX", "DPI", "GALLERY_WIDTH", "RC", "REPORT_FILES", "Image",
+           "confusion_figure", "curves_figure", "gallery_figure", "overlay_figure",
+           "scatter_figure", "sweep_figure", "text_width", "violin_figure"]
 
 REPORT_FILES = "report_files"  # the PNGs beside report.md
 DPI = 80
@@ -70,6 +70,16 @@ def _figure(w: float, h: float, ncols: int = 1, *, margins: tuple[float, float, 
     fig.subplots_adjust(left=left, right=right, bottom=bottom, top=top, wspace=wspace)
     axes = fig.subplots(1, ncols, squeeze=False, **kw)[0]
     return fig, axes
+
+
+def _blank(w: float, h: float) -> Any:
+    """A figure without axes (the caller places its own)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _png(fig: Any, name: str, alt: str) -> Image:
@@ -183,66 +193,131 @@ def violin_figure(name: str, layers: list[LayerWeights]) -> Image:
                 "and biases (violins, min to max)")
 
 
+def text_width(texts: Sequence[str], size: float) -> float:
+    """The width in inches of the widest of ``texts`` drawn at ``size`` points (measured by
+    the Agg renderer, nothing drawn): margins sized to the labels they hold."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    if not texts:
+        return 0.0
+    renderer = RendererAgg(8, 8, DPI)
+    prop = FontProperties(size=size)
+    return max(renderer.get_text_width_height_descent(t, prop, ismath=False)[0]
+               for t in texts) / DPI
+
+
+#: Above this many classes no confusion matrix is drawn (its cells and labels would be too
+#: small to read): the report lists the most-confused pairs and per-class accuracy instead.
+CONFUSION_MAX = 20
+
+
 def confusion_figure(name: str, cm: np.ndarray, classes: Sequence[str]) -> Image:
-    """Row-normalized colours, counts in the cells; each true class's accuracy in its label."""
+    """Row-normalized colours, counts in the cells; each true class's accuracy in its label.
+    Class names are shown whole up to :data:`NAME_CHARS` characters, and the margins are
+    measured to hold them and the axis labels."""
     n = len(classes)
     totals = cm.sum(axis=1)
     frac = cm / np.maximum(totals, 1)[:, None]
     short = [short_label(c) for c in classes]
     rows = [f"{c} ({frac[i, i] * 100:.1f}%)" if totals[i] else f"{c} (-)"
             for i, c in enumerate(short)]
-    left = 0.25 + 0.055 * max(len(r) for r in rows)
-    size = 0.24 * n + 0.6
-    width, height = left + size + 0.15, size + 0.85
-    fig, (ax,) = _figure(width, height, margins=(left / width, 1 - 0.15 / width, 0.55 / height,
-                                                 1 - 0.3 / height))
-    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), short, rotation=90 if max(map(len, short)) > 2 else 0)
-    ax.set_yticks(range(n), rows)
+    tick = 7.0
+    rotate = max(map(len, short)) > 2
+    label_h = 0.3  # an axis label and its padding
+    left = text_width(rows, tick) + label_h + 0.15
+    bottom = (text_width(short, tick) if rotate else 0.15) + label_h + 0.15
+    cell = 0.3 if n <= 10 else 0.24
+    ylabel = "true (per-class accuracy)"
+    size = max(cell * n, text_width([ylabel], RC["axes.labelsize"]) + 0.1)  # the label fits
+    top = 0.35
+    title = "confusion matrix, test set"
+    width = max(left + size + 0.2, text_width([title], RC["axes.titlesize"]) + 0.3)
+    height = top + size + bottom
+    fig, (ax,) = _figure(width, height, margins=(left / width, (left + size) / width,
+                                                 bottom / height, 1 - top / height))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(n), short, rotation=90 if rotate else 0, fontsize=tick)
+    ax.set_yticks(range(n), rows, fontsize=tick)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true (per-class accuracy)")
-    ax.set_title("confusion matrix, test set")
-    if n <= 20:
-        fs = 6 if n <= 10 else 4
-        for i, j in zip(*np.nonzero(cm), strict=True):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fs,
-                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_ylabel(ylabel)
+    fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top",
+             fontsize=RC["axes.titlesize"])
+    fs = 6 if n <= 10 else 5
+    for i, j in zip(*np.nonzero(cm), strict=True):
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fs,
+                color="white" if frac[i, j] > 0.5 else "black")
     return _png(fig, f"{name}_confusion", f"{name}: confusion matrix on the test set (colour: "
                 "fraction of the true class; per-class accuracy beside each true class)")
 
 
-def gallery_figure(name: str, gallery: Gallery) -> Image:
+GALLERY_WIDTH = 700  # pixels: a gallery fits an 800-pixel-wide window without shrinking
+_CAPTION_PT = 8.0
+
+
+def gallery_figure(name: str, gallery: Gallery, *, title: str | None = None) -> Image:
+    """The gallery's images in a grid, each with its caption lines under it; columns as wide
+    as the longest caption line (measured), as many as fit :data:`GALLERY_WIDTH` pixels.
+    Grey images are drawn grey, RGB images in colour; a mistake's prediction is in red."""
     images, captions = gallery.images, gallery.captions
     k = len(images)
-    cols = min(k, 6)
-    rows = math.ceil(k / cols)
     h, w = images.shape[1:3]
-    pad, top = 3, 9  # pixels between tiles, rows of pixels for the caption above each tile
-    mosaic = np.full((rows * (h + pad + top), cols * (w + pad)), 255, dtype=np.uint8)
+    longest = max(h, w)
+    scale = round(84 / longest) if longest <= 84 else 84 / longest  # about 84 pixels a side
+    img_w, img_h = w * scale, h * scale
+    line = _CAPTION_PT / 72 * DPI * 1.3  # pixels per caption line
+    lines = max(len(c) for c in captions)
+    text_px = text_width([t for c in captions for t in c], _CAPTION_PT) * DPI
+    cell_w = max(img_w, text_px) + 12
+    cell_h = img_h + lines * line + 10
+    cols = max(1, min(k, int(GALLERY_WIDTH // cell_w)))
+    rows = math.ceil(k / cols)
+    head = 22 if title else 4
+    fig_w, fig_h = cols * cell_w, rows * cell_h + head
+    fig = _blank(fig_w / DPI, fig_h / DPI)
+    if title:
+        fig.text(6 / fig_w, 1 - 6 / fig_h, title, ha="left", va="top", fontsize=8.5,
+                 color="0.15")
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        y0, x0 = r * (h + pad + top) + top, c * (w + pad)
-        mosaic[y0:y0 + h, x0:x0 + w] = 255 - img
-    scale = 3.0 / DPI  # inches per image pixel: 3 screen pixels each
-    fig, (ax,) = _figure(mosaic.shape[1] * scale, mosaic.shape[0] * scale, margins=(0, 1, 0, 1))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    for i, cap in enumerate(captions):
-        r, c = divmod(i, cols)
-        ax.text(c * (w + pad) + w / 2, r * (h + pad + top) + top - 1.5, cap, ha="center",
-                va="bottom", fontsize=8, color="#b00020")
-    ax.set_axis_off()
-    return _png(fig, f"{name}_mistakes", f"{name}: the {k} most confidently misclassified test "
-                "images, true → predicted (confidence)")
+        x0 = c * cell_w + (cell_w - img_w) / 2
+        y_top = head + r * cell_h
+        ax = fig.add_axes((x0 / fig_w, 1 - (y_top + img_h) / fig_h, img_w / fig_w,
+                           img_h / fig_h))
+        grey = img.ndim == 2
+        ax.imshow(img, cmap="gray" if grey else None, vmin=0, vmax=255,
+                  interpolation="nearest" if scale >= 1 else "antialiased")
+        ax.set_axis_off()
+        first = gallery.true_lines[i] if gallery.true_lines else len(captions[i])
+        for j, text in enumerate(captions[i]):
+            red = gallery.mistakes and j >= first
+            y = y_top + img_h + 3 + j * line
+            fig.text((c * cell_w + cell_w / 2) / fig_w, 1 - y / fig_h, text, ha="center",
+                     va="top", fontsize=_CAPTION_PT, color="#b00020" if red else "0.15")
+    if gallery.mistakes:
+        return _png(fig, f"{name}_mistakes", f"{name}: the {k} most confidently misclassified "
+                    "test images: true class, then → predicted class (confidence)")
+    return _png(fig, name, title or f"{k} test images")
+
+
+def _legend_width(names: Sequence[str], size: float, ncols: int) -> float:
+    """Inches a legend of ``names`` takes in ``ncols`` columns: the measured text plus each
+    entry's handle and padding."""
+    return ncols * (text_width(names, size) + 0.45) + 0.1
 
 
 def overlay_figure(models: list[tuple[str, Curves]], colors: dict[str, int]) -> Image:
+    """Validation loss and accuracy of every model per epoch; the legend to the right of both
+    panels (its width measured from the names, so it never covers a panel or its title)."""
     ncols = 1 if len(models) <= 16 else 2
-    legend_in = 1.1 * ncols + 0.02 * max(len(n) for n, _ in models) * ncols
+    font = 6 if len(models) > 16 else 7
+    legend_in = _legend_width([n for n, _ in models], font, ncols)
     width = 7.2 + legend_in
-    height = max(3.0, 0.13 * math.ceil(len(models) / ncols) + 0.6)
+    height = max(3.0, 0.16 * math.ceil(len(models) / ncols) + 0.8)
+    right = 1 - (legend_in + 0.1) / width
+    top = 1 - 0.3 / height
     fig, (ax_loss, ax_acc) = _figure(width, height, 2,
-                                     margins=(0.7 / width, 1 - (legend_in + 0.1) / width,
-                                              0.45 / height, 1 - 0.3 / height))
+                                     margins=(0.7 / width, right, 0.45 / height, top))
     for name, c in models:
         st = _style(colors.get(name, 0))
         marker = "o" if len(c.epochs) <= 15 else None
@@ -257,8 +332,9 @@ def overlay_figure(models: list[tuple[str, Curves]], colors: dict[str, int]) -> 
         ax.grid(alpha=0.3)
     ax_loss.set_title("validation loss, all models (mean over runs)")
     ax_acc.set_title("validation accuracy, all models (mean over runs)")
-    fig.legend(*ax_acc.get_legend_handles_labels(), loc="upper right", ncols=ncols,
-               fontsize=6 if len(models) > 16 else 7, frameon=False, borderaxespad=0.2)
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="upper left",
+               bbox_to_anchor=(right + 0.1 / width, top), ncols=ncols, fontsize=font,
+               frameon=False, borderaxespad=0.0)
     return _png(fig, "overview_validation", "validation loss and accuracy per epoch, all models")
 
 
@@ -269,33 +345,90 @@ def _count_label(x: float, _pos: Any = None) -> str:
     return f"{x:g}"
 
 
+#: Points are labelled beside them when every label is at most this long and there are at most
+#: LABELLED_POINTS of them; otherwise a legend to the right names them (long sweep names).
+LABEL_CHARS = 16
+LABELLED_POINTS = 12
+
+
+def _labels_collide(fig: Any, ax: Any, texts: list[Any]) -> bool:
+    """Whether any two point labels overlap, or one reaches past the axes (measured with the
+    Agg renderer: only the labels' extents are computed)."""
+    ax.get_ylim()  # settles the autoscaled limits the labels' positions depend on
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    frame = ax.get_window_extent(renderer)
+    if any(b.x0 < frame.x0 or b.x1 > frame.x1 or b.y1 > frame.y1 + 2 for b in boxes):
+        return True
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 def scatter_figure(points: list[ScatterPoint], colors: dict[str, int], xlabel: str, title: str,
                    name: str, seconds: bool) -> Image:
+    """Test accuracy of each model against a cost (log x), with ± 1 std error bars over its
+    repeats (said in the title and the alt text). Short names label their points, each set to
+    the side with room; when names are long or many, or two labels would overlap, a legend to
+    the right names the points instead, its measured width widening the figure, so nothing is
+    cut at the edge or drawn over another label."""
+    labels = [p.label for p in points]
+    font = 6 if len(points) > 12 else 7
+    ncols = 1 if len(points) <= 16 else 2
+    bars = any(p.error for p in points)
+    alt = title + (" (error bars: ± 1 std over each model's repeats)" if bars else "")
+    beside = len(points) <= LABELLED_POINTS and max(map(len, labels)) <= LABEL_CHARS
+    if beside:
+        fig = _scatter(points, colors, xlabel, title, seconds, bars, font, 0, 0.0)
+        texts = fig.axes[0].texts
+        if not _labels_collide(fig, fig.axes[0], texts):
+            return _png(fig, name, alt)
+    legend_in = _legend_width(labels, font, ncols)
+    return _png(_scatter(points, colors, xlabel, title, seconds, bars, font, ncols, legend_in),
+                name, alt)
+
+
+def _scatter(points: list[ScatterPoint], colors: dict[str, int], xlabel: str, title: str,
+             seconds: bool, bars: bool, font: float, ncols: int, legend_in: float) -> Any:
+    """The scatter figure: labels beside the points (``ncols`` 0) or a legend of ``ncols``
+    columns, ``legend_in`` inches wide, to the right."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, (ax,) = _figure(4.8, 3.4, margins=(0.12, 0.97, 0.14, 0.91))
-    small = len(points) > 12
-    for p in points:
-        label, x, y, err = p.label, p.x, p.accuracy, p.error
-        color = _style(colors.get(label, 0))["color"]
-        ax.errorbar([x], [y * 100], yerr=[err * 100] if err else None, fmt="o", ms=4,
-                    color=color, capsize=2)
-        ax.annotate(label, (x, y * 100), xytext=(3, 2), textcoords="offset points",
-                    fontsize=6 if small else 7, color="0.25")
-    ax.set_xscale("log")
+    beside = ncols == 0
+    width = 4.8 + legend_in
+    rows = math.ceil(len(points) / max(ncols, 1))
+    height = 3.4 if beside else max(3.4, 0.16 * rows + 0.8)
+    top = 1 - (0.5 if bars else 0.3) / height
+    right = 1 - (legend_in + 0.15) / width
+    fig, (ax,) = _figure(width, height, margins=(0.6 / width, right, 0.48 / height, top))
     xs = [p.x for p in points]
     lo, hi = min(xs), max(xs)
     span = max(hi / lo, 1.5)
-    ax.set_xlim(lo / span ** 0.08, hi * span ** 0.25)  # room for the labels on the right
+    ax.set_xscale("log")
+    ax.set_xlim(lo / span ** (0.15 if beside else 0.08), hi * span ** (0.15 if beside else 0.08))
+    mid = math.sqrt(lo * hi)  # right of it, a label goes to the point's left
+    for p in points:
+        color = _style(colors.get(p.label, 0))["color"]
+        ax.errorbar([p.x], [p.accuracy * 100], yerr=[p.error * 100] if p.error else None,
+                    fmt="o", ms=4, color=color, capsize=2, label=p.label)
+        if beside:
+            left_side = len(points) > 1 and p.x > mid
+            ax.annotate(p.label, (p.x, p.accuracy * 100), xytext=(-4 if left_side else 4, 2),
+                        textcoords="offset points", ha="right" if left_side else "left",
+                        fontsize=font, color="0.25")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(
         (lambda x, _p: f"{x:g} s") if seconds else _count_label))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    if beside:
+        ax.margins(y=0.12)  # room for the top point's label
+    ax.set_title(title + ("\n(error bars: ± 1 std over each model's repeats)" if bars else ""))
     ax.grid(alpha=0.3)
-    return _png(fig, name, title)
+    if not beside:
+        fig.legend(*ax.get_legend_handles_labels(), loc="upper left",
+                   bbox_to_anchor=(right + 0.1 / width, top), ncols=ncols, fontsize=font,
+                   frameon=False, borderaxespad=0.0, handletextpad=0.3)
+    return fig
 
 
 _SWEEP_TITLES = {"test_accuracy": "test accuracy (%)", "test_loss": "test loss"}
@@ -317,17 +450,8 @@ def _sweep_panel(ax: Any, panel: SweepPanel) -> None:
     xs, log = _sweep_x(panel)
     where = {json_key(v): x for v, x in zip(panel.values, xs, strict=True)}
     scale = 100.0 if panel.metric.endswith("accuracy") else 1.0
-    k = len(panel.lines)
-    # Lines side by side around each value so that their error bars do not hide each other.
-    if log:
-        step = (math.log10(max(xs)) - math.log10(min(xs))) / max(len(xs) - 1, 1)
-    else:
-        step = (max(xs) - min(xs)) / max(len(xs) - 1, 1) if len(xs) > 1 else 1.0
-    width = 0.25 * step
     for i, line in enumerate(panel.lines):
-        offset = (i - (k - 1) / 2) * width / max(k - 1, 1) if k > 1 else 0.0
-        px = [where[json_key(p.value)] for p in line.points]
-        px = [x * 10 ** offset if log else x + offset for x in px]
+        px = [where[json_key(p.value)] for p in line.points]  # each point at its own value
         ys = [p.summary.mean * scale for p in line.points]
         lo = [max(0.0, (p.summary.mean - p.summary.ci_low) * scale)
               if p.summary.n > 1 and math.isfinite(p.summary.ci_low) else 0.0
@@ -347,6 +471,8 @@ def _sweep_panel(ax: Any, panel: SweepPanel) -> None:
     ax.set_xticks(xs, [_value_label(v) for v in panel.values])
     if len(xs) == 1:
         ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    else:
+        ax.margins(x=0.1)  # the end points' error bars clear of the spines
     ax.set_xlabel(panel.path)
     ax.set_ylabel(_SWEEP_TITLES.get(panel.metric, panel.metric))
     ax.set_title(f"{_SWEEP_TITLES.get(panel.metric, panel.metric).split(' (')[0]} "
@@ -398,7 +524,8 @@ def sweep_figure(plot: SweepPlot) -> Image:
     metrics = list(dict.fromkeys(p.metric for p in plot.panels))
     labels = list(dict.fromkeys(line.label for p in plot.panels for line in p.lines
                                 if line.label))
-    legend_in = (0.4 + 0.055 * max(len(t) for t in labels)) if labels else 0.0
+    font = 6 if len(labels) > 10 else 7
+    legend_in = _legend_width(labels, font, 1) if labels else 0.0
     panel_w, panel_h = 3.6, 2.4
     width = panel_w * len(metrics) + legend_in + 0.2
     height = panel_h * len(paths) + 0.3
@@ -420,7 +547,7 @@ def sweep_figure(plot: SweepPlot) -> Image:
         handles, names = used.get_legend_handles_labels()
         if names:
             row[-1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                           fontsize=6 if len(names) > 10 else 7, frameon=False,
+                           fontsize=font, frameon=False,
                            borderaxespad=0.0)
     return _png(fig, f"sweep_{plot.sweep}", f"{plot.sweep}: test accuracy and loss against "
                 "each swept field, one line per combination of the other swept fields "

@@ -24,6 +24,7 @@ from archlab.errors import StoreError
 from archlab.model import BuiltModel
 
 __all__ = [
+    "NAME_CHARS",
     "Curves",
     "Gallery",
     "LayerWeights",
@@ -35,9 +36,12 @@ __all__ = [
     "gather_curves",
     "gather_gallery",
     "gather_model_scatter",
+    "gather_samples",
     "gather_scatter",
     "gather_sweeps",
     "gather_weights",
+    "display_images",
+    "name_lines",
     "read_predictions",
     "read_weights",
     "short_label",
@@ -144,50 +148,116 @@ def gather_weights(built: BuiltModel, weights: dict[str, np.ndarray]) -> list[La
 
 
 def read_predictions(path: Path) -> Predictions:
-    """A run's stored predictions; a file that is not one raises :class:`StoreError`."""
+    """A run's stored predictions; a file that is not one (or whose parts do not fit together)
+    raises :class:`StoreError`."""
     from safetensors import SafetensorError
 
     try:
-        pred = load_predictions(path)
-        k = len(pred.class_names)
-        if pred.confusion.shape != (k, k) or len(pred.mistake_images) != len(pred.mistake_true):
-            raise ValueError("inconsistent shapes")
-        return pred
+        return load_predictions(path)
     except (SafetensorError, OSError, ValueError, TypeError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or exc.__class__.__name__
         raise StoreError(f"{path.name} is not a readable predictions file ({reason})") from None
 
 
-def short_label(label: str) -> str:
-    """A class name short enough for a gallery caption."""
-    return label if len(label) <= 7 else label[:6] + "…"
+#: A class name up to this many characters is shown whole, on one line, in a figure; a longer
+#: one is wrapped onto a second line (and shortened with "…" past two).
+NAME_CHARS = 30
+
+
+def _split(text: str, width: int) -> tuple[str, str]:
+    """``text`` cut before ``width`` characters: after the last space, "_", "-", "/" or "."
+    in its second half, else at ``width`` exactly."""
+    head = text[:width]
+    cut = max(head.rfind(c) for c in " _-/.")
+    at = cut + 1 if cut >= width // 2 else width
+    return text[:at].rstrip(), text[at:].lstrip()
+
+
+def name_lines(name: str, width: int = NAME_CHARS) -> list[str]:
+    """``name`` as the lines a caption shows: one line up to ``width`` characters, else two
+    (cut after a space, "_", "-", "/" or "." where one is near the middle), the second ending
+    in "…" when the name is longer still."""
+    name = " ".join(name.split()) or "?"
+    if len(name) <= width:
+        return [name]
+    first, rest = _split(name, width)
+    if len(rest) > width:
+        rest = rest[: width - 1] + "…"
+    return [first, rest]
+
+
+def short_label(label: str, width: int = NAME_CHARS) -> str:
+    """A class name on one line: whole up to ``width`` characters, else cut with "…"."""
+    label = " ".join(label.split())
+    return label if len(label) <= width else label[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
 class Gallery:
-    """The most confidently misclassified test images, with 'true→predicted confidence'."""
+    """Test images with their captions, ready to draw.
 
-    images: np.ndarray  # (m, H, W) uint8, 0 black to 255 white, each image stretched
-    captions: list[str]
+    ``images`` are uint8 as displayed: (m, H, W) grey or (m, H, W, 3) RGB (raw pixels as the
+    dataset holds them; preprocessed floats of older runs stretched to 0..255 per image).
+    ``captions`` holds each image's lines; with ``mistakes``, the lines after the true class's
+    name (the first ``true_lines[i]`` lines) give the wrong prediction and its confidence."""
+
+    images: np.ndarray
+    captions: list[tuple[str, ...]]
+    mistakes: bool = True
+    true_lines: tuple[int, ...] = ()
 
 
-def _to_gray(images: np.ndarray) -> np.ndarray:
+def _stretch(x: np.ndarray) -> np.ndarray:
     """Preprocessed images (x/255, or normalized to any range) stretched to 0..255 each."""
-    x = images.astype(np.float64)
-    lo = x.min(axis=(1, 2), keepdims=True)
-    span = np.maximum(x.max(axis=(1, 2), keepdims=True) - lo, 1e-12)
+    x = x.astype(np.float64)
+    axes = tuple(range(1, x.ndim))
+    lo = x.min(axis=axes, keepdims=True)
+    span = np.maximum(x.max(axis=axes, keepdims=True) - lo, 1e-12)
     return np.rint((x - lo) / span * 255).astype(np.uint8)
 
 
+def display_images(images: np.ndarray) -> np.ndarray:
+    """Stored images as drawn: uint8 (m, H, W) grey or (m, H, W, 3) RGB. Raw pixels are kept
+    as they are (RGBA is laid over white); float images are stretched to 0..255 each."""
+    x = images if images.dtype == np.uint8 else _stretch(images)
+    if x.ndim == 3:
+        return x
+    channels = x.shape[-1]
+    if channels == 1:
+        return x[..., 0]
+    if channels == 4 and images.dtype == np.uint8:
+        alpha = x[..., 3:].astype(np.float64) / 255.0
+        rgb = x[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+        return np.rint(rgb).astype(np.uint8)
+    return np.ascontiguousarray(x[..., :3])
+
+
 def gather_gallery(pred: Predictions) -> Gallery | None:
-    """The gallery of ``pred``'s stored mistakes (None when the model made none)."""
+    """The gallery of ``pred``'s stored mistakes (None when the model made none): each image
+    under its true class's name, then "→ predicted (confidence)"."""
     if not len(pred.mistake_true):
         return None
     names = pred.class_names
-    captions = [f"{short_label(names[t])}{ARROW}{short_label(names[p])} {c * 100:.0f}%"
-                for t, p, c in zip(pred.mistake_true, pred.mistake_pred,
-                                   pred.mistake_confidence, strict=True)]
-    return Gallery(_to_gray(pred.mistake_images), captions)
+    captions, true_lines = [], []
+    for t, p, c in zip(pred.mistake_true, pred.mistake_pred, pred.mistake_confidence,
+                       strict=True):
+        truth = name_lines(names[t])
+        guess = name_lines(names[p])
+        guess[0] = f"{ARROW} {guess[0]}"
+        guess[-1] += f" ({c * 100:.0f}%)"
+        captions.append((*truth, *guess))
+        true_lines.append(len(truth))
+    return Gallery(display_images(pred.mistake_images), captions, True, tuple(true_lines))
+
+
+def gather_samples(pred: Predictions) -> Gallery | None:
+    """The sample test images ``pred`` stored (a few per class), each under its class's name;
+    None when the file holds none (runs written before samples were stored)."""
+    if not len(pred.sample_labels):
+        return None
+    captions = [tuple(name_lines(pred.class_names[c])) for c in pred.sample_labels]
+    return Gallery(display_images(pred.sample_images), captions, False,
+                   tuple(len(c) for c in captions))
 
 
 # ---------------------------------------------------------------------------------------------

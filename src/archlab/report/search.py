@@ -20,12 +20,15 @@ from typing import Any
 from archlab.analysis.results import ModelResult, StudyResults
 from archlab.analysis.stats import Comparison, Summary, rank
 from archlab.errors import StoreError
-from archlab.report.figures import Image, _figure, _png
+from archlab.report.figures import RC, Image, _figure, _png, text_width
 
-__all__ = ["ConfirmedRow", "SearchData", "TrialRow", "gather_search", "rich_search_tables",
-           "search_figures", "search_lines"]
+__all__ = ["IMPORTANCE_TRIALS", "ConfirmedRow", "SearchData", "SearchSection", "TrialRow",
+           "gather_search", "rich_search_tables", "search_lines", "search_section"]
 
 SEARCH_FILE = "search.json"  # run/search.py writes it (run/ imports report/, not the reverse)
+#: Fewer complete trials than this and the parameter importances come with a caveat: Optuna
+#: rates each parameter from the trials' spread, which a handful of points barely sample.
+IMPORTANCE_TRIALS = 20
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,8 @@ def search_lines(s: SearchData) -> list[str]:
         lines.append(f"Confirmed winner: {best.model} (trial {best.trial}), {s.objective} "
                      f"{_summary(s.objective, best.objective)} over {s.repeats} seeds; test "
                      f"accuracy {_summary('test_accuracy', best.test_accuracy)}.")
-        lines += [c.comparison.verdict for c in s.confirmed[1:] if c.comparison is not None]
+        lines += [f"On {s.objective} over the {s.repeats} confirmation seeds: "
+                  f"{c.comparison.verdict}" for c in s.confirmed[1:] if c.comparison is not None]
     elif s.confirmed:
         lines.append("No winner named yet: the confirmation runs are not all done (rerun the "
                      "same command).")
@@ -251,18 +255,25 @@ def history_figure(s: SearchData) -> Image:
 
 def importance_figure(s: SearchData) -> Image:
     items = sorted(s.importances.items(), key=lambda kv: kv[1])
+    done = sum(t.state == "COMPLETE" and t.value is not None for t in s.trials)
     height = 1.2 + 0.3 * len(items)
-    fig, (ax,) = _figure(7.2, height, margins=(0.3, 0.97, 0.45 / height, 1 - 0.3 / height))
+    left = text_width([k for k, _ in items], RC["ytick.labelsize"]) + 0.2
+    fig, (ax,) = _figure(7.2, height, margins=(left / 7.2, 0.97, 0.45 / height,
+                                               1 - 0.3 / height))
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
     ax.set_xlabel("importance (Optuna, PED-ANOVA)")
-    ax.set_title("parameter importances")
-    return _png(fig, "search_importances", "importance of each searched parameter")
+    rough = " (few trials: a rough hint)" if done < IMPORTANCE_TRIALS else ""
+    ax.set_title(f"parameter importances from {done} complete trials{rough}")
+    return _png(fig, "search_importances", "importance of each searched parameter, from "
+                f"{done} complete trials{rough}")
 
 
 def confirmed_figure(s: SearchData) -> Image:
     rows = [c for c in s.confirmed if c.objective is not None]
     height = 1.2 + 0.35 * len(rows)
-    fig, (ax,) = _figure(7.2, height, margins=(0.2, 0.97, 0.45 / height, 1 - 0.3 / height))
+    left = text_width([c.model for c in rows], RC["ytick.labelsize"]) + 0.2
+    fig, (ax,) = _figure(7.2, height, margins=(left / 7.2, 0.97, 0.45 / height,
+                                               1 - 0.3 / height))
     ys = list(range(len(rows)))[::-1]
     for y, c in zip(ys, rows, strict=True):
         o = c.objective
@@ -277,26 +288,50 @@ def confirmed_figure(s: SearchData) -> Image:
     return _png(fig, "search_confirmed", "the confirmed trials' objective with 95% CIs")
 
 
-def search_figures(model: ModelResult, directory: Path, notes: list[str],
-                   warn: Callable[[str], None]) -> list[Image]:
-    """The search's figures and sentences, in the section of its base model (the report's
-    hook): none for any other model or a study without a search."""
+@dataclass
+class SearchSection:
+    """The report's Search section: the search in sentences, its caveats and its figures."""
+
+    data: SearchData
+    lines: list[str]
+    notes: list[str]
+    images: list[Image]
+
+
+def importance_caveat(s: SearchData) -> str | None:
+    """A caveat for importances rated from fewer than :data:`IMPORTANCE_TRIALS` trials."""
+    done = sum(t.state == "COMPLETE" and t.value is not None for t in s.trials)
+    if not s.importances or done >= IMPORTANCE_TRIALS:
+        return None
+    return (f"The parameter importances are rated from only {done} complete trial"
+            f"{'s' if done != 1 else ''}: treat them as a rough hint, not a ranking (a few more "
+            f"trials, or other ones, can reorder them; {IMPORTANCE_TRIALS} or more make them "
+            "steadier).")
+
+
+def search_section(directory: Path, results: StudyResults | None,
+                   warn: Callable[[str], None]) -> SearchSection | None:
+    """The study's search for the report's own Search section (None for a study without a
+    search; a damaged search.json is a warning and no section)."""
     if not (Path(directory) / SEARCH_FILE).is_file():
-        return []
+        return None
     try:
-        s = gather_search(directory)
+        s = gather_search(directory, results)
     except StoreError as exc:
         warn(str(exc))
-        return []
-    if s is None or model.model != s.base:
-        return []
-    notes += search_lines(s)
+        return None
+    if s is None:
+        return None
+    notes: list[str] = []
     images = [history_figure(s)] if s.trials else []
     if s.importances:
         images.append(importance_figure(s))
+        caveat = importance_caveat(s)
+        if caveat:
+            notes.append(caveat)
     elif s.complete:
         notes.append("No parameter importances: too few complete trials for Optuna to rate "
                      "the parameters.")
     if any(c.objective is not None for c in s.confirmed):
         images.append(confirmed_figure(s))
-    return images
+    return SearchSection(s, search_lines(s), notes, images)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from archlab.analysis.conclusions import stuck_at_chance
+from archlab.analysis.predictions import Predictions
 from archlab.analysis.results import ModelResult, accuracy_ci, run_file
 from archlab.analysis.stats import Summary
 from archlab.describe import compact_architecture, summary_text
 from archlab.errors import ArchlabError
 from archlab.model import BuiltModel, build_model
 from archlab.report.figures import (
+    CONFUSION_MAX,
     Image,
     confusion_figure,
     curves_figure,
@@ -33,7 +35,6 @@ from archlab.report.gather import (
     read_predictions,
     read_weights,
 )
-from archlab.report.search import search_figures
 from archlab.spec import TrainSpec
 from archlab.store import PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
 
@@ -59,7 +60,12 @@ class Section:
     compact: str | None
     summary: str | None
     images: list[Image]
-    per_class: list[tuple[str, str, int]]
+    per_class: list[tuple[str, str, int]]  # class, accuracy, test images (worst first: many)
+    #: the most frequent mistakes: true class, predicted class, count, share of the true class
+    confused: list[tuple[str, str, int, str]] = field(default_factory=list)
+    many_classes: bool = False  # over CONFUSION_MAX classes: no matrix, the lists instead
+    predictions: Predictions | None = None  # the first finished run's (the sample gallery's)
+    rank: str = ""  # the model's rank by mean test accuracy ("" before ranking, "–" unranked)
 
 
 def format_training(train: TrainSpec) -> str:
@@ -155,33 +161,60 @@ def _read(m: ModelResult, store: Store, what: str, name: str, reader: Callable[[
         return None
 
 
+@dataclass
+class _RunFiles:
+    """What the first finished run's files give a section."""
+
+    images: list[Image] = field(default_factory=list)
+    per_class: list[tuple[str, str, int]] = field(default_factory=list)
+    confused: list[tuple[str, str, int, str]] = field(default_factory=list)
+    predictions: Predictions | None = None
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%" if math.isfinite(x) else "–"
+
+
 def _run_files(m: ModelResult, store: Store, built: BuiltModel | None, notes: list[str],
-               warn: Warn) -> tuple[list[Image], list[tuple[str, str, int]]]:
-    """The first finished run's weight violins, confusion matrix, mistakes, per-class table."""
+               warn: Warn) -> _RunFiles:
+    """The first finished run's weight violins, confusion matrix (up to CONFUSION_MAX
+    classes), mistakes, per-class accuracy and most-confused pairs."""
     first = m.finished[0]
-    images: list[Image] = []
-    per_class: list[tuple[str, str, int]] = []
+    out = _RunFiles()
     if built is not None:
         violins = _read(m, store, "weights", WEIGHTS_FILE,
                         lambda path: gather_weights(built, read_weights(path)),
                         "No weight distributions.", notes, warn)
         if violins is not None:
-            images.append(violin_figure(m.model, violins))
+            out.images.append(violin_figure(m.model, violins))
     pred = _read(m, store, "predictions", PREDICTIONS_FILE, read_predictions,
                  "No confusion matrix or misclassified images.", notes, warn)
     if pred is not None:
-        images.append(confusion_figure(m.model, pred.confusion, pred.class_names))
+        out.predictions = pred
+        k = len(pred.class_names)
+        if k <= CONFUSION_MAX:
+            out.images.append(confusion_figure(m.model, pred.confusion, pred.class_names))
+        else:
+            notes.append(f"With {k} classes the confusion matrix is not drawn (it would not be "
+                         "readable): the most-confused pairs and each class's accuracy, lowest "
+                         "first, are listed instead.")
         gallery = gather_gallery(pred)
         if gallery is not None:
-            images.append(gallery_figure(m.model, gallery))
+            out.images.append(gallery_figure(m.model, gallery))
         else:
             notes.append("No test image is misclassified.")
-        per_class = [(c, f"{a * 100:.2f}%" if math.isfinite(a) else "–", n)
-                     for c, a, n in pred.per_class()]
-    if images:
-        notes.append(f"Weights, confusion matrix and misclassified images: run {first.run_id} "
-                     f"(repeat {first.repeat}, seed {first.seed}).")
-    return images, per_class
+        rows = pred.per_class()
+        if k > CONFUSION_MAX:  # a long list: the classes that need attention first
+            rows.sort(key=lambda r: (math.isnan(r[1]), r[1]))
+        out.per_class = [(c, _pct(a), n) for c, a, n in rows]
+        names = pred.class_names
+        out.confused = [(names[t], names[p], n, _pct(share))
+                        for t, p, n, share in pred.confused_pairs()]
+    if out.images:
+        notes.append(f"Weights and test-set predictions (per-class accuracy, confusions, "
+                     f"misclassified images): run {first.run_id} (repeat {first.repeat}, seed "
+                     f"{first.seed}).")
+    return out
 
 
 def model_section(m: ModelResult, i: int, study: Any, store: Store,
@@ -208,18 +241,18 @@ def model_section(m: ModelResult, i: int, study: Any, store: Store,
         else:
             notes.append("No run finished: the curves are those of the diverged run(s), up to "
                          "the epoch where the loss became non-finite.")
-    per_class: list[tuple[str, str, int]] = []
+    files = _RunFiles()
     if not finished:
         notes.append("No finished run, so no saved weights: weight distributions, confusion "
                      "matrix and misclassified images are not available.")
     else:
-        more, per_class = _run_files(m, store, built, notes, warn)
-        images += more
-    images += search_figures(m, store.directory, notes, warn)  # a study's search, if any
+        files = _run_files(m, store, built, notes, warn)
+        images += files.images
     trainings = _unique([format_training(r.config.train) for r in m.runs])
     return Section(
         result=m, anchor=f"model-{i}", description=desc, status=status, ok=ok, badge=badge,
         badge_class=badge_class, training="; ".join(trainings),
         seeds=", ".join(str(r.seed) for r in m.runs), errors=errors, notes=notes,
         metrics=_metric_rows(m), compact=compact, summary=summary, images=images,
-        per_class=per_class)
+        per_class=files.per_class, confused=files.confused,
+        many_classes=len(files.per_class) > CONFUSION_MAX, predictions=files.predictions)

@@ -418,13 +418,16 @@ def rich_stats_table(results: StudyResults) -> Any:
 def rich_cells_table(title: str, cols: Sequence[Column], rows: Sequence[Sequence[Cell]],
                      caption: list[str], highlight: int | None = None) -> Any:
     """A rich table of cells: numbers never wrap or shorten, text folds onto more lines where
-    space is short (never cut); row ``highlight`` in bold green."""
+    space is short (never cut); row ``highlight`` in bold green. The ``caption`` lines follow
+    the table as lines of their own, wrapped (between words) only at the console's width: a
+    table caption would wrap at the table's width, mid-phrase, even when piped."""
     from rich import box
+    from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
-                  caption="\n".join(caption), caption_justify="left", show_edge=False,
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False)
     for j, c in enumerate(cols):
         if c.numeric:  # never wrapped, never shortened
@@ -436,7 +439,9 @@ def rich_cells_table(title: str, cols: Sequence[Column], rows: Sequence[Sequence
     for i, r in enumerate(rows):
         style = "bold green" if i == highlight else None
         table.add_row(*(escape(x.text) for x in r), style=style)  # names like mlp[units=32]
-    return table
+    if not caption:
+        return table
+    return Group(table, *(Text(line, style="table.caption") for line in caption))
 
 
 def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: list[str]) -> Any:
