@@ -31,14 +31,16 @@ from archlab.report.figures import (
     RC,
     REPORT_FILES,
     Image,
+    gallery_figure,
     overlay_figure,
     scatter_figure,
     sweep_figure,
 )
 from archlab.report.files import atomic_write, remove_stale_temporaries
-from archlab.report.gather import Curves, gather_scatter, gather_sweeps
-from archlab.report.sections import format_training, model_section
-from archlab.report.tables import EVAL_NOTE, fmt_metric, format_duration, table_cells
+from archlab.report.gather import Curves, gather_samples, gather_scatter, gather_sweeps
+from archlab.report.search import search_section
+from archlab.report.sections import Section, format_training, model_section
+from archlab.report.tables import EVAL_NOTE, Cell, fmt_metric, format_duration, table_cells
 
 __all__ = ["REPORT_FILES", "write_report"]
 
@@ -161,6 +163,55 @@ def _sweeps(results: StudyResults, study: Any) -> list[Image]:
     return [sweep_figure(plot) for plot in gather_sweeps(results, swept)]
 
 
+def _ranks(results: StudyResults) -> dict[str, int]:
+    """Each model's rank by mean test accuracy, the ranked metric (1 is the best; equal means
+    share a rank), in the ranking's order; models without a test accuracy have none."""
+    scored = {m.model: m.metrics["test_accuracy"].mean for m in results.models
+              if "test_accuracy" in m.metrics}
+    if results.ranking:
+        order = [results.ranking[0].best, *(c.other for c in results.ranking)]
+    else:
+        order = sorted(scored, key=lambda name: -scored[name])
+    out: dict[str, int] = {}
+    for i, name in enumerate(order):
+        prev = order[i - 1] if i else None
+        tied = prev is not None and abs(scored[name] - scored[prev]) <= 1e-12
+        out[name] = out[prev] if tied and prev is not None else i + 1
+    return out
+
+
+def _ranked(results: StudyResults, sections: list[Section], rows: list[list[Cell]],
+            ) -> tuple[list[Section], list[list[Cell]]]:
+    """Sections and table rows in rank order (unranked models last, in study order), each
+    row led by its rank cell and each section carrying its rank."""
+    rank = _ranks(results)
+    order = sorted(range(len(sections)),
+                   key=lambda i: (rank.get(sections[i].result.model, len(sections) + 1), i))
+    out_sections, out_rows = [], []
+    for i in order:
+        r = rank.get(sections[i].result.model)
+        sections[i].rank = str(r) if r is not None else "–"
+        out_sections.append(sections[i])
+        out_rows.append([Cell(sections[i].rank, "" if r is None else repr(float(r)),
+                              numeric=True), *rows[i]])
+    return out_sections, out_rows
+
+
+def _samples(sections: list[Section]) -> Image | None:
+    """The sample test images the first model's predictions file holds (every run of a study
+    stores the same ones), drawn once for the report; None when no file holds any."""
+    for s in sections:
+        gallery = gather_samples(s.predictions) if s.predictions is not None else None
+        if gallery is None:
+            continue
+        k = len(s.predictions.class_names) if s.predictions is not None else 0
+        shown = len(set(s.predictions.sample_labels.tolist())) if s.predictions else 0
+        per = "" if shown == k else f" ({shown} of the {k} classes)"
+        return gallery_figure("samples", gallery, title=f"sample test images: the first of "
+                              f"each class{per}, as stored (model {s.result.model}'s run file)")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering and writing
 
@@ -245,28 +296,34 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
                     for i, m in enumerate(results.models)]
         overview = _overview(results, curves)
         sweeps = _sweeps(results, study)
+        search = search_section(directory, results, warn)
+        cols, rows = table_cells(results)
+        sections, rows = _ranked(results, sections, rows)
+        samples = _samples(sections)
     sizes = results.meta.get("data_sizes")
     data_info = (f"{sizes['train']:,} train / {sizes['val']:,} validation / {sizes['test']:,} "
                  f"test images, {sizes['classes']} classes") if sizes else None
-    cols, rows = table_cells(results)
     context = {
         "study": results.study,
         "results": results,
         "head": _header(results, study, data_info),
         "note": TEST_AS_VALIDATION_NOTE if results.validation_is_test else None,
         "eval_note": EVAL_NOTE,
-        "columns": [c.header for c in cols],
+        "columns": ["rank", *(c.header for c in cols)],
         "rows": rows,
         "ci_note": any(m.n > 1 for m in results.models),
         "conclusions": found,
         "overview": overview,
         "sweeps": sweeps,
+        "search": search,
+        "samples": samples,
         "sections": sections,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(),
         "fmt_metric": fmt_metric,
     }
-    images = [*overview, *sweeps, *(img for s in sections for img in s.images)]
+    images = [*overview, *sweeps, *(search.images if search else []),
+              *([samples] if samples else []), *(img for s in sections for img in s.images)]
     context["seconds"] = time.perf_counter() - t0
     html = _env(True).get_template("report.html.j2").render(**context)
     md = _env(False).get_template("report.md.j2").render(**context)
