@@ -47,6 +47,15 @@ EXPECTED: list[tuple[str, str, int, int | None]] = [
     ("kernels-padding", "m8", 2_588_298, 1_280),
     ("kernels-padding", "m9", 3_210_378, 1_280),
     ("kernels-padding", "m10", 37_987_722, 1_280),
+    # cifar10 (beyond the notebooks): the seed CNNs on 32x32 RGB, computed by hand from the
+    # MNIST counts (the first kernels span 3 channels; Dense sizes follow from 32x32) and
+    # checked against Keras 3 in tests/test_keras_parity.py
+    ("cifar10", "cnn", 1_626_442, 0),
+    ("cifar10", "conv3-wide", 109_418, 320),
+    ("cifar10", "cnn3", 63_042, 0),
+    ("cifar10", "conv5", 37_756, 0),
+    ("cifar10", "m9", 5_832_394, 1_280),
+    ("cifar10", "resnet", 78_714, 672),
     # notebook 004: no summary() printed; plain MLPs, no BatchNormalization
     ("mlp-hparams", "mlp32", 26_506, 0),
     ("mlp-hparams", "mlp64", 55_050, 0),
