@@ -12,7 +12,14 @@ from rich.console import Console
 
 from archlab.analysis.results import collect
 from archlab.report.search import gather_search, search_lines
-from archlab.report.tables import ranking_lines, rich_table, verdict_lines
+from archlab.report.tables import (
+    Cell,
+    Column,
+    ranking_lines,
+    rich_cells_table,
+    rich_table,
+    verdict_lines,
+)
 from tests.analysis.crafted import Run, model, results, write_store
 
 
@@ -23,38 +30,50 @@ def _printed(renderable: object, width: int) -> str:
 
 
 def test_footers_are_whole_lines_under_a_narrow_table() -> None:
-    """A narrow table (short names) used to wrap its caption at the table's own width:
-    "95% CI: Student" / "t". Piped (200 columns) every footer is one line."""
+    """A table narrower than its footer used to wrap the footer at the table's own width,
+    piped too: "95% CI: Student" / "t". Now every footer line is printed whole (piped: 200
+    columns), and wraps between words only at the console's width."""
+    footer = "test acc: mean ± std over the n finished runs; 95% CI: Student t"
+    cols = [Column("model"), Column("n", True)]
+    rows = [[Cell("k5", "k5"), Cell("2", "2.0", numeric=True)]]
+    lines = _printed(rich_cells_table("t", cols, rows, [footer, "time: mean seconds"]),
+                     200).splitlines()
+    assert max(len(line.rstrip()) for line in lines[:3]) < len(footer)  # a narrow table
+    assert footer in [line.rstrip() for line in lines]
+    assert "time: mean seconds" in [line.rstrip() for line in lines]
+    narrow = _printed(rich_cells_table("t", cols, rows, [footer]), 40).splitlines()
+    assert all(len(line) <= 40 for line in narrow)
+    assert "95% CI: Student t" in narrow[-1]  # the break is between words, at 40
+    # the study table's footers, piped
     r = results(model("k5", [0.86, 0.87]), model("k3", [0.89, 0.90]))
-    text = _printed(rich_table(r), 200)
-    lines = text.splitlines()
-    table_width = max(len(line.rstrip()) for line in lines[:5])
-    footer = next(line for line in lines if line.startswith("test acc: mean")).rstrip()
-    assert footer.endswith("95% CI: Student t")
-    assert table_width < len(footer)  # a caption would have wrapped here
-    assert any(line.startswith("time: mean training seconds") for line in lines)
-    # at 80 columns a footer wraps between words, at 80, not at the table's width
-    narrow = _printed(rich_table(r), 80).splitlines()
-    assert all(len(line) <= 80 for line in narrow)
-    assert any("95% CI: Student t" in line for line in narrow)
+    text = [line.rstrip() for line in _printed(rich_table(r), 200).splitlines()]
+    assert footer in text
+    assert any(line.startswith("time: mean training seconds") for line in text)
+    assert all(len(line) <= 80 for line in _printed(rich_table(r), 80).splitlines())
+
+
+def _claims(lines: list[str]) -> list[str]:
+    return [line for line in lines if "claim can be made" in line]
 
 
 def test_untestable_comparisons_fold_into_one_line() -> None:
     one_each = results(model("a", [0.9]), model("b", [0.88]), model("c", [0.87]),
                        model("d", [0.86]), model("e", [0.8]))
-    (line,) = ranking_lines(one_each)  # four "No claim" lines and a footnote, before
+    (line,) = _claims(ranking_lines(one_each))  # four "No claim" lines and a footnote, before
     assert line.startswith("With one run per model no ranking claim can be made about a vs "
                            "b, c, d and e: every model ran only once (n = 1)")
     assert "observed differences 2.00, 3.00, 4.00 and 10.00 pp, in that order" in line
     assert line.endswith("Use `repeats: 5` (or --repeats 5) for confidence intervals.")
+    assert _claims(verdict_lines(one_each.ranking)) == [line]
     mixed = results(model("a", [0.9, 0.91, 0.92]), model("b", [0.88, 0.89, 0.9]),
                     model("c", [0.8]), model("d", [0.7]))
-    lines = ranking_lines(mixed)
+    lines = verdict_lines(mixed.ranking)
     assert len(lines) == 2
-    assert lines[0].startswith("a ") and "b" in lines[0]  # the tested verdict, unchanged
+    assert lines[0] == mixed.ranking[0].verdict  # the tested verdict, unchanged
     assert lines[1] == ("No claim can be made about a vs c and d: each of them ran only once "
                         "(n = 1), so there is no confidence interval and no p-value (observed "
                         "differences 11.00 and 21.00 pp, in that order).")
+    assert _claims(ranking_lines(mixed)) == [lines[1]]
     assert verdict_lines([]) == []
 
 
