@@ -7,9 +7,18 @@ names are safe as one path component.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 #: The largest size (filters, units, batch size, kernel, epochs): torch indexes with 32-bit
@@ -49,7 +58,47 @@ def _path_safe(name: str) -> str:
 PosInt = Annotated[int, Field(strict=True, gt=0, le=MAX_SIZE)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE)]
 Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
-Repeats = Annotated[int, Field(strict=True, gt=0, le=MAX_REPEATS)]
+RepeatCount = Annotated[int, Field(strict=True, gt=0, le=MAX_REPEATS)]
+
+
+class RaceRepeats(Strict):
+    """``repeats: {min: 3, max: 10, until: decided}``: a race. Every model gets ``min`` seeds,
+    then seeds are added in rounds; a model significantly worse than the current best stops
+    getting them, until one model is separated from the others or each has ``max``
+    (docs/statistics.md)."""
+
+    min: Annotated[int, Field(strict=True, ge=2, le=MAX_REPEATS)]
+    max: Annotated[int, Field(strict=True, ge=2, le=MAX_REPEATS)]
+    until: Literal["decided"]
+
+    @model_validator(mode="after")
+    def _min_at_most_max(self) -> RaceRepeats:
+        if self.min > self.max:
+            raise PydanticCustomError("expected_received", "Expected {expected}, received "
+                                      "{received}", {"expected": "min <= max",
+                                                     "received": f"min {self.min} and max "
+                                                                 f"{self.max}"})
+        return self
+
+
+def _repeats_form(value: Any) -> str:
+    return "race" if isinstance(value, dict | RaceRepeats) else "count"
+
+
+#: A model's seeds: a whole number, or a race (:class:`RaceRepeats`). The value's form picks
+#: the member, so an error names what is wrong with that form only.
+Repeats = Annotated[Union[Annotated[RepeatCount, Tag("count")],  # noqa: UP007
+                          Annotated[RaceRepeats, Tag("race")]],
+                    Discriminator(_repeats_form)]
+
+
+def repeat_bounds(repeats: int | RaceRepeats) -> tuple[int, int]:
+    """(fewest, most) seeds ``repeats`` asks for: ``(n, n)``, or a race's ``(min, max)``."""
+    if isinstance(repeats, RaceRepeats):
+        return repeats.min, repeats.max
+    return repeats, repeats
+
+
 NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]

@@ -64,7 +64,7 @@ def _table_at(study: Path, columns: int) -> str:
     from archlab.report.tables import rich_table
 
     console = Console(width=columns, record=True, file=io.StringIO())
-    console.print(rich_table(collect(study)))
+    console.print(rich_table(collect(study), width=columns))
     return console.export_text()
 
 
@@ -75,15 +75,23 @@ def test_results_table_fits_and_shows_the_essentials_in_full(study: Path, column
     assert all(len(line) <= columns for line in lines), max(lines, key=len)
     assert "…" not in text
     header = next(line for line in lines if line.startswith("model"))
-    for col in ("test acc", "95% CI", "n", "params", "time (s)"):
+    # the essentials at any width: model, test accuracy with its CI, n and the verdict
+    for col in ("test acc", "95% CI", "n", "verdict", "time (s)"):
         assert col in header
+    # params only where they fit beside a 19-character name (--wide and results.md have them)
+    assert ("params" in header) == (columns > 80)
+    if columns == 80:
+        assert "params, validation, train and architecture columns: --wide" in text
+    verdict = {"k3-d50": "best", "k3-d25": "worse", LONG: "worse"}  # Holm over 3 pairs
     for model, accs in MODELS.items():
         row = next(line for line in lines if line.startswith(model))  # the full name
         mean = sum(accs) / 3 * 100
         assert re.search(rf"{mean:.2f} ± \d\.\d\d%", row), row
         assert re.search(r"\d\d\.\d\d to \d\d\.\d\d%", row), row  # the CI, whole
-        assert " 3 " in row and "7,850" in row
+        assert " 3 " in row and f" {verdict[model]} " in row
+        assert ("7,850" in row) == (columns > 80)
         assert row.rstrip().endswith("21.9")  # the mean training time, 21.87 s
+    assert "Holm's correction over the 3 pairwise comparisons" in text
     assert "val acc" not in header  # the other columns are behind --wide
     assert "--wide" in text
 
@@ -103,7 +111,8 @@ def test_results_files_carry_every_column(study: Path, capsys) -> None:
     assert f"tables: {study}/results.md" in capsys.readouterr().out
     md = (study / "results.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| model"))
-    assert header.startswith("| model | test acc | test acc 95% CI | n | params | time (s) |")
+    assert header.startswith("| model | test acc | test acc 95% CI | n | verdict | params | "
+                             "time (s) |")
     assert "train acc (eval)" in header and "progress bar" in md
     csv_header = (study / "results.csv").read_text().splitlines()[0].split(",")
     assert {"model", "test_accuracy_mean", "test_accuracy_ci_low", "train_accuracy_mean",

@@ -143,6 +143,25 @@ class Race:
         """What a fixed design giving every model its ``max`` seeds costs."""
         return sum(limit.max for limit in self.limits.values())
 
+    def model_text(self, model: str) -> str:
+        """What the race did with ``model``, in one sentence: the seeds it got and why no
+        more (dropped at which look and against whom, won, ran to its max, or the race is
+        unfinished)."""
+        lim = self.limits[model]
+        got = self.targets[model]
+        if model in self.drops:
+            return f"Race: {self.drops[model].text}."
+        limits = (f"{lim.min} seeds, fixed repeats (compared, never given more)"
+                  if lim.min == lim.max else f"min {lim.min}, max {lim.max} seeds")
+        if self.winner == model:
+            return (f"Race ({limits}): won at look {len(self.looks)} with {got} seeds, "
+                    "significantly better than every other model.")
+        if not self.finished:
+            return (f"Race ({limits}): still in it after {len(self.looks)} looks, {got} seeds "
+                    "asked for; the race is unfinished.")
+        return (f"Race ({limits}): in it to the end with {got} seeds, not separated from "
+                f"{', '.join(m for m in self.alive if m != model) or 'the others'}.")
+
     def pending(self) -> dict[str, int]:
         """The models that need runs for the next look, with the seeds each needs then."""
         if self.finished:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archlab.analysis.racing import SPENDING_POWER, Limits, Race, race
-from archlab.analysis.stats import Comparison, Ranking, Summary, rankings, summarize
+from archlab.analysis.stats import (
+    CORRECTIONS,
+    Comparison,
+    Ranking,
+    Summary,
+    rankings,
+    summarize,
+)
 from archlab.describe import Architecture, describe_architecture
 from archlab.errors import ArchlabError, StoreError
 from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store
@@ -106,6 +113,7 @@ class ModelResult:
     best_epoch: Summary | None
     diverged_epochs: list[int]
     runs: list[RunRecord] = field(repr=False, default_factory=list)
+    race: str | None = None  # what the study's race did with this model (None: no race)
 
     @property
     def finished(self) -> list[RunRecord]:
@@ -252,14 +260,15 @@ def race_of(meta: dict[str, Any], runs: list[RunRecord]) -> Race | None:
 
 
 def collect(directory: str | Path, *, models: list[str] | None = None,
-            run_ids: list[str] | None = None, correction: str = "holm") -> StudyResults:
+            run_ids: list[str] | None = None, correction: str | None = None) -> StudyResults:
     """Read a study directory's store and summarize it, model by model (in study order).
 
     Only the runs of the latest plan count (``run_ids``, else the plan the last `archlab run`
     recorded): runs of an older version of a model stay in the store but out of the table.
     Every pair of models is compared and the family corrected with ``correction`` (holm, bh
-    or none); a raced study's pairs take the race's p-values, adjusted for its looks. The
-    store is opened read-only: nothing is written.
+    or none; default: the one the last `archlab run` used, else holm); a raced study's pairs
+    take the race's p-values, adjusted for its looks. The store is opened read-only: nothing
+    is written.
     """
     with open_store(directory) as store:
         meta = store.meta()
@@ -271,7 +280,13 @@ def collect(directory: str | Path, *, models: list[str] | None = None,
         order.setdefault(r.model, []).append(r)
     out = [model_result(name, rs) for name, rs in order.items()]
     validation_is_test = any(rs[0].config.data.validates_on_test for rs in order.values())
+    if correction is None:
+        correction = meta.get("correction") if meta.get("correction") in CORRECTIONS else "holm"
     raced = race_of(meta if run_ids is None else {**meta, "plan": run_ids}, runs)
+    if raced is not None:
+        for m in out:
+            if m.model in raced.limits:
+                m.race = raced.model_text(m.model)
     ranked = ranking_of({"": out}, correction=correction, race=raced).get("")
     return StudyResults(Path(directory), meta.get("study", Path(directory).name), meta, out,
                         validation_is_test, ranked.against_best if ranked else [], ranked,

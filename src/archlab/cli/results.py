@@ -26,7 +26,7 @@ def print_results(results: Any, *, wide: bool = False,
     from archlab.analysis.results import TEST_AS_VALIDATION_NOTE
     from archlab.report.tables import ranking_lines, rich_table, rich_wide_tables
 
-    out.print(rich_table(results))
+    out.print(rich_table(results, width=out.width))
     if wide:
         for table in rich_wide_tables(results):
             out.print(table)
@@ -83,7 +83,7 @@ def _compare_results(args: argparse.Namespace) -> int:
     directories = [resolve_study_directory(s) for s in args.study]
     if args.out:
         check_outside(args.out, directories)
-    comparison = collect_comparison(directories)
+    comparison = collect_comparison(directories, correction=args.correction or "holm")
     written = None
     if args.out:
         target = _out_dir(args.out)
@@ -101,6 +101,9 @@ def _compare_results(args: argparse.Namespace) -> int:
     out.print(rich_compare_table(comparison, wide=args.wide))
     for note in comparison.notes:
         out.print(f"note: {note}", markup=False)
+    if comparison.correction_text and comparison.rankings:
+        out.print(f"Rankings on test accuracy, with {comparison.correction_text}: "
+                  "significant means after the correction.", markup=False)
     for heading, verdicts in ranking_lines(comparison):
         if heading:
             out.print(f"{heading}:", markup=False)
@@ -122,7 +125,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if len(args.study) > 1:
         return _compare_results(args)
     directory = resolve_study_directory(args.study[0])
-    results = collect(directory)
+    results = collect(directory, correction=args.correction)
     pivots = []
     if args.pivot:  # a bad path is refused before any table is printed or written
         from archlab.report.pivot import rich_pivot_table
@@ -195,6 +198,11 @@ def add_parsers(sub: Any) -> None:
     res.add_argument("-o", "--out", metavar="DIR",
                      help="write results.md/csv/json here (default: the study directory, when "
                           "it is writable)")
+    res.add_argument("--correction", choices=("holm", "bh", "none"),
+                     help="multiple-comparison correction over every pair of models: holm "
+                          "(family-wise error rate), bh (Benjamini-Hochberg, false discovery "
+                          "rate) or none (default: the one the study's last run used, else "
+                          "holm)")
     res.add_argument("--pivot", metavar="PATH", action="append",
                      help="test accuracy per value of a swept field, e.g. train.batch_size or "
                           "layers.1.Dense.units (repeatable)")

@@ -18,10 +18,12 @@ from rich.table import Table
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
 from archlab.errors import ArchlabError, SpecError, is_disk_full
+from archlab.fields import repeat_bounds
 
 if TYPE_CHECKING:
     from archlab.data import RawDataset
     from archlab.run import StudyOutcome
+    from archlab.run.race import Budget
     from archlab.run.ray_executor import RayExecutor
     from archlab.spec import Study
 
@@ -166,13 +168,16 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
                format_bytes(b.memory.total_bytes), str(train.epochs),
                str(train.batch_size), train.optimizer.name]
         if project:
-            secs = projected_seconds(study, name, device=device) * (repeats or train.repeats)
+            most = repeats or repeat_bounds(train.repeats)[1]  # a race: its max seeds
+            secs = projected_seconds(study, name, device=device) * most
             total += secs
             row.append(format_duration(secs))
         table.add_row(*row)
     if project:
         table.caption = (f"projected total on this machine ({device}): {format_duration(total)} "
-                         "(from a few timed training steps; all repeats)")
+                         "(from a few timed training steps; all repeats"
+                         + ("; a race at every model's max seeds, the most it can cost)"
+                            if repeats is None and _races(study) else ")"))
     return table
 
 
@@ -248,6 +253,32 @@ def _warn_projection(note: str | None) -> None:
         err.print(f"warning: {note}", markup=False, soft_wrap=True)
 
 
+def _races(study: Study) -> bool:
+    from archlab.run.race import race_limits
+
+    return race_limits(study) is not None
+
+
+def _race_budget(study: Study, args: argparse.Namespace) -> Budget | None:
+    """``--budget``, parsed; refused (one line) unless the study races (``repeats: {min,
+    max, until: decided}``) and ``--repeats`` does not fix its seeds."""
+    from archlab.run.race import Budget, race_limits
+
+    if args.budget is None:
+        return None
+    if args.repeats is not None or not _races(study):
+        got = (f"--repeats {args.repeats} (fixed seeds)" if args.repeats is not None
+               else "a study with fixed repeats only")
+        raise ArchlabError(f"--budget: Expected a study whose models race (repeats: {{min, "
+                           f"max, until: decided}}), received {got}")
+    budget = Budget.parse(args.budget)
+    first = sum(lim.min for lim in race_limits(study).values())  # type: ignore[union-attr]
+    if budget.runs is not None and budget.runs < first:
+        raise ArchlabError(f"--budget: Expected at least the race's first round, {first} runs "
+                           f"(each model's min seeds), received {budget.runs}")
+    return budget
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _check_counts(args)
     _ray_executor(args)  # its flags are checked before any timing
@@ -256,6 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         require_tensorboard()
     study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
+    _race_budget(study, args)  # a bad --budget is refused before any timing
     from archlab.data import check_study_data, load_dataset  # torch: after the study is read
     from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
     from archlab.run.projection import projection_note
@@ -324,15 +356,30 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
         progress = Tee([progress, TensorBoardWriter(args.tensorboard, study,
                                                     study_dir(study, args.out))])
     with _StopOnCtrlC() as stop:
-        outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
-                            jobs=args.jobs, threads=args.threads, device=device,
-                            executor=_ray_executor(args),
-                            progress=progress, stop=stop,
-                            dataset=dataset, pack=not args.no_pack, precision=args.precision)
+        if args.repeats is None and _races(study):
+            from archlab.run.race import run_race
+
+            outcome: StudyOutcome = run_race(
+                study, args.out, budget=_race_budget(study, args), correction=args.correction,
+                data_dir=args.data_dir, jobs=args.jobs, threads=args.threads, device=device,
+                executor=_ray_executor(args), progress=progress, stop=stop, dataset=dataset,
+                pack=not args.no_pack, precision=args.precision)
+        else:
+            outcome = run_study(study, args.out, data_dir=args.data_dir, repeats=args.repeats,
+                                jobs=args.jobs, threads=args.threads, device=device,
+                                executor=_ray_executor(args),
+                                progress=progress, stop=stop,
+                                dataset=dataset, pack=not args.no_pack,
+                                precision=args.precision)
     directory = outcome.directory
     if outcome.skipped:
         out.print(f"{len(outcome.skipped)} run(s) already in the store were kept.")
-    results = collect(directory, run_ids=[p.run_id for p in outcome.planned])
+    from archlab.store import Store
+
+    with Store(directory) as store:  # results and the report use the run's correction
+        store.set_meta(correction=args.correction)
+    results = collect(directory, run_ids=[p.run_id for p in outcome.planned],
+                      correction=args.correction)
     print_results(results)
     write_tables(results)
     if not args.no_report:
@@ -373,7 +420,16 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--models", help="comma-separated model names (default: all)")
     r.add_argument("--epochs", type=int, help="override epochs for every model")
     r.add_argument("--batch-size", type=int, help="override batch size for every model")
-    r.add_argument("--repeats", type=int, help="seeds per model (default: the study's)")
+    r.add_argument("--repeats", type=int, help="seeds per model (default: the study's; a "
+                                                "number here turns a study's race off)")
+    r.add_argument("--correction", choices=("holm", "bh", "none"), default="holm",
+                   help="multiple-comparison correction over every pair of models: holm "
+                        "(family-wise error rate; default), bh (Benjamini-Hochberg, false "
+                        "discovery rate) or none; a race's drops use it too")
+    r.add_argument("--budget", metavar="RUNS|HOURS",
+                   help="for a race (repeats: {min, max, until: decided}): at most this many "
+                        "runs (60) or hours of training (2h, 90min); no round is started that "
+                        "would pass it")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     r.add_argument("--threads", type=int,
                    help="torch threads per job, honoured exactly (default: the cores other "

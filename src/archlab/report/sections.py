@@ -225,7 +225,7 @@ def model_section(m: ModelResult, i: int, study: Any, store: Store,
     desc = ""
     if study is not None and m.model in study.models:
         desc = study.models[m.model].description
-    notes: list[str] = []
+    notes: list[str] = [m.race] if m.race else []  # the seeds a race gave it, and why
     errors = [f"{r.run_id} ({r.status}): {r.error}" for r in m.runs if r.error]
     images: list[Image] = []
     built = _build(m, notes)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.conclusions import points, race_summary
 from archlab.analysis.results import (
     CLIPPED_NOTE,
     TEST_AS_VALIDATION_NOTE,
@@ -48,7 +49,10 @@ __all__ = [
     "json_text",
     "model_record",
     "records_csv",
+    "race_json",
+    "race_lines",
     "ranking_lines",
+    "verdicts",
     "rich_stats_table",
     "rich_cells_table",
     "rich_pivot_table",
@@ -90,6 +94,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("test acc", True, max),
     Column(CI_HEADER, True),
     Column("n", True),
+    Column("verdict"),
     Column("params", True),
     Column("time (s)", True),
     Column("val acc", True, max),
@@ -106,7 +111,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("L2"),
     Column("data"),
 )
-COMPACT_COLUMNS = ("model", "test acc", CI_HEADER, "n", "params", "time (s)")
+COMPACT_COLUMNS = ("model", "test acc", CI_HEADER, "n", "verdict", "params", "time (s)")
 _METRIC_COLUMN = {"test_accuracy": "test acc", "val_accuracy": "val acc", "val_loss": "val loss",
                   "test_loss": "test loss", "train_accuracy": "train acc (eval)",
                   "train_loss": "train loss (eval)"}
@@ -210,7 +215,35 @@ def table_cells(results: StudyResults, headers: Sequence[str] | None = None,
     wanted = set(headers) if headers is not None else None
     cols = [c for c in COLUMNS if (wanted is None or c.header in wanted)
             and (with_ci or c.header != CI_HEADER)]
-    return cols, cell_rows(cols, [column_values(m) for m in results.models])
+    verdict = verdicts(results)
+    values = [{**column_values(m), "verdict": (verdict[m.model], verdict[m.model])}
+              for m in results.models]
+    return cols, cell_rows(cols, values)
+
+
+def verdicts(results: StudyResults) -> dict[str, str]:
+    """Each model against the best on test accuracy, after the ranking's correction: 'best',
+    'worse' (significantly), 'n.s.' (not significantly different), 'dropped' (a race stopped
+    giving it seeds: worse than the leader then) or '-' (no test: n = 1 or no result)."""
+    out = {m.model: "-" for m in results.models}
+    if results.ranking:
+        out[results.ranking[0].best] = "best"
+        for c in results.ranking:
+            if c.n_best >= 2 and c.n_other >= 2:
+                out[c.other] = "worse" if c.significant else "n.s."
+    if results.race is not None:
+        for m in results.race.drops:
+            if out.get(m) != "worse":
+                out[m] = "dropped"
+    return out
+
+
+def _verdict_note(results: StudyResults) -> str | None:
+    if results.ranked is None:
+        return None
+    return (f"verdict: against the best model, with {results.ranked.text}; worse: "
+            "significantly worse after the correction, n.s.: not significantly different"
+            + ("; dropped: left the race" if results.race is not None else ""))
 
 
 def cell_rows(cols: Sequence[Column], values: Sequence[dict[str, tuple[str, Any]]], *,
@@ -293,9 +326,49 @@ def verdict_lines(ranking: Sequence[Comparison], advice: str = "Use `repeats: 5`
 
 
 def ranking_lines(results: StudyResults) -> list[str]:
+    """The ranking in lines: which correction over how many comparisons, the best against
+    each other model, each model against the next (difference with its CI), and the race."""
     if not results.ranking:
         return []
-    return verdict_lines(results.ranking)
+    lines = verdict_lines(results.ranking)
+    if results.ranked is not None and any(c.n_best >= 2 and c.n_other >= 2
+                                          for c in results.ranking):
+        lines.insert(0, f"Ranking on test accuracy, with {results.ranked.text}: "
+                        "significant means after the correction.")
+        steps = [f"{c.best} − {c.other}: {points(c)}"
+                 + ("" if c.significant else ", not significant")
+                 for c in results.adjacent if c.n_best >= 2 and c.n_other >= 2]
+        if len(results.adjacent) > 1 and steps:
+            lines.append("Each model against the next: " + "; ".join(steps) + ".")
+    return lines + race_lines(results)
+
+
+def race_lines(results: StudyResults) -> list[str]:
+    """The race, when the study raced: how it ended, its cost, who was dropped when and why."""
+    text = race_summary(results)
+    return [text] if text else []
+
+
+def race_json(results: StudyResults) -> dict[str, Any] | None:
+    """The race for results.json: limits, looks, drops (with the comparison that decided
+    each), why it ended and what it cost (None when the study did not race)."""
+    r = results.race
+    if r is None:
+        return None
+    info = results.meta.get("race") if isinstance(results.meta.get("race"), dict) else {}
+    return {
+        "limits": {m: {"min": lim.min, "max": lim.max} for m, lim in r.limits.items()},
+        "alpha": r.alpha, "correction": r.correction, "max_looks": r.max_looks,
+        "reason": r.reason, "winner": r.winner, "stopped": info.get("stopped"),
+        "budget": info.get("budget"), "runs": r.runs, "fixed_runs": r.fixed_runs,
+        "seeds": dict(r.targets),
+        "looks": [{"number": look.number, "seeds": look.seeds, "leader": look.leader,
+                   "alpha": look.alpha, "dropped": list(look.dropped)} for look in r.looks],
+        "drops": {m: {"look": d.look, "seeds": d.seeds, "against": d.against or None,
+                      "comparison": None if d.comparison is None else {
+                          k: finite(v) for k, v in asdict(d.comparison).items()}}
+                  for m, d in r.drops.items()},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,9 +450,17 @@ def to_csv(results: StudyResults) -> str:
 
 def json_text(results: StudyResults) -> str:
     """results.json: strict JSON (``null`` where a value is undefined, never ``NaN``)."""
-    ranking = [{k: finite(v) for k, v in asdict(c).items()} for c in results.ranking]
+    def rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+        return [{k: finite(v) for k, v in asdict(c).items()} for c in comparisons]
+
+    r = results.ranked
+    correction = None if r is None else {"method": r.correction, "family": r.family,
+                                         "alpha": r.alpha, "looks": r.looks, "text": r.text}
     return json.dumps({"study": results.study, "validation_is_test": results.validation_is_test,
-                       "models": to_records(results), "ranking": ranking},
+                       "models": to_records(results), "correction": correction,
+                       "ranking": rows(results.ranking), "adjacent": rows(results.adjacent),
+                       "pairs": rows(r.pairs if r is not None else []),
+                       "race": race_json(results)},
                       indent=2, allow_nan=False) + "\n"
 
 
@@ -451,18 +532,53 @@ def _rich(results: StudyResults, title: str, headers: Sequence[str], caption: li
     return rich_cells_table(title, cols, rows, caption, highlight)
 
 
-def rich_table(results: StudyResults) -> Any:
+#: Left out of the terminal's table, in this order, where the console is too narrow for them
+#: and the model names (the essentials, model, test accuracy with its CI, n and the verdict,
+#: always stay).
+_DROPPABLE = ("params", "time (s)")
+_NAME_ROOM = 24  # a longer model name may fold: it does not push columns out
+
+
+def _compact_headers(results: StudyResults, width: int | None) -> list[str]:
+    """The compact table's columns that fit ``width`` (None: all of them)."""
+    headers = list(COMPACT_COLUMNS)
+    if width is None:
+        return headers
+    cols, rows = table_cells(results, headers)
+
+    def size(j: int, header: str) -> int:
+        widest = max([len(header)] + [len(r[j].text) for r in rows])
+        return min(_NAME_ROOM, widest) if header == "model" else widest
+
+    def needed(keep: list[str]) -> int:
+        sizes = [size(j, c.header) for j, c in enumerate(cols) if c.header in keep]
+        return sum(sizes) + 3 * (len(sizes) - 1)  # a space of padding either side of a rule
+
+    for header in _DROPPABLE:
+        if needed(headers) <= width:
+            break
+        headers.remove(header)
+    return headers
+
+
+def rich_table(results: StudyResults, width: int | None = None) -> Any:
     """The comparison table for the terminal: model, test accuracy (mean ± std, 95 % CI), n,
-    params and time. It fits 80 columns: the numbers never wrap or shorten, and a long model
-    name folds onto more lines instead of being cut."""
+    the verdict against the best model, params and time. The numbers never wrap or shorten,
+    and a long model name folds onto more lines instead of being cut; where ``width`` (the
+    console's) is too narrow, params and then time are left out (--wide has them)."""
     any_ci = any(s is not None and s.n > 1
                  for m in results.models if (s := m.metrics.get("test_accuracy")))
+    headers = _compact_headers(results, width)
+    left_out = [h for h in COMPACT_COLUMNS if h not in headers]
     caption = ["test acc: mean ± std over the n finished runs"
                + ("; 95% CI: Student t" if any_ci else " (n = 1: no CI; use --repeats 5)"),
                *([CLIPPED_NOTE] if _clipped(results) else []),
-               TIME_NOTE,
-               "validation, train and architecture columns: --wide, results.md"]
-    return _rich(results, results.study, COMPACT_COLUMNS, caption)
+               *([TIME_NOTE] if "time (s)" in headers else []),
+               ", ".join([*left_out, "validation, train and architecture columns"])
+               + ": --wide, results.md"]
+    if (note := _verdict_note(results)) is not None:
+        caption.insert(1, note)
+    return _rich(results, results.study, headers, caption)
 
 
 def rich_wide_tables(results: StudyResults) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from archlab.datasets import DatasetInfo
 from archlab.errors import ArchlabError
-from archlab.fields import Strict
+from archlab.fields import Strict, repeat_bounds
 from archlab.layers import LayerList
 from archlab.spec import DataSpec, Study, TrainSpec
 
@@ -146,7 +146,8 @@ def plan_runs(study: Study, *, repeats: int | None = None,
     plans = []
     for name, spec in study.models.items():
         train = study.train_for(name)
-        n = train.repeats if repeats is None else repeats
+        # A race (repeats {min, max, until: decided}) plans its first round: min seeds.
+        n = repeat_bounds(train.repeats)[0] if repeats is None else repeats
         for r in range(n):
             seed = derive_seed(study.seed, r)
             config = RunConfig(model=name, layers=spec.layers, train=train.model_copy(

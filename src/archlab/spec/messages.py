@@ -350,9 +350,11 @@ def merged(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
     done: set[tuple[Any, ...]] = set()
     raw = [dict(e) for e in exc.errors()]
     for err in raw:
-        # A learning_rate is a number or a schedule: pydantic's name for the branch is no place.
+        # A learning_rate is a number or a schedule, repeats a count or a race: pydantic's name
+        # for the branch is no place.
         err["loc"] = tuple(p for i, p in enumerate(err["loc"]) if not (
-            p in ("number", "schedule") and i and err["loc"][i - 1] == "learning_rate"))
+            p in ("number", "schedule") and i and err["loc"][i - 1] == "learning_rate")
+            and not (p in ("count", "race") and i and err["loc"][i - 1] == "repeats"))
         loc = tuple(err["loc"])
         pair = next((j for j in range(len(loc) - 1, 0, -1)
                      if loc[j] in _PAIR_FIELDS and Place(loc[: j + 1]).noun == "argument"),
