@@ -212,7 +212,8 @@ def test_only_validation_and_test_metrics_are_best(study: dict[str, Any]) -> Non
     for row in re.findall(r"<tr[^>]*data-model[^>]*>(.*?)</tr>", table, re.S):
         cells = re.findall(r"<td ([^>]*)>", row)
         assert len(cells) == len(headers)
-        best_columns |= {headers[j] for j, attrs in enumerate(cells) if "best" in attrs}
+        best_columns |= {headers[j] for j, attrs in enumerate(cells)
+                         if re.search(r"class=\"[^\"]*\bbest\b", attrs)}
     assert best_columns == {"test acc", "val acc", "val loss", "test loss"}
     md_header = next(line for line in study["md"].splitlines() if line.startswith("| rank"))
     md_cols = [c.strip() for c in md_header.strip("|").split("|")]
