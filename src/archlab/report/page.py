@@ -207,8 +207,9 @@ def _samples(sections: list[Section]) -> Image | None:
         k = len(s.predictions.class_names) if s.predictions is not None else 0
         shown = len(set(s.predictions.sample_labels.tolist())) if s.predictions else 0
         per = "" if shown == k else f" ({shown} of the {k} classes)"
-        return gallery_figure("samples", gallery, title=f"sample test images: the first of "
-                              f"each class{per}, as stored (model {s.result.model}'s run file)")
+        return gallery_figure("samples", gallery, title=f"sample test images: the first ones "
+                              f"of each class{per}, as stored (model {s.result.model}'s run "
+                              "file)")
     return None
 
 
