@@ -1,8 +1,24 @@
 """``archlab`` command line: a thin shell over the Python API.
 
 This module is the console-script entry point and imports nothing heavy: ``archlab --version``
-answers without importing torch, and a Ctrl-C while the command modules (and torch) are being
-imported ends quietly with exit code 130 instead of a traceback.
+answers without importing torch. It also owns the process's Ctrl-C policy, installed before
+anything else is imported:
+
+- Outside training (start-up, imports, validation, the projection's timed steps, report
+  writing): Ctrl-C prints ``interrupted`` and ends the process at once with exit code 130, no
+  traceback. Nothing that needs cleaning up is running then (the store is crash-safe and
+  files are written atomically), and a KeyboardInterrupt raised inside a third-party import
+  is not reliably seen: some libraries swallow it in a broad ``except`` and go on importing
+  for seconds, then fail another way (a half-imported numpy gives a RecursionError traceback).
+- While runs train, ``archlab run`` installs its own handler (cli/run.py): the first Ctrl-C
+  stops the runs at their next batch and the tables are still written, the second stops at
+  once; both end with exit code 130.
+- After the command has returned, Ctrl-C is ignored while the interpreter shuts down (a
+  fraction of a second), so it cannot interrupt cleanup with a traceback.
+
+When the ``archlab`` script (or ``python -m archlab``) runs, the quiet policy is installed
+the moment this module is imported, before the command modules, numpy or torch: the only
+Ctrl-C it cannot answer is one during Python's own start-up, before any archlab code runs.
 """
 
 from __future__ import annotations
@@ -10,7 +26,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -19,10 +34,40 @@ from archlab.version import __version__
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["build_parser", "main"]
+__all__ = ["INTERRUPTED", "build_parser", "main", "quiet_interrupts"]
 
 #: Exit code of a process ended by Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
+
+
+def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C outside training: one line, exit 130 at once (see the module doc)."""
+    os.write(2, b"interrupted\n")  # not sys.stderr: its lock may be held right now
+    os._exit(INTERRUPTED)
+
+
+def _is_the_archlab_process() -> bool:
+    """Whether this interpreter is running the ``archlab`` command itself (the console script
+    or ``python -m archlab``), not a program or a test that imports archlab."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None and spec.name == "archlab.__main__":
+        return True
+    script = os.path.basename(getattr(main_module, "__file__", None) or "")
+    return script in ("archlab", "archlab.exe", "archlab-script.py")
+
+
+def quiet_interrupts() -> signal.Handlers | object | None:
+    """Install the quiet Ctrl-C policy (see the module doc); return the handler it replaced,
+    or None where signals cannot be set (not the main thread)."""
+    try:
+        return signal.signal(signal.SIGINT, _exit_interrupted)
+    except ValueError:  # called from another thread: signals stay as they are
+        return None
+
+
+if _is_the_archlab_process():
+    quiet_interrupts()  # before anything else is imported
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,32 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         # The one question that needs no command module: answered before importing them.
         print(f"archlab {__version__}")
         return 0
-    return _import_commands()(argv)
-
-
-def _import_commands() -> Callable[[list[str] | None], int]:
-    """Import the command modules (torch, numpy, scipy: seconds); Ctrl-C meanwhile exits 130.
-
-    A KeyboardInterrupt raised inside a third-party import is not reliably seen here: some
-    libraries swallow it in a broad ``except`` and go on importing for seconds, then fail in
-    another way (a half-imported numpy gives a RecursionError traceback). Nothing has started
-    yet (no file, no child process, no output), so the handler ends the process at once.
-    """
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        os.write(2, b"interrupted\n")  # not sys.stderr: its lock may be held right now
-        os._exit(INTERRUPTED)
-
-    try:
-        previous = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # main() called from another thread: signals stay as they are
-        previous = None
+    previous = quiet_interrupts()
     try:
         from archlab.cli.commands import main as run_command
+
+        return run_command(argv)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    return run_command
+            # The archlab process: Ctrl-C is ignored while it exits. A caller in Python (a
+            # test, a notebook) gets its own handler back.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if _is_the_archlab_process()
+                          else previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

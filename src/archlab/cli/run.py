@@ -103,6 +103,9 @@ class _StopOnCtrlC:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.event.is_set():
+            # Stop at once; a third Ctrl-C must not cut short the cleanup this starts (workers
+            # killed and reaped, the fork server stopped): ignored until __exit__.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise KeyboardInterrupt
         self.event.set()
         # os.write, not the console: a handler may run while the console holds its lock.

@@ -7,6 +7,12 @@ one write lock: a worker killed while holding it left the other workers, and the
 waiting for them, blocked forever.) The parent waits on every pipe and every worker's exit
 sentinel at once, joins every worker it started, and kills any still alive when it leaves
 early (an exception, a second Ctrl-C).
+
+Ctrl-C reaches every process of the terminal's process group, so the fork server (and through
+it every worker) is started with SIGINT blocked: a Ctrl-C while it imports torch neither kills
+it with a traceback nor leaves the parent waiting on a dead server; the parent alone decides
+(it sends SIGTERM). The fork server is stopped when the parallel runs end, so no process
+started here outlives `archlab run`.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -32,7 +39,7 @@ from archlab.run.lock import disk_full_error
 from archlab.spec import Study
 from archlab.store import RunStatus, Store
 
-__all__ = ["Feed", "Task", "record_unfinished", "run_parallel"]
+__all__ = ["Feed", "Task", "record_unfinished", "run_parallel", "stop_forkserver"]
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -139,6 +146,11 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
     # The server runs no torch op before forking, so no thread pool is forked half-alive.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["archlab.run", "archlab.data"])
+    # The resource tracker first: starting it unblocks SIGINT (bpo-33613's mask is undone
+    # unconditionally), so it must not start inside the window below.
+    resource_tracker.ensure_running()
+    with _sigint_blocked():  # the server inherits the blocked mask, and its workers from it
+        forkserver.ensure_running()
     cfg = study.to_config()
     pending: list[RunPlan | Task] = list(todo)
     workers: list[_Worker] = []
@@ -185,8 +197,37 @@ def run_parallel(study: Study, todo: list[RunPlan], directory: Path, data_dir: A
                         feed.ended(w.plan.run_id, status)
     finally:
         _kill(workers, directory)
+        stop_forkserver()
     if fatal is not None:
         raise fatal
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back in this thread (processes started meanwhile inherit the blocked
+    mask, across exec too); a Ctrl-C that arrives meanwhile is delivered on leaving."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def stop_forkserver() -> None:
+    """Stop multiprocessing's fork server now, if it runs. By itself it would exit only once
+    every process holding its 'alive' pipe has exited, and only after its preload (seconds of
+    importing torch) if it is still in it: seconds after `archlab run` itself."""
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if server is None or pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # it holds nothing: the runs' state is in the store
+    try:
+        server._stop()  # closes its pipe, reaps it, forgets it (the next pool starts anew)
+    except (AttributeError, OSError, ChildProcessError):
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
 
 
 def _start(ctx: Any, cfg: dict[str, Any], source: str, plan: RunPlan, directory: Path,
