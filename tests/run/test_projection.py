@@ -33,6 +33,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "cache"
     monkeypatch.setenv("ARCHLAB_CACHE_DIR", str(directory))
     _load(monkeypatch, 0.0)  # a quiet machine unless a test says otherwise: no real load
+    _share(monkeypatch, None)  # and no real CPU share (the tests below set one)
     projection_note()  # forget timings other tests made in this process
     return directory
 
@@ -41,6 +42,13 @@ def _load(monkeypatch: pytest.MonkeyPatch, per_core: float) -> None:
     """Pretend the machine's 1-minute load average is ``per_core`` per CPU."""
     cores = os.cpu_count() or 1
     monkeypatch.setattr(os, "getloadavg", lambda: (per_core * cores, 0.0, 0.0))
+
+
+def _share(monkeypatch: pytest.MonkeyPatch, share: float | None) -> None:
+    """Pretend the timed steps got ``share`` of the CPU time they asked for (None: unknown)."""
+    import archlab.run.projection as projection
+
+    monkeypatch.setattr(projection, "_share", lambda before, after: share)
 
 
 def _entries(cache_dir: Path) -> dict[str, Any]:
@@ -134,13 +142,14 @@ def test_a_busy_machine_makes_the_projection_unreliable(tiny_study: archlab.Stud
     timing = step_timing(tiny_study, "mlp")
     assert timing.busy and not timing.reliable
     note = projection_note()
-    assert note is not None and "unreliable" in note and "busy" in note
+    assert note is not None and "unsure" in note and "busy" in note
     assert "load average" in note
     assert projection_note() is None  # said once
 
-    # Still busy: the cached (busy) timing is used rather than a second noisy measurement.
+    # Still busy: the cached (busy) timing is used rather than a second noisy measurement,
+    # and its old load is not quoted as if it were now's.
     assert step_timing(tiny_study, "mlp").cached
-    assert "busy" in (projection_note() or "")
+    assert projection_note() is None
     # Quiet again: an unreliable entry is measured again.
     _load(monkeypatch, 0.0)
     assert not step_timing(tiny_study, "mlp").cached
@@ -173,3 +182,85 @@ def test_each_run_records_the_load_and_cpu_count(tiny_study: archlab.Study, tmp_
         (run,) = store.runs()
     assert run.environment["cpu_count"] == cores
     assert run.environment["load_average"] == pytest.approx(1.25 * cores, abs=0.01)
+
+
+def test_a_starved_timing_is_a_range_and_is_not_cached(tiny_study: archlab.Study,
+                                                       cache_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timing taken while archlab got 30 % of its CPU time says how loaded the machine was:
+    it is never cached, and the range spans a quiet machine's time to this load's."""
+    from archlab.run.projection import MODEL_ERROR, projected_range
+
+    _load(monkeypatch, 6.0)
+    _share(monkeypatch, 0.3)
+    timing = step_timing(tiny_study, "mlp")
+    assert timing.starved and not timing.reliable and timing.cpu_share == 0.3
+    assert timing.quiet_seconds_per_sample == pytest.approx(0.3 * timing.seconds_per_sample)
+    assert not (cache_dir / CACHE_FILE).exists()  # not cached
+    low, high = projected_range(tiny_study, "mlp")
+    assert high / low >= (1 + MODEL_ERROR) ** 2 / 0.3 * 0.999
+    note = projection_note()
+    assert note is not None and "30%" in note and "not cached" in note and "--retime" in note
+    # Its share back (a quiet machine): timed again, cached, and a narrower range.
+    _load(monkeypatch, 0.0)
+    _share(monkeypatch, 0.97)
+    quiet = step_timing(tiny_study, "mlp")
+    assert not quiet.cached and not quiet.starved and len(_entries(cache_dir)) == 1
+    low, high = projected_range(tiny_study, "mlp")
+    assert low < high < low * (1 + MODEL_ERROR) ** 2 * 1.05 / 0.97
+    assert step_timing(tiny_study, "mlp").cached
+
+
+def test_retime_measures_again_and_replaces_the_cached_timing(tiny_study: archlab.Study,
+                                                              cache_dir: Path) -> None:
+    first = step_timing(tiny_study, "mlp")
+    assert step_timing(tiny_study, "mlp").cached
+    again = step_timing(tiny_study, "mlp", retime=True)
+    assert not again.cached and again.measured_at > first.measured_at
+    (entry,) = _entries(cache_dir).values()
+    assert entry["measured_at"] == again.measured_at
+
+
+def test_cpu_clock_sees_a_process_starved_of_cpu() -> None:
+    """The real reading, not a pretend one: this thread pinned to one CPU beside two busy
+    processes pinned there gets about a third of it, and schedstat says so."""
+    import subprocess
+    import sys
+    import time
+
+    from archlab.run.projection import cpu_clock
+
+    if cpu_clock() is None:
+        pytest.skip("the kernel gives no schedstat here")
+    cpu = min(os.sched_getaffinity(0))
+    before_affinity = os.sched_getaffinity(0)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+            for _ in range(2)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.3)  # the hogs are running
+        before = cpu_clock()
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            pass
+        after = cpu_clock()
+    finally:
+        os.sched_setaffinity(0, before_affinity)
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert before is not None and after is not None
+    ran, waited = after[0] - before[0], after[1] - before[1]
+    assert ran / (ran + waited) < 0.7  # (the fixture's pretend share is not used here)
+
+
+def test_validate_prints_ranges_and_accepts_retime(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _share(monkeypatch, 0.97)
+    assert main(["validate", "zoo:quickstart", "--models", "mlp32", "--retime"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "quiet machine to present load" in text
+    import re
+
+    assert re.search(r"mlp32 .* \d+(\.\d)?-\d+(\.\d)? (s|min|h)", text), text

@@ -141,14 +141,24 @@ def _validate_each(study: Study, memory_limit: int) -> dict[str, Any]:
     return built
 
 
+def _span(low: float, high: float) -> str:
+    """A projected range: '12-18 min', '40 min - 1.1 h'."""
+    from archlab.report.tables import format_duration
+
+    a, b = format_duration(low), format_duration(high)
+    if a == b:
+        return a
+    unit_a, unit_b = a.split()[-1], b.split()[-1]
+    return f"{a.rsplit(' ', 1)[0]}-{b}" if unit_a == unit_b else f"{a} - {b}"
+
+
 def _compute_table(study: Study, project: bool, repeats: int | None = None,
-                   device: str = "cpu") -> Table:
+                   device: str = "cpu", retime: bool = False, jobs: int = 1) -> Table:
     from archlab.data.check import check_data_memory
     from archlab.model import available_memory, format_bytes
 
     if project:  # here, and only then: the report's and the runner's imports are slow
-        from archlab.report.tables import format_duration
-        from archlab.run.projection import projected_seconds
+        from archlab.run.projection import projected_range
 
     # The dataset first (one line saying what it needs), then each model's training step
     # in what the data leaves (one line naming model and layer).
@@ -162,7 +172,8 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
     for col in ("model", "params", "trainable", "non-trainable", "MACs/sample", "MACs/epoch",
                 "memory", "epochs", "batch", "optimizer") + (("projected",) if project else ()):
         table.add_column(col, justify="left" if col in ("model", "optimizer") else "right")
-    total = 0.0
+    total = [0.0, 0.0]
+    runs = 0
     for name, b in built.items():
         train = study.train_for(name)
         row = [escape(name), f"{b.total_params:,}", f"{b.trainable_params:,}",
@@ -172,13 +183,19 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
                str(train.batch_size), train.optimizer.name]
         if project:
             most = repeats or repeat_bounds(train.repeats)[1]  # a race: its max seeds
-            secs = projected_seconds(study, name, device=device) * most
-            total += secs
-            row.append(format_duration(secs))
+            low, high = projected_range(study, name, device=device, retime=retime)
+            total[0] += low * most
+            total[1] += high * most
+            runs += most
+            row.append(_span(low * most, high * most))
         table.add_row(*row)
     if project:
-        table.caption = (f"projected total on this machine ({device}): {format_duration(total)} "
-                         "(from a few timed training steps; all repeats"
+        parallel = max(1, min(jobs, runs))  # --jobs N: N runs at a time, each timed as such
+        where = f" with --jobs {jobs}" if parallel > 1 else ""
+        table.caption = (f"projected wall time on this machine ({device}){where}: "
+                         f"{_span(total[0] / parallel, total[1] / parallel)} "
+                         "(from a few timed training steps, quiet machine to present load; "
+                         "all repeats"
                          + ("; a race at every model's max seeds, the most it can cost)"
                             if repeats is None and _races(study) else ")"))
     return table
@@ -211,7 +228,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
     _print_data(study)
-    out.print(_compute_table(study, project=not args.no_timing))
+    out.print(_compute_table(study, project=not args.no_timing, retime=args.retime))
     _check_search(study, project=not args.no_timing)
     if not args.no_timing:
         from archlab.run.projection import projection_note
@@ -324,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             study = study.with_dataset(dataset.info)  # derived from the data just loaded
         _print_data(study)
         out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
-                                 device=device))
+                                 device=device, retime=args.retime, jobs=args.jobs))
         _check_search(study, project=not args.no_timing, device=device)
         _warn_projection(None if args.no_timing else projection_note())
         if args.dry_run:
@@ -461,6 +478,8 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--dry-run", action="store_true", help="validate, print compute, stop")
     r.add_argument("--no-timing", action="store_true",
                    help="skip the timed projection (step timings are cached per machine)")
+    r.add_argument("--retime", action="store_true",
+                   help="time the projection's steps again instead of reading the cache")
     r.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--tensorboard", metavar="DIR",
@@ -473,4 +492,6 @@ def add_parsers(sub: Any) -> None:
     v.add_argument("--models")
     v.add_argument("--data-dir", help="directory holding the dataset files (checked, not read)")
     v.add_argument("--no-timing", action="store_true", help="skip the timed projection")
+    v.add_argument("--retime", action="store_true",
+                   help="time the projection's steps again instead of reading the cache")
     v.set_defaults(func=cmd_validate)

@@ -6,10 +6,16 @@ cache (``$ARCHLAB_CACHE_DIR`` or ``~/.cache/archlab``), keyed by the model's lay
 and optimizer, the dataset (input shape), device, torch threads, torch and archlab versions
 and CPU model. A second projection of the same model on the same machine times nothing.
 
-A measurement taken while the machine was busy (1-minute load average per core above
-:data:`BUSY_LOAD_PER_CORE`) or whose steps varied a lot (spread above :data:`SPREAD_LIMIT`)
-is flagged unreliable; the CLI says so under the table. An entry measured on a busy machine
-is measured again once the machine is quiet.
+How sure a projection is: it is a range. While the steps are timed, archlab reads how much of
+the CPU time its threads asked for they got (the kernel's schedstat: time run against time
+waited on a run queue). A timing taken while the process got less than
+:data:`MIN_CPU_SHARE` of it is starved: it is never cached, and its range runs from the timing
+scaled to the share it would have had on a quiet machine up to the time at the present load
+(a run takes the one or the other, or between, as the load comes and goes). Every range also
+carries the steps' spread and the projection's own error (:data:`MODEL_ERROR`: epochs cost
+more than their steps). ``--retime`` measures again instead of reading the cache.
+A measurement whose steps varied a lot (spread above :data:`SPREAD_LIMIT`) or taken on a
+busy machine is flagged in the CLI's note under the table.
 """
 
 from __future__ import annotations
@@ -31,15 +37,23 @@ import torch
 from archlab.model import build_model
 from archlab.spec import Study
 
-__all__ = ["BUSY_LOAD_PER_CORE", "CACHE_FILE", "SPREAD_LIMIT", "StepTiming",
-           "channels_last_faster", "load_per_core", "projected_seconds", "projection_note",
-           "step_timing", "timings_cache_path"]
+__all__ = ["BUSY_LOAD_PER_CORE", "CACHE_FILE", "MIN_CPU_SHARE", "MODEL_ERROR", "SPREAD_LIMIT",
+           "StepTiming", "channels_last_faster", "cpu_clock", "load_per_core",
+           "projected_range", "projected_seconds", "projection_note", "step_timing",
+           "timings_cache_path"]
 
 CACHE_FILE = "step-timings.json"
 #: Spread of the timed steps ((slowest - fastest) / median) above which they "vary a lot".
 SPREAD_LIMIT = 0.5
 #: 1-minute load average per core above which the machine counts as busy.
 BUSY_LOAD_PER_CORE = 0.8
+#: Share of the CPU time its threads were ready to use that the process must have had while
+#: its steps were timed for the timing to be cached (and not scaled).
+MIN_CPU_SHARE = 0.85
+#: The projection's own error either way, beyond the timed steps' spread: a run also loads
+#: data, evaluates, checkpoints and starts its process; measured on quickstart in
+#: docs/performance.md ("Projected time before training").
+MODEL_ERROR = 0.35
 #: Entries kept in the cache file (oldest dropped first).
 MAX_ENTRIES = 1000
 #: Timed steps stop after this many seconds (at least two are timed, to see the spread).
@@ -60,11 +74,24 @@ ASSUMED_MACS_PER_S = 2e10
 class StepTiming:
     """One model's measured training step, per sample, and how far to trust it."""
 
-    seconds_per_sample: float
+    seconds_per_sample: float  # as timed: at the CPU share the process had then
     spread: float  # (max - min) / median of the timed steps; interquartile range from 8 steps
     load_per_core: float | None  # when it was measured
     measured_at: float
+    #: Of the CPU time its threads were ready to use while the steps were timed, the share
+    #: they got (None where the kernel does not say: then taken as 1).
+    cpu_share: float | None = None
     cached: bool = False
+
+    @property
+    def starved(self) -> bool:
+        """Timed while the process got less than :data:`MIN_CPU_SHARE` of its CPU time."""
+        return self.cpu_share is not None and self.cpu_share < MIN_CPU_SHARE
+
+    @property
+    def quiet_seconds_per_sample(self) -> float:
+        """The timing scaled to a process that gets all the CPU time it asks for."""
+        return self.seconds_per_sample * min(1.0, self.cpu_share or 1.0)
 
     @property
     def busy(self) -> bool:
@@ -72,7 +99,40 @@ class StepTiming:
 
     @property
     def reliable(self) -> bool:
-        return self.spread <= SPREAD_LIMIT and not self.busy
+        return self.spread <= SPREAD_LIMIT and not self.busy and not self.starved
+
+
+def cpu_clock() -> tuple[float, float] | None:
+    """This process's threads' CPU seconds so far, and their seconds spent ready to run but
+    waiting for a CPU (Linux's /proc/self/task/*/schedstat); None where unavailable. Threads
+    that ended meanwhile drop out: compare two readings around work done by live threads."""
+    run = wait = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as f:
+                fields = f.read().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended while we read
+    if run == 0:
+        return None
+    return run / 1e9, wait / 1e9
+
+
+def _share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> \
+        float | None:
+    """The share of its ready time the process ran between two :func:`cpu_clock` readings."""
+    if before is None or after is None:
+        return None
+    ran, waited = after[0] - before[0], after[1] - before[1]
+    if ran <= 0 or waited < 0:
+        return None
+    return ran / (ran + waited)
 
 
 def load_per_core() -> float | None:
@@ -186,6 +246,7 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
     # Small models take milliseconds a step, where one scheduler hiccup doubles a step: they
     # get more steps (a quarter second's worth, up to 50), and a spread that ignores outliers.
     times: list[float] = []
+    clock = cpu_clock()
     started = time.perf_counter()
     while True:
         times.append(step(full))
@@ -200,7 +261,7 @@ def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
         spread = (q3 - q1) / median
     else:
         spread = (max(times) - min(times)) / median
-    return StepTiming(median / full, spread, load, time.time())
+    return StepTiming(median / full, spread, load, time.time(), _share(clock, cpu_clock()))
 
 
 def _two_batch_timing(step: Any, b1: int, b2: int, full: int,
@@ -212,6 +273,7 @@ def _two_batch_timing(step: Any, b1: int, b2: int, full: int,
     step(b1)  # warm-up
     # The small batch on both sides of the big one: a burst of load that hits one of them
     # shows in the spread between the two (each step of m10 here takes about a second).
+    clock = cpu_clock()
     t1 = [step(b1)]
     m2 = step(b2)
     t1.append(step(b1))
@@ -219,7 +281,7 @@ def _two_batch_timing(step: Any, b1: int, b2: int, full: int,
     per_sample = max(0.0, (m2 - m1) / (b2 - b1)) if b2 > b1 else m1 / b1
     seconds = max(m1, m1 + per_sample * (full - b1))  # never below the smaller batch's step
     spread = (max(t1) - min(t1)) / m1
-    return StepTiming(seconds / full, spread, load, time.time())
+    return StepTiming(seconds / full, spread, load, time.time(), _share(clock, cpu_clock()))
 
 
 def timed_batch(macs_per_sample: int, batch_size: int, device: str) -> int:
@@ -237,12 +299,14 @@ def timed_batch(macs_per_sample: int, batch_size: int, device: str) -> int:
 
 
 def step_timing(study: Study, model: str, *, steps: int = 3, device: str = "cpu",
-                use_cache: bool = True) -> StepTiming:
-    """One training step of ``model``, per sample: from the cache, else timed (and cached)."""
+                use_cache: bool = True, retime: bool = False) -> StepTiming:
+    """One training step of ``model``, per sample: from the cache, else timed (and cached
+    unless starved: see the module doc). ``retime`` times it again whatever the cache holds
+    (and caches the new timing)."""
     path = timings_cache_path()
     key = _key(study, model, device)
     cached: StepTiming | None = None
-    if use_cache:
+    if use_cache and not retime:
         entry = _read_cache(path).get(key)
         if isinstance(entry, dict):
             try:
@@ -258,21 +322,20 @@ def step_timing(study: Study, model: str, *, steps: int = 3, device: str = "cpu"
                     _seen.append((model, cached))
                     return cached
     timing = _measure(study, model, steps, device)
-    if use_cache and (cached is None or not timing.busy):
+    # A starved timing says how loaded the machine was, not how fast the model trains: never
+    # kept for later (where the kernel does not tell the share, a busy machine's timing is
+    # kept only when nothing better is cached).
+    unknown_and_busy = timing.cpu_share is None and timing.busy and cached is not None
+    if use_cache and not timing.starved and not unknown_and_busy:
         _write_cache(path, key, timing)
     _seen.append((model, timing))
     return timing
 
 
-def projected_seconds(study: Study, model: str, *, steps: int = 3,
-                      device: str = "cpu", use_cache: bool = True) -> float:
-    """Project the model's whole training from its step time (see :func:`step_timing`).
-
-    Counts the training steps of every epoch plus the evaluation passes (validation each
-    epoch, train/val/test at the end; a forward pass costs about a third of a training step).
-    """
-    per_sample = step_timing(study, model, steps=steps, device=device,
-                             use_cache=use_cache).seconds_per_sample
+def _sample_steps(study: Study, model: str) -> float:
+    """The whole training of ``model`` in training-step samples: every epoch's steps plus the
+    evaluation passes (validation each epoch, train/val/test at the end; a forward pass costs
+    about a third of a training step)."""
     train = study.train_for(model)
     info = study.data.info
     n_train, n_test = info.train_size, info.test_size
@@ -280,7 +343,31 @@ def projected_seconds(study: Study, model: str, *, steps: int = 3,
     n_val = n_test if split == "test" else round(n_train * split.split)  # type: ignore[union-attr]
     n_train -= 0 if split == "test" else n_val
     forward_samples = n_val * train.epochs + n_train + n_val + n_test
-    return per_sample * (n_train * train.epochs + forward_samples / 3)
+    return n_train * train.epochs + forward_samples / 3
+
+
+def projected_range(study: Study, model: str, *, steps: int = 3, device: str = "cpu",
+                    use_cache: bool = True, retime: bool = False) -> tuple[float, float]:
+    """How long ``model``'s whole training should take, as (shortest, longest) seconds.
+
+    The shortest: the step timing scaled to the CPU share of a quiet machine, less the
+    projection's error; the longest: the step as timed (at the load of that moment), plus the
+    steps' spread and the projection's error (see the module doc)."""
+    timing = step_timing(study, model, steps=steps, device=device, use_cache=use_cache,
+                         retime=retime)
+    samples = _sample_steps(study, model)
+    error = 1.0 + max(MODEL_ERROR, timing.spread / 2)
+    return (timing.quiet_seconds_per_sample * samples / error,
+            timing.seconds_per_sample * samples * error)
+
+
+def projected_seconds(study: Study, model: str, *, steps: int = 3,
+                      device: str = "cpu", use_cache: bool = True) -> float:
+    """The model's whole training from its step time as timed (see :func:`step_timing`), one
+    number: what the packing and search decisions use. Users see :func:`projected_range`."""
+    per_sample = step_timing(study, model, steps=steps, device=device,
+                             use_cache=use_cache).seconds_per_sample
+    return per_sample * _sample_steps(study, model)
 
 
 # The timings used since the last projection_note(): the CLI prints the table first (row by
@@ -293,7 +380,16 @@ def projection_note() -> str | None:
     seen = list(_seen)
     _seen.clear()
     reasons = []
-    busy = [t.load_per_core for _, t in seen if t.busy and t.load_per_core is not None]
+    starved = [t for _, t in seen if t.starved]
+    if starved:
+        share = min(t.cpu_share or 1.0 for t in starved)
+        load = max((t.load_per_core or 0.0) for t in starved) * (os.cpu_count() or 1)
+        reasons.append(f"archlab got only {share:.0%} of the CPU time it asked for while timing "
+                       f"(load average {load:.1f} on {os.cpu_count() or 1} cores): the range "
+                       "runs from a quiet machine's time to this load's, and these timings "
+                       "are not cached")
+    busy = [t.load_per_core for _, t in seen
+            if t.busy and not t.starved and t.load_per_core is not None and not t.cached]
     if busy:
         cores = os.cpu_count() or 1
         reasons.append(f"the machine was busy while timing (load average {max(busy) * cores:.1f}"
@@ -304,8 +400,8 @@ def projection_note() -> str | None:
                        f"{SPREAD_LIMIT:.0%}")
     if not reasons:
         return None
-    return ("the projection is unreliable: " + "; ".join(reasons) + ". Timings are cached "
-            "per machine and are measured again when it is quiet")
+    return ("the projection is unsure: " + "; ".join(reasons) + ". Timings are cached per "
+            "machine when archlab got its CPU share; `--retime` measures them again")
 
 
 # --- The layout probe: NHWC or NCHW, per model (used by archlab.train.prefer_channels_last) ---
