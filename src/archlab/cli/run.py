@@ -227,8 +227,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from archlab.data import check_study_data
 
     where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
-    _print_data(study)
-    out.print(_compute_table(study, project=not args.no_timing, retime=args.retime))
+    table = _compute_table(study, project=not args.no_timing, retime=args.retime)
+    _print_data(study)  # after the models are built: a refused study prints nothing else
+    out.print(table)
     _check_search(study, project=not args.no_timing)
     if not args.no_timing:
         from archlab.run.projection import projection_note
@@ -339,9 +340,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             held.enter_context(lock)  # another process on this study: say so before timing
         if dataset is not None:
             study = study.with_dataset(dataset.info)  # derived from the data just loaded
-        _print_data(study)
-        out.print(_compute_table(study, project=not args.no_timing, repeats=args.repeats,
-                                 device=device, retime=args.retime, jobs=args.jobs))
+        table = _compute_table(study, project=not args.no_timing, repeats=args.repeats,
+                               device=device, retime=args.retime, jobs=args.jobs)
+        _print_data(study)  # after the models are built: a refused study prints nothing else
+        out.print(table)
         _check_search(study, project=not args.no_timing, device=device)
         _warn_projection(None if args.no_timing else projection_note())
         if args.dry_run:

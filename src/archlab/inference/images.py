@@ -203,7 +203,8 @@ def preprocess_images(images: np.ndarray | Sequence[np.ndarray], model: TrainedM
     For an MNIST-like dataset (grey 28x28: mnist, fashion-mnist, kmnist, emnist-*), with
     ``mnist_style`` (the default) each image, any size and polarity, first goes through
     :func:`mnist_format`; without it, ``images`` must already be MNIST-like (N, 28, 28) uint8
-    (light on dark, 0-255), as the datasets are. For any other dataset, ``images`` must already
+    (light on dark, 0-255; or (N, 28, 28, 1) as datasets load), as the datasets are. For any
+    other dataset, ``images`` must already
     have the model's size: uint8 (N, H, W) or (N, H, W, C) (:func:`load_images` resizes files
     as the dataset's source says). Then the study's own preprocessing applies: ``scale``
     (x/255), ``standardize`` (the training split's per-channel mean and std) or Keras's
@@ -225,6 +226,8 @@ def preprocess_images(images: np.ndarray | Sequence[np.ndarray], model: TrainedM
             if len(images) else np.zeros((0, FIELD, FIELD), np.uint8)
     else:
         x = np.asarray(images)
+        if x.ndim == 4 and x.shape[3] == 1:  # (N, 28, 28, 1), as the datasets load
+            x = x[..., 0]
         if x.ndim != 3 or x.shape[1:] != (FIELD, FIELD):
             raise ImageError(f"Expected MNIST-like images of shape (N, {FIELD}, {FIELD}), "
                              f"received {tuple(x.shape)}; pass mnist_style=True to convert")
