@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from archlab.datasets.scan import MAX_IMAGE_PIXELS, ImageEntry, Listing, cache_root
+from archlab.datasets.scan import (
+    MAX_IMAGE_PIXELS,
+    ImageEntry,
+    Listing,
+    cache_root,
+    common_size,
+)
 from archlab.datasets.sources import ImageOptions
 from archlab.errors import DataError
 
@@ -231,15 +237,18 @@ def _write_cache(directory: Path, listing: Listing, decoded: DecodedImages,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def decode_listing(listing: Listing, size: tuple[int, int], *,
+def decode_listing(listing: Listing, size: tuple[int, int] | None = None, *,
                    workers: int | None = None, use_cache: bool = True) -> DecodedImages:
-    """Every image of ``listing`` as (N, H, W, C) uint8 at ``size`` (h, w), from the cache
-    when it is valid, else decoded in parallel (and cached). A bad image is a one-line
-    :class:`DataError` naming it, unless the source says ``on_bad_image: skip``."""
+    """Every image of ``listing`` as (N, H, W, C) uint8 at ``size`` (h, w; None: the source's
+    ``image_size``, else the images' common size), from the cache when it is valid, else
+    decoded in parallel (and cached). A bad image is a one-line :class:`DataError` naming it,
+    unless the source says ``on_bad_image: skip``."""
     source = listing.source
     directory = _cache_dir(listing)
     if use_cache and (hit := _read_cache(directory, listing)) is not None:
-        return hit
+        return hit  # its size is the one it was decoded at: the same files, the same options
+    if size is None:
+        size = source.image_size or common_size(listing)
     n_workers = workers if workers is not None else min(32, os.cpu_count() or 1)
     images, errors = _decode_all(listing.entries, source, size, source.channels, n_workers)
     bad = [i for i, e in enumerate(errors) if e is not None]

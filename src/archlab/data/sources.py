@@ -19,7 +19,6 @@ from archlab.data.images import decode_listing, sha256_of
 from archlab.datasets import CsvSource, DataFile, DatasetInfo, FolderSource, IdxSource, NpzSource
 from archlab.datasets.scan import (
     Listing,
-    common_size,
     derive_record,
     find_idx_files,
     idx_header,
@@ -63,8 +62,7 @@ def _load_images(source: FolderSource | CsvSource) -> RawDataset:
     from archlab.data.loader import RawDataset
 
     listing, n_train = _ordered(listing_of(source))
-    size = source.image_size if source.image_size is not None else common_size(listing)
-    decoded = decode_listing(listing, (int(size[0]), int(size[1])))
+    decoded = decode_listing(listing)  # the images' common size is read only if not cached
     images, labels = decoded.images, decoded.labels
     is_train = np.array([e.split == "train" or (e.split is None and i < n_train)
                          for i, e in enumerate(listing.entries)])

@@ -136,15 +136,18 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Image files under ``root``, recursively, in sorted order; hidden files and folders
-    skipped; symbolic links followed, a link back into its own ancestry refused."""
-    found: list[Path] = []
+def _scan_images(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the image files under ``root``, recursively, in sorted
+    order; hidden files and folders skipped; symbolic links followed, a link back into its own
+    ancestry refused. One ``stat`` per file (``os.scandir``): 50,000 files in a fraction of a
+    second."""
+    found: list[tuple[str, int, int]] = []
 
-    def walk(directory: Path, ancestors: frozenset[tuple[int, int]]) -> None:
+    def walk(directory: str, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
-            st = directory.stat()
-            names = sorted(os.listdir(directory))
+            st = os.stat(directory)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             if exc.errno == 40:  # ELOOP: a link that points to itself
                 raise DataError(f"{directory}: a symbolic link loop") from None
@@ -154,21 +157,29 @@ def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
             raise DataError(f"{directory}: a symbolic link loop (it leads back to a folder "
                             "that contains it)")
         inside = ancestors | {key}
-        for name in names:
-            if _hidden(name):
+        for entry in entries:
+            if _hidden(entry.name):
                 continue
-            path = directory / name
             try:
-                is_dir = path.is_dir()
+                if entry.is_dir():
+                    walk(entry.path, inside)
+                elif entry.name.lower().endswith(extensions):
+                    info = entry.stat()  # follows a link; a dangling one raises
+                    found.append((entry.path, info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                continue  # a dangling link, or a file removed meanwhile
             except OSError as exc:
-                raise DataError(f"{path}: {exc.strerror or exc}") from None
-            if is_dir:
-                walk(path, inside)
-            elif name.lower().endswith(extensions) and path.exists():
-                found.append(path)
+                if exc.errno == 40:
+                    raise DataError(f"{entry.path}: a symbolic link loop") from None
+                raise DataError(f"{entry.path}: {exc.strerror or exc}") from None
 
-    walk(root, frozenset())
+    walk(os.fspath(root), frozenset())
     return found
+
+
+def list_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Image files under ``root``, recursively, in sorted order (see :func:`_scan_images`)."""
+    return [Path(p) for p, _, _ in _scan_images(str(root), extensions)]
 
 
 def _stat(path: Path, where: str) -> os.stat_result:
@@ -203,15 +214,17 @@ def _chosen_classes(found: list[str], given: list[str] | None, where: Path,
 def _folder_entries(root: Path, classes: tuple[str, ...], split: Split | None,
                     extensions: tuple[str, ...]) -> list[ImageEntry]:
     entries: list[ImageEntry] = []
+    # a path's key in the manifest: relative to the source's folder (train/... when split)
+    base = str(root.parent if split else root) + os.sep
     for label, name in enumerate(classes):
-        files = list_images(root / name, extensions)
+        files = _scan_images(str(root / name), extensions)
         if not files:
             raise DataError(f"{root / name}: an empty class folder (no {', '.join(extensions)} "
                             "file); remove it or list the classes to use in class_names")
-        for f in files:
-            st = _stat(f, str(root))
-            entries.append(ImageEntry(str(f), f.relative_to(root.parent if split else root)
-                                      .as_posix(), label, split, st.st_size, st.st_mtime_ns))
+        for path, size, mtime in files:
+            rel = path[len(base):] if path.startswith(base) else os.path.relpath(path, base)
+            entries.append(ImageEntry(path, rel.replace(os.sep, "/"), label, split, size,
+                                      mtime))
     return entries
 
 
