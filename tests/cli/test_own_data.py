@@ -148,3 +148,92 @@ def test_validate_prints_class_counts_and_flags_imbalance(tmp_path: Path, capfd)
     assert "training images per class: digit0 10, digit1 3, digit2 10" in done.stdout
     assert "warning: the classes are imbalanced: 'digit0' has 10 training images, 'digit1' 3 " \
            "(3.3x)" in done.stderr
+
+
+def _bomb_png(path: Path) -> None:
+    """A PNG whose header says 30000x30000 (nothing decodable behind it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 9))
+        + chunk(b"IEND", b""))
+
+
+def _bad_source(kind: str, tmp: Path) -> tuple[str, str]:
+    """A broken source of ``kind`` under ``tmp``: (the study's dataset, a file it names)."""
+    import os
+    import pickle
+
+    if kind in ("bomb", "single class", "symlink loop", "CMYK"):
+        root = write_folder(tmp / "d", 6, 2 if kind == "single class" else 3)
+        victim = sorted((root / "digit1").iterdir())[0]
+        if kind == "bomb":
+            _bomb_png(victim)
+        elif kind == "CMYK":
+            victim.unlink()
+            victim = victim.with_suffix(".jpg")
+            Image.new("CMYK", (28, 28)).save(victim)
+        elif kind == "single class":
+            shutil_rmtree(root / "digit1")
+            victim = root
+        else:
+            os.symlink(root / "digit1", root / "digit1" / "again")
+            victim = root / "digit1" / "again"
+        return "{folder: d, color_mode: grayscale}", str(victim)
+    if kind == "npz pickle":
+        (tmp / "d.npz").write_bytes(pickle.dumps({"x_train": np.zeros(3)}))
+        return "{npz: d.npz}", str(tmp / "d.npz")
+    if kind == "npz labels":
+        write_npz(tmp / "d.npz", 6, 3)  # 3 class names: label 7 is out of range
+        with np.load(tmp / "d.npz") as npz:
+            arrays = dict(npz)
+        arrays["y_test"][0] = 7
+        np.savez(tmp / "d.npz", **arrays)
+        return "{npz: d.npz}", str(tmp / "d.npz")
+    csv_path = write_csv(tmp / "c", 6, 3)
+    with csv_path.open("a") as fh:
+        fh.write("../../outside.png,digit0\n" if kind == "csv outside" else
+                 "images/missing.png,digit0\n")
+    (tmp / "outside.png").write_bytes((tmp / "c" / "images" / "0000.png").read_bytes())
+    return "{csv: c/labels.csv, color_mode: grayscale}", str(csv_path)
+
+
+def shutil_rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("kind", ["bomb", "CMYK", "single class", "symlink loop", "npz pickle",
+                                  "npz labels", "csv outside", "csv missing"])
+def test_each_bad_source_is_one_line_naming_the_file_and_exit_2(kind: str, tmp_path: Path,
+                                                                 capfd) -> None:
+    dataset, named = _bad_source(kind, tmp_path)
+    out = tmp_path / "out"
+    done = _cli(capfd, "run", str(_study(tmp_path, dataset)), "--out", str(out), "--no-timing",
+                "--quiet", "--no-report")
+    assert done.returncode == 2, (kind, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (kind, done.stderr)
+    assert named in lines[0] or str(Path(named).parent) in lines[0], (kind, lines[0])
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_on_bad_image_skip_trains_and_names_the_first_skipped(tmp_path: Path, capfd) -> None:
+    root = write_folder(tmp_path / "digits", 12, 3)
+    bad = sorted((root / "digit0").iterdir())[:4]
+    for path in bad:
+        path.write_text("not an image")
+    study = _study(tmp_path, "{folder: digits, color_mode: grayscale, on_bad_image: skip}")
+    done = _cli(capfd, "run", str(study), "--out", str(tmp_path / "out"), "--no-timing",
+                "--quiet", "--no-report", "--models", "mlp")
+    assert done.returncode == 0, done.stderr
+    warning = next(line for line in done.stderr.splitlines() if "skipped" in line)
+    assert warning.startswith("warning: skipped 4 unreadable images (on_bad_image: skip): "
+                              f"{bad[0]}: not a readable image")
+    assert warning.endswith("; and 1 more")
