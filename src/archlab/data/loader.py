@@ -31,6 +31,8 @@ import numpy as np
 from archlab.data.archives import find_archive, read_archive
 from archlab.data.download import download_archive, download_missing
 from archlab.data.idx import check_file, find_file, read_idx
+from archlab.data.raw import RawDataset
+from archlab.data.sources import load_source
 from archlab.datasets import DatasetInfo, Source, dataset_info
 from archlab.datasets.scan import ENV_CACHE_DIR, cache_root
 from archlab.errors import DataError
@@ -50,49 +52,6 @@ __all__ = [
 ENV_DATA_DIR = "ARCHLAB_DATA_DIR"
 #: Anything a study may name as its dataset: a built-in's name or a source.
 DatasetRef = str | Source
-
-
-@dataclass(frozen=True, eq=False)
-class RawDataset:
-    """A dataset as loaded: uint8 images (N, H, W, C) and int64 labels (N,), with its record
-    (a user source's carries the data's fingerprint)."""
-
-    info: DatasetInfo
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str  # the directory or file it was loaded from, or "embedded"
-    skipped: tuple[str, ...] = ()  # unreadable images left out ("path: reason")
-    from_cache: bool = False  # decoded images read back from the verified cache
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.info.class_names
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.info.class_names)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def fingerprint(self) -> str | None:
-        """A user source's content hash (None for a built-in: its name pins its files)."""
-        return self.info.fingerprint
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the images and labels take in memory."""
-        return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
 @dataclass(frozen=True)
@@ -199,8 +158,6 @@ def load_dataset(
     """Load ``dataset``: a built-in's name (looked for in the places listed in this module's
     docstring) or a user's source (:func:`archlab.data.sources.load_source`)."""
     if not isinstance(dataset, str):
-        from archlab.data.sources import load_source
-
         locate_dataset(dataset)
         return load_source(dataset)
     info = dataset_info(dataset)

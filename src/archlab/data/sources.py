@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from archlab.data.idx import parse_idx, read_verified
 from archlab.data.images import decode_listing, sha256_of
+from archlab.data.raw import RawDataset
 from archlab.datasets import CsvSource, DataFile, DatasetInfo, FolderSource, IdxSource, NpzSource
 from archlab.datasets.scan import (
     Listing,
@@ -26,9 +26,6 @@ from archlab.datasets.scan import (
     stratified_split,
 )
 from archlab.errors import DataError
-
-if TYPE_CHECKING:
-    from archlab.data.loader import RawDataset
 
 __all__ = ["load_source"]
 
@@ -59,8 +56,6 @@ def _ordered(listing: Listing) -> tuple[Listing, int]:
 
 
 def _load_images(source: FolderSource | CsvSource) -> RawDataset:
-    from archlab.data.loader import RawDataset
-
     listing, n_train = _ordered(listing_of(source))
     decoded = decode_listing(listing)  # the images' common size is read only if not cached
     images, labels = decoded.images, decoded.labels
@@ -120,8 +115,6 @@ def _checked_arrays(where: str, x_train: np.ndarray, y_train: np.ndarray, x_test
 
 def _finish(source: NpzSource | IdxSource, record: DatasetInfo, arrays: tuple[np.ndarray, ...]
             ) -> RawDataset:
-    from archlab.data.loader import RawDataset
-
     x_train, y_train, x_test, y_test = arrays
     content = hashlib.sha256((sha256_of(x_train, y_train, x_test, y_test) + json.dumps(
         list(record.class_names))).encode()).hexdigest()
