@@ -18,7 +18,6 @@ from rich.table import Table
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
 from archlab.errors import ArchlabError, SpecError, is_disk_full
-from archlab.fields import repeat_bounds
 
 if TYPE_CHECKING:
     from archlab.data import RawDataset
@@ -158,6 +157,7 @@ def _compute_table(study: Study, project: bool, repeats: int | None = None,
     from archlab.model import available_memory, format_bytes
 
     if project:  # here, and only then: the report's and the runner's imports are slow
+        from archlab.fields import repeat_bounds  # pydantic: not for --help
         from archlab.run.projection import projected_range
 
     # The dataset first (one line saying what it needs), then each model's training step
