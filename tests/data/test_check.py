@@ -60,3 +60,36 @@ def test_missing_dataset_is_found_without_loading(tiny_config: dict[str, Any],
 def test_present_dataset_is_located(tiny_config: dict[str, Any], mnist_dir: Path) -> None:
     where = check_study_data(study(tiny_config, dataset="mnist"), mnist_dir)
     assert where == DatasetLocation("mnist", mnist_dir)
+
+
+def test_the_dataset_is_in_the_memory_estimate(tiny_config: dict[str, Any]) -> None:
+    from archlab.data.check import check_data_memory, data_memory_bytes
+
+    cifar = study(tiny_config, dataset="cifar10")
+    info = cifar.data.info
+    uint8 = 60000 * 32 * 32 * 3
+    train = 50000 * 32 * 32 * 3  # the validation split copies every training image once
+    assert data_memory_bytes(info, cifar.data) == uint8 + train
+    normalize = study(tiny_config, dataset="cifar10",
+                      preprocessing={"normalize": {"axis": 1, "order": 2}})
+    assert data_memory_bytes(info, normalize.data) == uint8 + 4 * uint8 + 4 * train
+    assert check_data_memory(cifar, 10**9) == 10**9 - (uint8 + train)
+    with pytest.raises(DataError, match=r"field 'data.dataset': Expected a dataset that fits "
+                       r"in the 100.0 MiB of memory available, received cifar10, which needs "
+                       r"322.3 MiB \(50,000 \+ 10,000 images of 32x32x3 as uint8"):
+        check_data_memory(cifar, 100 * 2**20)
+
+
+def test_validate_refuses_a_dataset_too_big_for_memory(tiny_config: dict[str, Any],
+                                                       tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    import yaml
+
+    from archlab.cli import main
+
+    monkeypatch.setattr("archlab.model.available_memory", lambda device="cpu": 50 * 2**20)
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({**tiny_config, "data": {"dataset": "cifar100"}}))
+    assert main(["validate", str(path), "--no-timing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "which needs 322.3 MiB" in err[0] and "cifar100" in err[0]

@@ -144,8 +144,8 @@ def check_data_memory(study: Study, available: int) -> int:
     need = data_memory_bytes(info, study.data)
     if need > available:
         h, w, c = info.image_shape
-        raise DataError(f"{study.source}: data.dataset: Expected a dataset that fits in the "
-                        f"{format_bytes(available)} of memory available, received "
+        raise DataError(f"{study.source}: field 'data.dataset': Expected a dataset that fits in "
+                        f"the {format_bytes(available)} of memory available, received "
                         f"{info.name}, which needs {format_bytes(need)} ({info.train_size:,} + "
                         f"{info.test_size:,} images of {h}x{w}x{c} as uint8, with its "
                         "training/validation split); use a smaller image_size or fewer images")
