@@ -390,7 +390,7 @@ def projection_note() -> str | None:
                        "are not cached")
     busy = [t.load_per_core for _, t in seen
             if t.busy and not t.starved and t.load_per_core is not None and not t.cached]
-    if busy:
+    if busy and not starved:  # (a starved timing's reason names the load already)
         cores = os.cpu_count() or 1
         reasons.append(f"the machine was busy while timing (load average {max(busy) * cores:.1f}"
                        f" on {cores} cores)")
