@@ -45,6 +45,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "parse_study": ("archlab.spec", "parse_study"),
     "plan_runs": ("archlab.run", "plan_runs"),
     "run_study": ("archlab.notebook", "run_study"),
+    "run_race": ("archlab.run.race", "run_race"),
     "study_json_schema": ("archlab.spec", "study_json_schema"),
     "summary_text": ("archlab.describe", "summary_text"),
     "validate_study": ("archlab.model", "validate_study"),
@@ -97,6 +98,7 @@ __all__ = [
     "parse_study",
     "plan_runs",
     "run_study",
+    "run_race",
     "study_json_schema",
     "summary_text",
     "validate_study",
@@ -162,6 +164,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from archlab.model import BuiltModel, SummaryRow, build_model, validate_study
     from archlab.notebook import Results, StudyInterrupted, collect_results, run_study
     from archlab.run import RunPlan, StudyOutcome, plan_runs
+    from archlab.run.race import run_race
     from archlab.spec import (
         DataSpec,
         ModelSpec,

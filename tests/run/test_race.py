@@ -6,10 +6,13 @@ it before a round that would pass it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +21,12 @@ import pytest
 import torch
 
 import archlab
+from archlab.analysis.conclusions import conclusions
 from archlab.analysis.results import collect
 from archlab.errors import ArchlabError
 from archlab.run import plan_runs, run_study
 from archlab.run.race import Budget, RaceOutcome, race_limits, race_study, run_race
+from archlab.store import Store
 from tests.run.here import main_here
 from tests.run.peek import query
 
@@ -139,6 +144,16 @@ def test_a_budget_stops_the_race_before_a_round_that_would_pass_it(
     assert len(_metrics(tmp_path / "b")) == 6  # round 1 only: round 2 would make 9 (> 8)
     results = collect(tmp_path / "b")
     assert results.meta["race"]["stopped"] == "budget"
+    assert results.race is not None and "budget (8 runs)" in " ".join(
+        c.text for c in conclusions(results) if c.kind == "race")
+    # an hour budget: the next round's runs, at the recorded time per run, would pass it
+    timed = run_race(study, tmp_path / "b", budget=Budget(hours=1e-6), threads=1)
+    assert timed.stopped == "budget" and not timed.statuses  # nothing more was trained
+    # fixed repeats afterwards give the race's models more seeds: no longer a race
+    run_study(study, tmp_path / "b", repeats=3, threads=1)
+    again = collect(tmp_path / "b")
+    assert again.race is None and {m.n for m in again.models} == {3}
+    assert again.ranked is not None and again.ranked.looks == 1
     assert Budget.parse("90min") == Budget(hours=1.5) and Budget.parse("12 runs").runs == 12
     with pytest.raises(ArchlabError, match="--budget: Expected"):
         Budget.parse("soon")
@@ -182,6 +197,30 @@ def test_a_killed_race_resumes_without_losing_or_repeating_a_run(
     assert collect(out).race.drops == outcome.race.drops  # type: ignore[union-attr]
 
 
+def test_a_models_first_round_is_one_pack(study_file: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where packing pays (forced here), a model's first-round seeds train as one pack; the
+    later rounds give it one seed at a time."""
+    import archlab.run.study as study_module
+
+    calls: list[tuple[str, int]] = []
+
+    def should_pack(study: object, model: str, n: int, *, device: str = "cpu") -> bool:
+        calls.append((model, n))
+        return n > 1
+
+    monkeypatch.setattr(study_module, "should_pack", should_pack)
+    out = tmp_path / "packed"
+    outcome = run_race(archlab.load_study(study_file), out, threads=1)
+    assert outcome.race is not None and outcome.race.finished
+    assert sorted(calls) == [("lin", 2), ("mlp", 2), ("narrow", 2)]  # round 1 only
+    with Store(out, create=False, readonly=True) as store:
+        packed = {(r.model, r.repeat): r.environment.get("packed") for r in store.runs()}
+    assert {k: v for k, v in packed.items() if k[1] < 2} == {
+        (m, i): 2 for m in ("mlp", "lin", "narrow") for i in range(2)}
+    assert all(v is None for k, v in packed.items() if k[1] >= 2)
+
+
 @pytest.mark.slow
 def test_a_race_with_two_jobs(raced: tuple[Path, RaceOutcome], study_file: Path,
                               tmp_path: Path) -> None:
@@ -192,3 +231,32 @@ def test_a_race_with_two_jobs(raced: tuple[Path, RaceOutcome], study_file: Path,
     assert outcome.race is not None and outcome.race.drops == ref.race.drops  # type: ignore
     assert {k: v[:-1] for k, v in _metrics(out).items()} == {
         k: v[:-1] for k, v in _metrics(reference).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+def test_a_race_on_ray(raced: tuple[Path, RaceOutcome], study_file: Path,
+                       tmp_path: Path) -> None:
+    """`archlab run --executor ray` (a local Ray instance): each round's runs are Ray tasks;
+    the same runs, numbers and decisions as the race trained here."""
+    from archlab.run.ray_local import kill_session, ray_env
+
+    temp = Path(tempfile.mkdtemp(prefix="race", dir="/tmp"))
+    out, err = tmp_path / "ray", tmp_path / "err"
+    try:
+        with open(err, "wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "archlab", "run", str(study_file), "--out", str(out),
+                 "--executor", "ray", "--quiet", "--no-report", "--no-timing"],
+                stdout=subprocess.DEVNULL, stderr=fh, env=ray_env(temp), start_new_session=True)
+        try:
+            assert proc.wait(timeout=600) == 0, err.read_text()[-3000:]
+        finally:
+            kill_session(proc.pid)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    reference, ref = raced
+    assert {k: v[:-1] for k, v in _metrics(out).items()} == {
+        k: v[:-1] for k, v in _metrics(reference).items()}
+    assert collect(out).race.drops == ref.race.drops  # type: ignore[union-attr]

@@ -85,7 +85,7 @@ class Drop:
     model: str
     look: int
     seeds: int  # the seeds it had then
-    against: str  # the leader it was found worse than ('' when it had no result)
+    against: str  # the model it was found worse than, the leader where it can ('' no result)
     comparison: Comparison | None  # leader vs model at that look; p_adjusted is the race's
 
     @property
@@ -199,7 +199,8 @@ def race(
     model still in the race, up to its ``max``. At each look the pairs of models still in the
     race are tested (paired on their shared seeds), their race p-values updated (see the module
     docstring), ``correction`` applied over every pair of the race's models, and the models
-    significantly worse than the leader dropped. A model whose runs all ended without a result
+    significantly worse than the leader (or than any other model still in the race: then they
+    cannot be the best either) dropped. A model whose runs all ended without a result
     is dropped too (it cannot be compared). The replay stops at the first look whose runs are
     not all in ``values`` (``reason == 'pending'``; :meth:`Race.pending` names the seeds).
     """
@@ -249,14 +250,17 @@ def race(
                 continue
             if m == leader:
                 continue
-            key = frozenset((leader, m))
-            if adjusted[key] >= alpha:
-                continue
-            c = _test(leader, data[leader], m, data[m], alpha)
-            if c.diff > 0:
-                drops[m] = Drop(m, number, targets[m], leader, with_correction(
-                    c, adjusted[key], correction, len(pairs), alpha=alpha))
-                out.append(m)
+            # Worse than the leader, or than any other model in the race: either way it is
+            # not the best, and the claim is one of the corrected family's.
+            for j in sorted((j for j in alive if j != m and data[j]
+                             and adjusted[frozenset((j, m))] < alpha),
+                            key=lambda j: (j != leader, adjusted[frozenset((j, m))])):
+                c = _test(j, data[j], m, data[m], alpha)
+                if c.diff > 0:
+                    drops[m] = Drop(m, number, targets[m], j, with_correction(
+                        c, adjusted[frozenset((j, m))], correction, len(pairs), alpha=alpha))
+                    out.append(m)
+                    break
         looks.append(Look(number, {m: targets[m] for m in alive}, leader, alpha * weight,
                           tuple(out)))
         alive = [m for m in alive if m not in out]

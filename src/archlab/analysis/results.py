@@ -235,8 +235,8 @@ def rank_models(models: list[ModelResult], *, correction: str = "holm",
 
 def race_of(meta: dict[str, Any], runs: list[RunRecord]) -> Race | None:
     """The race ``archlab.run.race`` recorded in the store's ``meta``, replayed from ``runs``
-    (the same decisions it made); None when the study did not race, or when its current plan
-    is not the race's (a later run with fixed repeats)."""
+    (the plan's: the same decisions it made); None when the study did not race, or when its
+    current plan is not the race's (a later run with fixed repeats)."""
     info = meta.get("race")
     if not isinstance(info, dict) or not isinstance(info.get("limits"), dict):
         return None
@@ -245,6 +245,8 @@ def race_of(meta: dict[str, Any], runs: list[RunRecord]) -> Race | None:
         return None
     try:
         limits = {m: Limits(int(lo), int(hi)) for m, (lo, hi) in info["limits"].items()}
+        if any(r.model in limits and r.run_id not in ids for r in runs):
+            return None  # a later run with fixed repeats gave the race's models more seeds
         values: dict[str, dict[int, float | None]] = {}
         for r in runs:
             if r.run_id in ids and r.model in limits and r.status.is_finished():
