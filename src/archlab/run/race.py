@@ -30,7 +30,7 @@ from archlab.fields import RaceRepeats, repeat_bounds
 from archlab.run.config import RunPlan
 from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir
-from archlab.run.study import Stop, StudyOutcome, run_study
+from archlab.run.study import Stop, StudyOutcome, _load, run_study
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunRecord, RunStatus, Store
 
@@ -236,11 +236,13 @@ def run_race(
     state: Race | None = None
     with StudyLock(directory):
         while True:
+            if dataset is None and (outcome.rounds or study.data.source is not None
+                                    or not (directory / STORE_FILE).exists()):
+                dataset = _load(study, data_dir)  # once, not again by every round's run_study
             done = run_study(race_study(study, seeds), directory, data_dir=data_dir, jobs=jobs,
                              threads=threads, progress=progress, device=device, stop=stop,
                              dataset=dataset, pack=pack, precision=precision,
                              executor=executor)
-            dataset = None  # the first round's copy; later rounds load it only if they train
             outcome.rounds += 1
             outcome.statuses.update(done.statuses)
             outcome.errors.update(done.errors)
@@ -271,7 +273,7 @@ def run_race(
             searched = run_study(race_study(study, final, search=True), directory,
                                  data_dir=data_dir, jobs=jobs, threads=threads,
                                  progress=progress, device=device, stop=stop, pack=pack,
-                                 precision=precision, executor=executor)
+                                 precision=precision, executor=executor, dataset=dataset)
             outcome.statuses.update(searched.statuses)
             outcome.errors.update(searched.errors)
             known = {p.run_id for p in ordered}
