@@ -152,7 +152,7 @@ def test_listed_transforms_compose_in_keras_order() -> None:
     data = prepare_tensors(load_dataset("mnist-sample"), archlab.parse_study(
         {"name": "t", "data": {"dataset": "mnist-sample"},
          "models": {"m": {"layers": ["Flatten", {"Dense": {"units": 10}}]}}}).data, 0)
-    x = data.x_train[:8]
+    x = data.pre(data.x_train[:8])  # the float NCHW batch the trainer augments
     layers = [{"RandomTranslation": {"height_factor": [3 / 28, 3 / 28],
                                      "width_factor": [-2 / 28, -2 / 28],
                                      "fill_mode": "constant"}},

@@ -26,7 +26,7 @@ def small(data: Tensors, n_train: int = 1200, n_eval: int = 300) -> Tensors:
     """A slice of the embedded sample: each fit below takes a fraction of a second."""
     return Tensors(data.x_train[:n_train], data.y_train[:n_train], data.x_val[:n_eval],
                    data.y_val[:n_eval], data.x_test[:n_eval], data.y_test[:n_eval],
-                   data.class_names, data.validation_is_test)
+                   data.class_names, data.validation_is_test, data.pre)
 
 
 @pytest.fixture(scope="module")

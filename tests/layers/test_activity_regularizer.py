@@ -94,18 +94,19 @@ def test_training_and_evaluation_losses_are_keras(data: Tensors, hidden: Any, co
     study = _study(_layers(hidden, conv, output))
     built = archlab.build_model(study, "m", seed=1)
     model = _keras_model(built, hidden, conv, output)
-    x, y = data.x_train.permute(0, 2, 3, 1).numpy(), data.y_train.numpy()
+    # Keras gets the float images the trainer makes of each batch (NHWC, x / 255)
+    x, y = data.pre(data.x_train).permute(0, 2, 3, 1).numpy(), data.y_train.numpy()
     want_train = float(np.asarray(model.train_on_batch(x, y)))  # the loss before its step
-    want_eval = float(model.evaluate(data.x_val.permute(0, 2, 3, 1).numpy(),
+    want_eval = float(model.evaluate(data.pre(data.x_val).permute(0, 2, 3, 1).numpy(),
                                      data.y_val.numpy(), batch_size=32, verbose=0))
     # archlab: evaluation first (before fit's step), then one epoch of one batch.
-    got_eval, _ = evaluate(built, data.x_val, data.y_val)
+    got_eval, _ = evaluate(built, data.x_val, data.y_val, data.pre)
     got_train = fit(built, data, study.train, 0).history[0]["loss"]
     assert got_train == pytest.approx(want_train, abs=1e-5, rel=1e-5)
     assert got_eval == pytest.approx(want_eval, abs=1e-5, rel=1e-5)
     plain = _study(_layers(None, None, None))
     ce_only = archlab.build_model(plain, "m", seed=1)
-    assert evaluate(ce_only, data.x_val, data.y_val)[0] < got_eval  # the penalty counts
+    assert evaluate(ce_only, data.x_val, data.y_val, data.pre)[0] < got_eval  # penalty counts
 
 
 def test_no_activity_regularizer_changes_no_run_id_and_round_trips() -> None:
@@ -129,17 +130,17 @@ def test_a_bad_activity_regularizer_is_a_one_line_error() -> None:
 def test_export_leaves_the_penalty_out(data: Tensors) -> None:
     built = archlab.build_model(_study(_layers("l1", "l2", "l2")), "m", seed=1)
     built.module.eval()
-    traced = torch.jit.trace(built.module, (data.x_val[:2],), check_trace=False)
-    torch.testing.assert_close(traced(data.x_val[:5]), built.module(data.x_val[:5]))
+    traced = torch.jit.trace(built.module, (data.pre(data.x_val[:2]),), check_trace=False)
+    torch.testing.assert_close(traced(data.pre(data.x_val[:5])), built.module(data.pre(data.x_val[:5])))
 
 
 def test_a_model_copied_after_a_forward_pass_drops_the_penalty(data: Tensors) -> None:
     import copy
 
     built = archlab.build_model(_study(_layers("l1", None, None)), "m", seed=1)
-    built.module(data.x_val[:4]).sum().backward()  # the penalty is part of this graph
+    built.module(data.pre(data.x_val[:4])).sum().backward()  # the penalty is part of this graph
     assert built.activity_loss() is not None
     twin = copy.deepcopy(built.module)  # as restore-best and the layout probe copy
     assert all(m.per_sample is None for m in twin.modules()
                if isinstance(m, type(built.activity[0])))
-    torch.testing.assert_close(twin(data.x_val[:4]), built.module(data.x_val[:4]))
+    torch.testing.assert_close(twin(data.pre(data.x_val[:4])), built.module(data.pre(data.x_val[:4])))

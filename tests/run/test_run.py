@@ -74,7 +74,7 @@ def test_weights_saved_as_safetensors_and_reload(finished: Path) -> None:
     data = prepare_tensors(raw, study.data, study.seed)
     from archlab.train import evaluate
 
-    loss, acc = evaluate(built, data.x_test, data.y_test)
+    loss, acc = evaluate(built, data.x_test, data.y_test, data.pre)
     assert acc == pytest.approx(run.metrics["test_accuracy"])
     assert loss == pytest.approx(run.metrics["test_loss"], rel=1e-5)
 
