@@ -29,7 +29,7 @@ def _best_of(directory: Path, model: str | None = None) -> archlab.RunRecord:
 
 @pytest.fixture(scope="module")
 def test_images(sample: archlab.RawDataset) -> np.ndarray:
-    return sample.x_test[:100]
+    return sample.x_test[..., 0][:100]
 
 
 def test_onnx_equals_torch_on_100_test_images(quickstart: Trained, tmp_path: Path,

@@ -26,7 +26,7 @@ def _box(a: np.ndarray) -> tuple[int, int]:
 
 
 def test_real_mnist_digits_come_back_almost_unchanged(sample: archlab.RawDataset) -> None:
-    x = sample.x_test[:300]
+    x = sample.x_test[..., 0][:300]
     again = np.stack([mnist_format(im) for im in x])
     assert again.dtype == np.uint8 and again.shape == (300, 28, 28)
     assert (again == x).all(axis=(1, 2)).mean() > 0.6  # most are the very same image
@@ -36,7 +36,7 @@ def test_real_mnist_digits_come_back_almost_unchanged(sample: archlab.RawDataset
 @pytest.mark.parametrize("size", [28, 56, 100, 300])
 def test_any_size_and_polarity_gives_the_mnist_layout(sample: archlab.RawDataset,
                                                       size: int) -> None:
-    digit = sample.x_test[7]
+    digit = sample.x_test[..., 0][7]
     big = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC))
     big = np.pad(big, ((size // 3, 5), (2, size // 2)))  # off centre
     for image in (big, 255 - big, (230 - big.astype(float) * 0.8).astype(np.uint8)):
@@ -66,7 +66,7 @@ def test_fashion_mnist_fills_the_field_and_centres_the_box() -> None:
 
 def test_read_image_handles_rgb_alpha_and_16_bit(sample: archlab.RawDataset,
                                                  tmp_path: Path) -> None:
-    digit = sample.x_test[3]
+    digit = sample.x_test[..., 0][3]
     grey = tmp_path / "g.png"
     Image.fromarray(digit).save(grey)
     rgba = np.zeros((28, 28, 4), np.uint8)  # black ink, transparent paper
@@ -94,12 +94,13 @@ def test_study_preprocessing_is_applied(sample: archlab.RawDataset) -> None:
     for prep in ("scale", {"normalize": {"axis": 1, "order": 2}}):
         spec = archlab.DataSpec.model_validate({"dataset": "mnist-sample",
                                                 "validation": "test", "preprocessing": prep})
-        x = preprocess_images(sample.x_test[:20], spec, mnist_style=False)
-        expected = prepare_tensors(sample, spec, 0).x_test[:20]
+        x = preprocess_images(sample.x_test[..., 0][:20], spec, mnist_style=False)
+        prepared = prepare_tensors(sample, spec, 0)
+        expected = prepared.pre(prepared.x_test[:20])  # what the trainer feeds the model
         assert x.dtype == torch.float32 and x.shape == (20, 1, 28, 28)
         assert torch.equal(x, expected)
     scale = archlab.DataSpec.model_validate({"dataset": "mnist-sample"})
-    inverted = preprocess_images([255 - sample.x_test[0]], scale)  # dark on light, converted
+    inverted = preprocess_images([255 - sample.x_test[0, ..., 0]], scale)  # dark on light
     assert inverted.shape == (1, 1, 28, 28) and float(inverted.min()) == 0.0
     assert float(inverted.max()) == 1.0 and float(inverted[0, 0, 0, 0]) == 0.0
     with pytest.raises(ImageError, match=r"Expected MNIST-like images of shape \(N, 28, 28\)"):

@@ -24,7 +24,7 @@ def test_load_trained_outputs_probabilities_in_eval_mode(quickstart: Trained,
     assert torch.equal(torch.get_rng_state(), before)  # building it leaves the RNG alone
     assert isinstance(model, TrainedModel) and isinstance(model, torch.nn.Module)
     assert not model.training and not model.network.training
-    x = preprocess_images(sample.x_test[:50], model, mnist_style=False)
+    x = preprocess_images(sample.x_test[..., 0][:50], model, mnist_style=False)
     with torch.no_grad():
         p = model(x)
         again = model(x)  # eval mode: dropout off, BatchNorm frozen, so deterministic
@@ -35,7 +35,7 @@ def test_load_trained_outputs_probabilities_in_eval_mode(quickstart: Trained,
     # Its test accuracy is the one the store recorded for the run.
     with archlab.Store(quickstart.directory) as store:
         (record,) = store.runs(run_ids=[model.info.run_id])
-    x_all = preprocess_images(sample.x_test, model, mnist_style=False)
+    x_all = preprocess_images(sample.x_test[..., 0], model, mnist_style=False)
     with torch.no_grad():
         acc = (model(x_all).argmax(1).numpy() == sample.y_test).mean()
     assert acc == pytest.approx(record.metrics["test_accuracy"], abs=1e-9)

@@ -46,7 +46,7 @@ def _accuracy(result: dict, labels: np.ndarray, which: slice = slice(None)) -> f
 
 def test_predict_classifies_200_png_digits(digits_dir: Path, sample: archlab.RawDataset,
                                            tmp_path: Path, capsys) -> None:
-    images, labels = sample.x_test[:200], sample.y_test[:200]
+    images, labels = sample.x_test[..., 0][:200], sample.y_test[:200]
     paths = make_pngs(images, tmp_path / "png")
     sizes = {Image.open(p).size for p in paths}
     assert len(sizes) > 10 and min(min(s) for s in sizes) >= 28  # margins: many shapes
@@ -66,7 +66,7 @@ def test_predict_classifies_200_png_digits(digits_dir: Path, sample: archlab.Raw
 
 def test_text_output_lists_the_top_3_per_image(digits_dir: Path, sample: archlab.RawDataset,
                                                tmp_path: Path, capsys) -> None:
-    paths = make_pngs(sample.x_test[:4], tmp_path)
+    paths = make_pngs(sample.x_test[..., 0][:4], tmp_path)
     assert main(["predict", str(digits_dir), *map(str, paths)]) == 0  # MODEL left out
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
@@ -81,7 +81,8 @@ def test_text_output_lists_the_top_3_per_image(digits_dir: Path, sample: archlab
 def test_top_option_and_the_python_api(digits_dir: Path, sample: archlab.RawDataset,
                                        tmp_path: Path) -> None:
     model = archlab.load_trained(digits_dir)
-    (only,) = archlab.predict_images(model, make_pngs(sample.x_test[:1], tmp_path), top=10)
+    (only,) = archlab.predict_images(model, make_pngs(sample.x_test[:1, ..., 0], tmp_path),
+                                     top=10)
     assert [s.index for s in only.top] != list(range(10))  # ranked, not in class order
     assert sorted(s.index for s in only.top) == list(range(10))
     assert sum(s.probability for s in only.top) == pytest.approx(1.0, abs=1e-5)
@@ -90,7 +91,7 @@ def test_top_option_and_the_python_api(digits_dir: Path, sample: archlab.RawData
 def test_predict_from_an_exported_file_and_bad_options(digits_dir: Path,
                                                       sample: archlab.RawDataset,
                                                       tmp_path: Path, capsys) -> None:
-    paths = make_pngs(sample.x_test[:6], tmp_path / "png")
+    paths = make_pngs(sample.x_test[..., 0][:6], tmp_path / "png")
     direct = _predict_json(digits_dir, paths, capsys)
     exported = archlab.export_model(digits_dir, tmp_path / "cnn.safetensors").path
     from_file = _predict_json(exported, paths, capsys, options=("--top", "2"))
@@ -114,7 +115,7 @@ def test_predict_from_an_exported_file_and_bad_options(digits_dir: Path,
 def test_an_unusable_file_is_one_line_and_exit_2(digits_dir: Path, sample: archlab.RawDataset,
                                                  tmp_path: Path, capsys, name: str,
                                                  content: bytes | str | None) -> None:
-    good = make_pngs(sample.x_test[:1], tmp_path / "ok")[0]
+    good = make_pngs(sample.x_test[..., 0][:1], tmp_path / "ok")[0]
     bad = tmp_path / name
     if content is None:
         bad.write_bytes(good.read_bytes()[:60])
@@ -141,6 +142,6 @@ def test_predict_on_full_mnist_classifies_200_png_digits(mnist_dir: Path, tmp_pa
                                      / "mnist_sample.npz") as f, np.load(f) as npz:
         in_sample = set(npz["test_index"].tolist())
     chosen = [i for i in range(len(mnist.x_test)) if i not in in_sample][:200]
-    images, labels = mnist.x_test[chosen], mnist.y_test[chosen]  # not in mnist-sample
+    images, labels = mnist.x_test[..., 0][chosen], mnist.y_test[chosen]  # not in mnist-sample
     result = _predict_json(directory, make_pngs(images, tmp_path / "png", seed=1), capsys)
     assert _accuracy(result, labels) >= 0.95

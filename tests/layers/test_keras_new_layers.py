@@ -510,6 +510,7 @@ def test_max_norm_matches_keras(layer: str) -> None:
 
 def test_fit_applies_max_norm_after_each_step() -> None:
     from archlab.data import Tensors
+    from archlab.data.tensors import Preprocess
     from archlab.train import fit
 
     study = parse_study({"name": "k", "train": {"optimizer": {"name": "sgd",
@@ -520,9 +521,9 @@ def test_fit_applies_max_norm_after_each_step() -> None:
                              "kernel_constraint": "max_norm"}}]}}})
     built = build_model(study, "m", seed=0)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(32, 1, 28, 28, generator=gen) * 5
+    x = torch.rand(32, 28, 28, 1, generator=gen) * 5  # float images, NHWC as datasets hold them
     y = torch.randint(0, 10, (32,), generator=gen)
-    data = Tensors(x, y, x, y, x, y, tuple("0123456789"), False)
+    data = Tensors(x, y, x, y, x, y, tuple("0123456789"), False, Preprocess("float"))
     fit(built, data, study.train_for("m"), 0)
     norms = built.module[1].core.weight.detach().norm(dim=1)
     assert norms.max().item() <= 2.0 + 1e-5
