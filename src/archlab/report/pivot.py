@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from archlab.analysis.results import StudyResults
+from archlab.report.formats import ci_text, fmt_metric
 
 __all__ = ["pivot_markdown", "rich_pivot_table", "swept_paths"]
 
@@ -40,7 +41,6 @@ def pivot_markdown(results: StudyResults) -> list[str]:
     """'## By swept field': test accuracy per value of each swept field (as --pivot)."""
     from archlab.analysis.results import pivot
     from archlab.errors import ArchlabError
-    from archlab.report.tables import ci_text, fmt_metric
 
     tables = []
     for path in swept_paths(results):
@@ -71,7 +71,6 @@ def rich_pivot_table(results: StudyResults, path: str) -> Any:
     from rich.table import Table
 
     from archlab.analysis.results import pivot
-    from archlab.report.tables import ci_text, fmt_metric
 
     rows = pivot(results, path)
     table = Table(title=f"test accuracy by {path}", title_justify="left", box=box.SIMPLE_HEAD,

@@ -24,10 +24,10 @@ from archlab.analysis.results import (
     TEST_AS_VALIDATION_NOTE,
     ModelResult,
     StudyResults,
-    accuracy_ci,
 )
 from archlab.analysis.stats import Comparison, Summary
 from archlab.report.files import atomic_write
+from archlab.report.formats import any_clipped, ci_cell, ci_text, fmt_metric, format_duration
 from archlab.report.pivot import pivot_markdown, rich_pivot_table, swept_paths
 from archlab.store import FINAL_METRICS
 
@@ -132,48 +132,8 @@ class Cell:
 # Formatting
 
 
-def format_duration(seconds: float, precise: bool = False) -> str:
-    """'42 s', '17 min', '4.3 h' (one more digit with ``precise``)."""
-    d = 1 if precise else 0
-    if seconds < 120:
-        return f"{seconds:.{d}f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.{d}f} min"
-    return f"{seconds / 3600:.{d + 1}f} h"
-
-
-def fmt_metric(s: Summary | None, *, pct: bool) -> str:
-    """'98.12%' (n = 1), '98.12 ± 0.10%', '0.0612 ± 0.0031'; '-' for no value."""
-    if s is None:
-        return "-"
-    scale, digits = (100.0, 2) if pct else (1.0, 4)
-    text = f"{s.mean * scale:.{digits}f}"
-    if s.n > 1:
-        text += f" ± {s.std * scale:.{digits}f}"
-    return text + ("%" if pct else "")
-
-
-def _ci(s: Summary | None) -> tuple[str, float | None]:
-    if s is None or s.n < 2 or not math.isfinite(s.ci_low):
-        return "-", None
-    return accuracy_ci(s)[0], s.ci_low
-
-
-def any_clipped(summaries: Sequence[Summary | None]) -> bool:
-    """Whether some accuracy CI among ``summaries`` is shown clipped (its table needs
-    :data:`CLIPPED_NOTE`)."""
-    return any(s is not None and s.n > 1 and math.isfinite(s.ci_low) and accuracy_ci(s)[1]
-               for s in summaries)
-
-
 def _clipped(results: StudyResults) -> bool:
     return any_clipped([m.metrics.get("test_accuracy") for m in results.models])
-
-
-def ci_text(s: Summary | None) -> str:
-    """'97.90 to 98.30%': the 95 % CI of an accuracy ('78.62 to 100.00%†' when a bound is
-    clipped to [0, 100] %); '-' without one (n < 2)."""
-    return _ci(s)[0]
 
 
 def _model_label(m: ModelResult) -> str:
@@ -189,7 +149,7 @@ def column_values(m: ModelResult) -> dict[str, tuple[str, Any]]:
     a = m.architecture
     out: dict[str, tuple[str, Any]] = {
         "model": (_model_label(m), m.model),
-        CI_HEADER: _ci(m.metrics.get("test_accuracy")),
+        CI_HEADER: ci_cell(m.metrics.get("test_accuracy")),
         "n": (str(m.n), m.n),
         "params": (f"{m.total_params:,}" if m.total_params else "-", m.total_params),
         "time (s)": (f"{m.train_seconds.mean:.1f}" if m.train_seconds else "-",
@@ -280,7 +240,7 @@ STATS_COLUMNS = ("model", "n", "test acc (mean)", "95 % CI", "train − val gap"
 def stats_cells(m: ModelResult) -> list[str]:
     """Per-model statistics: CI of test accuracy and the over-fitting indicators."""
     acc = m.metrics.get("test_accuracy")
-    ci = (_ci(acc)[0] if acc is not None and acc.n > 1
+    ci = (ci_cell(acc)[0] if acc is not None and acc.n > 1
           else "n/a (n = 1)" if acc is not None else "-")
     gap = (f"{m.overfit_gap.mean * 100:+.2f} pp" if m.overfit_gap is not None else "-")
     best = f"{m.best_epoch.mean:.1f}" if m.best_epoch is not None else "-"
