@@ -60,9 +60,9 @@ def test_validate_projects_the_time_of_every_point(
     monkeypatch.setenv("ARCHLAB_CACHE_DIR", str(tmp_path / "cache"))
     rc, out, err = _run(["validate", str(grid), "--models", "mlp"], capsys)
     assert rc == 0, err
-    assert "projected total on this machine" in " ".join(out.split())
+    assert "projected wall time on this machine" in " ".join(out.split())
     assert "ok: 8 model(s) valid (mlp: sweep of 8)" in out
-    assert "error" not in err  # a busy machine may warn that the projection is unreliable
+    assert "error" not in err  # a busy machine may warn that the projection is unsure
 
 
 def test_models_takes_a_point_name_with_its_commas(

@@ -4,12 +4,14 @@ This module is the console-script entry point and imports nothing heavy: ``archl
 answers without importing torch. It also owns the process's Ctrl-C policy, installed before
 anything else is imported:
 
-- Outside training (start-up, imports, validation, the projection's timed steps, report
-  writing): Ctrl-C prints ``interrupted`` and ends the process at once with exit code 130, no
-  traceback. Nothing that needs cleaning up is running then (the store is crash-safe and
-  files are written atomically), and a KeyboardInterrupt raised inside a third-party import
-  is not reliably seen: some libraries swallow it in a broad ``except`` and go on importing
-  for seconds, then fail another way (a half-imported numpy gives a RecursionError traceback).
+- Outside training (start-up, imports, validation, the projection's timed steps, tables and
+  report): Ctrl-C ends the command with ``interrupted`` and exit code 130, no traceback. While
+  a module is being imported (numpy, torch, matplotlib: seconds) the process ends at once: a
+  KeyboardInterrupt raised inside a third-party import is not reliably seen (some libraries
+  swallow it in a broad ``except`` and go on importing for seconds, then fail another way: a
+  half-imported numpy gives a RecursionError traceback), and an import holds nothing to clean
+  up. Anywhere else it raises KeyboardInterrupt, which the command turns into that line after
+  its ``finally`` blocks ran (a file being written atomically leaves no temporary behind).
 - While runs train, ``archlab run`` installs its own handler (cli/run.py): the first Ctrl-C
   stops the runs at their next batch and the tables are still written, the second stops at
   once; both end with exit code 130.
@@ -41,9 +43,14 @@ INTERRUPTED = 130
 
 
 def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C outside training: one line, exit 130 at once (see the module doc)."""
-    os.write(2, b"interrupted\n")  # not sys.stderr: its lock may be held right now
-    os._exit(INTERRUPTED)
+    """Ctrl-C outside training (see the module doc): during an import, one line and exit 130
+    at once; elsewhere KeyboardInterrupt, for the command to clean up and say the same."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            os.write(2, b"interrupted\n")  # not sys.stderr: its lock may be held right now
+            os._exit(INTERRUPTED)
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def _is_the_archlab_process() -> bool:
