@@ -1,6 +1,6 @@
 """The README's tour, run line by line as written (tests keep it true): each `archlab` line of
-its ```bash block in a fresh folder, in order, with only what a test must change: one epoch,
-two repeats where the line asks for more (else one), no projection timing, no progress bars,
+its ```bash block in a fresh folder, in order, with only what a test must change: one epoch
+and one repeat per run, no projection timing, no progress bars,
 no report written by a run (the tour's `archlab report` lines write theirs); full MNIST where it
 is installed (else the dry run's study on mnist-sample); `digit.png` made from a real
 mnist-sample test digit; `--device cuda` expected to be refused in one line without a GPU."""
@@ -44,8 +44,7 @@ def adapt(argv: list[str], folder: Path) -> list[str]:
     if argv[0] != "run":
         return argv
     argv = set_option(argv, "--epochs", "1")
-    given = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else 1
-    argv = set_option(argv, "--repeats", str(min(2, given)))
+    argv = set_option(argv, "--repeats", "1")
     for flag in ("--no-timing", "--quiet", "--no-report"):  # `archlab report` writes one
         argv = set_option(argv, flag, None)
     if argv[1] == "zoo:kernels-padding":  # full MNIST

@@ -63,7 +63,6 @@ print(message)
 @pytest.mark.parametrize(("width", "height"), [
     (12000, 12000),  # 144 MP: Pillow warns, then decodes (~2 GB)
     (9000, 8000),  # 72 MP: over archlab's limit, under Pillow's warning
-    (20000, 20000),  # 400 MP: Pillow's own DecompressionBombError
 ])
 def test_huge_images_are_refused_before_decoding(tmp_path: Path, width: int,
                                                  height: int) -> None:
@@ -79,6 +78,17 @@ def test_huge_images_are_refused_before_decoding(tmp_path: Path, width: int,
     # KiB: nothing decoded (a decode touches one byte a pixel: 72 MB at least here, and
     # archlab's grey conversion four more)
     assert after - before < 30_000
+
+
+def test_pillows_own_refusal_is_the_same_line(tmp_path: Path) -> None:
+    """400 MP: Pillow refuses it at open (DecompressionBombError), header only."""
+    from archlab.inference import ImageError
+
+    path = png_header_only(tmp_path / "giant.png", 20000, 20000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError, match=r"at most 64 megapixels .*400\.0 megapixels"):
+            read_image(path)
 
 
 def test_an_image_under_the_limit_is_read(tmp_path: Path) -> None:
