@@ -176,7 +176,7 @@ def test_a_missing_data_dir_is_one_line(tmp_path: Path, capfd) -> None:
 def test_a_failed_run_exits_1_and_says_which_and_why(tiny_file: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys) -> None:
-    from archlab.run import study as run_module
+    from archlab.run import single as run_module  # where the study calls execute_run
 
     real = run_module.execute_run
 
@@ -207,7 +207,7 @@ def test_a_simulated_full_disk_is_one_line_and_finished_runs_are_kept(
         tiny_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """ENOSPC simulated (an OSError raised by the second run), so this runs anywhere; the
     tests below fill a real tmpfs where this process may mount one."""
-    from archlab.run import study as run_module
+    from archlab.run import single as run_module  # where the study calls execute_run
 
     real = run_module.execute_run
 

@@ -208,7 +208,7 @@ def test_early_stopping_keras_semantics_and_restore_best(tmp_path: Path) -> None
 
 
 def test_a_run_that_raises_is_failed_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
-    from archlab.run import study as run_module
+    from archlab.run import single as run_module  # where the study calls execute_run
 
     real = run_module.execute_run
 

@@ -58,6 +58,7 @@ from archlab.run._search_plan import (
 from archlab.run.config import RunPlan, plan_runs
 from archlab.run.execute import RunContext
 from archlab.run.pool import Task, run_parallel
+from archlab.run.single import run_one
 from archlab.spec import Study
 from archlab.spec.search import trial_name
 from archlab.store import DONE, RunStatus, Store
@@ -278,7 +279,6 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
     """Run (or resume) ``study``'s search in ``directory`` (the caller holds its lock): the
     trials, then the confirmation runs, then search.json. Fills ``statuses`` and ``errors``
     as runs end."""
-    from archlab.run.study import _run_one
 
     _quiet_optuna()
     outcome = SearchOutcome()
@@ -307,7 +307,7 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
                              epoch_check=task.epoch_check)
             if threads_from is not None and hasattr(ctx, "threads_from"):
                 ctx.threads_from = threads_from
-            status = _run_one(task.study, task.plan, ctx, report, errors)
+            status = run_one(task.study, task.plan, ctx, report, errors)
             statuses[task.plan.run_id] = status
             if feed is not None:
                 feed.ended(task.plan.run_id, status)

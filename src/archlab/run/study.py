@@ -23,12 +23,13 @@ from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
 from archlab.run.config import RunPlan, plan_runs
 from archlab.run.environment import PRECISIONS, default_threads, resolve_device
-from archlab.run.execute import RunContext, execute_run, failure_reason
+from archlab.run.execute import RunContext, failure_reason
 from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir, disk_full_error
 from archlab.run.pack import execute_pack, should_pack
 from archlab.run.pool import record_unfinished, run_parallel
 from archlab.run.ray_executor import RayExecutor, run_on_ray
+from archlab.run.single import run_one
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunStatus, Store
 
@@ -202,7 +203,7 @@ def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDat
                 for plan in group:
                     if stop_requested():
                         break
-                    outcome.statuses[plan.run_id] = _run_one(study, plan, ctx, report,
+                    outcome.statuses[plan.run_id] = run_one(study, plan, ctx, report,
                                                              outcome.errors)
         else:
             del raw  # verified; each worker loads its own copy
@@ -214,25 +215,6 @@ def _run_locked(study: Study, directory: Path, plans: list[RunPlan], raw: RawDat
             progress.stop()
     outcome.interrupted = stop_requested()
     return outcome
-
-
-def _run_one(study: Study, plan: RunPlan, ctx: RunContext,
-             report: Callable[[str, dict[str, Any]], None], errors: dict[str, str]) -> str:
-    try:
-        return execute_run(study, plan, ctx)
-    except Exception as exc:
-        if isinstance(exc, ArchlabError) or is_disk_full(exc):
-            # The study stops here (the caller says why, once); this run is not at fault.
-            record_unfinished(ctx.directory, plan, ctx.threads, ctx.device,
-                              f"stopped: {_one_line(exc)}", RunStatus.INTERRUPTED)
-            raise
-        # One broken run must not end the study: it is recorded, and the next one starts.
-        reason = failure_reason(exc)
-        record_unfinished(ctx.directory, plan, ctx.threads, ctx.device, reason,
-                          RunStatus.FAILED)
-        report(plan.run_id, {"kind": "done", "status": "failed", "error": reason})
-        errors[plan.run_id] = reason
-        return RunStatus.FAILED.value
 
 
 def _packs(study: Study, todo: list[RunPlan], threads: int, device: str) -> list[list[RunPlan]]:
