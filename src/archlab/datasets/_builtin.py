@@ -12,6 +12,7 @@ never the Python pickles).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from archlab.datasets._record import Archive, DataFile, DatasetInfo
@@ -183,19 +184,9 @@ _CIFAR100 = DatasetInfo(
     label_byte=1,
     description="CIFAR-100: 32x32 colour photographs in 100 fine classes (Krizhevsky 2009)",
 )
-_CIFAR100_COARSE_RECORD = DatasetInfo(
-    name="cifar100-coarse",
-    image_shape=(32, 32, 3),
-    class_names=_CIFAR100_COARSE,
-    train_size=50000,
-    test_size=10000,
-    format="cifar",
-    files=_CIFAR100_FILES,
-    archive=_CIFAR100_ARCHIVE,
-    mirrors=_CIFAR_MIRRORS,
-    label_byte=0,
-    description="CIFAR-100 with its 20 coarse superclasses (Keras's label_mode='coarse')",
-)
+_CIFAR100_COARSE_RECORD = dataclasses.replace(
+    _CIFAR100, name="cifar100-coarse", class_names=_CIFAR100_COARSE, label_byte=0,
+    description="CIFAR-100 with its 20 coarse superclasses (Keras's label_mode='coarse')")
 
 # EMNIST (Cohen et al. 2017): one zip of gzip'd IDX files for every split; the images are
 # stored transposed, and the letters split numbers its classes from 1.
