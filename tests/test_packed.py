@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import archlab
 from archlab.data import Tensors, load_dataset, prepare_tensors
@@ -197,7 +196,7 @@ def test_dropout_masks_are_the_separate_runs_masks(tiny_study: Any) -> None:
             with torch.no_grad():
                 x = module[1](module[0](images)) + 1.0  # no zeros: every drop is visible
             assert not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-            assert torch.equal(F.dropout(x, 0.25, True), x * masks[r])
+            assert torch.equal(module[2].train()(x), x * masks[r])  # archlab's Dropout
     assert not torch.equal(batches[0][0], batches[0][1])  # each replica its own masks
 
 

@@ -205,7 +205,7 @@ def columns(directory: Path, table: str) -> set[str]:
 
 def test_new_store_has_the_current_schema(tmp_path: Path) -> None:
     make_store(tmp_path, runs=1)
-    assert user_version(tmp_path) == SCHEMA_VERSION == 3
+    assert user_version(tmp_path) == SCHEMA_VERSION == 4  # 4: Dropout's new masks
     assert "lr" in columns(tmp_path, "epochs")
     assert {"peak_rss_bytes", "warnings"} <= columns(tmp_path, "runs")
     assert columns(tmp_path, "files") == {"run_id", "name", "sha256", "size", "written_at"}

@@ -18,7 +18,7 @@ from archlab.layers.base import Shape, tf_padding
 if TYPE_CHECKING:
     from archlab.layers.base import Regularizer
 
-__all__ = ["ActivityRegularization", "Branches", "Pad"]
+__all__ = ["ActivityRegularization", "Branches", "Dropout", "Pad", "dropout_multiplier"]
 
 
 class Pad(nn.Module):
@@ -83,6 +83,46 @@ class _Block(nn.Module):
         x = self.core(x)
         x = self.act(x) if self.act is not None else x
         return self.activity(x) if self.activity is not None else x
+
+
+def dropout_multiplier(x: torch.Tensor, rate: float,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """What Dropout multiplies ``x`` by: ``1 / (1 - rate)`` where an element is kept, 0 where
+    it is dropped, float, shaped and laid out like ``x`` (a channels-last ``x`` gets a
+    channels-last multiplier; any other layout a contiguous one).
+
+    Drawn from 64-bit words of the generator (the global one by default, as ``F.dropout``
+    draws): each word gives two 32-bit values, and an element is dropped when its value is
+    among the lowest ``round(rate · 2^32)``, so the drop probability is ``rate`` to within
+    2^-33. The k-th value goes to the k-th element in memory order. This is about four times
+    cheaper than ``bernoulli_`` (one generator call per element; measured in
+    docs/performance.md) and draws a different stream from the same seed: store format 4
+    (docs/reproduction.md)."""
+    n = x.numel()
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device)
+    words.random_(-(2 ** 63), None, generator=generator)  # every bit random (random_() is 63)
+    threshold = round(rate * 2 ** 32) - 2 ** 31  # drop the values below it
+    keep = torch.ge(words.view(torch.int32)[:n], threshold)
+    mask = keep.to(x.dtype).mul_(1.0 / (1.0 - rate))
+    cl = x.dim() == 4 and not x.is_contiguous() \
+        and x.is_contiguous(memory_format=torch.channels_last)
+    if cl:  # memory order NHWC: the same elements get the same values as x's own order
+        n_, c, h, w = x.shape
+        return mask.view(n_, h, w, c).permute(0, 3, 1, 2)
+    return mask.view(x.shape)
+
+
+class Dropout(nn.Dropout):
+    """Keras's Dropout: in training, each element zeroed with probability ``p`` and the rest
+    scaled by ``1 / (1 - p)``, with the multiplier of :func:`dropout_multiplier`; the
+    identity in evaluation. The backward pass multiplies by the same multiplier."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        return x * dropout_multiplier(x, self.p)
 
 
 class _ReLU(nn.Module):

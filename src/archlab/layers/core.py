@@ -49,7 +49,7 @@ class Dropout(LayerSpec):
         return shape
 
     def build(self, shape: Shape) -> nn.Module:
-        return nn.Dropout(self.rate)
+        return _m.Dropout(self.rate)  # cheaper masks than nn.Dropout's bernoulli_
 
 
 @register_layer

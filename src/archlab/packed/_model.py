@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from archlab.layers import apply_max_norm
+from archlab.layers._modules import dropout_multiplier
 from archlab.model import BuiltModel
 from archlab.packed._dense import DensePlan
 from archlab.spec import Study, TrainSpec
@@ -70,7 +71,7 @@ class _MaskedDropout(nn.Module):
 class _DropoutSite:
     module: _MaskedDropout
     shape: tuple[int, ...]  # per sample (noise shape for SpatialDropout2D)
-    channels_last: bool  # the input's layout in a separate run: bernoulli_ fills memory order
+    channels_last: bool  # the input's layout in a separate run: masks fill memory order
 
 
 class PackedModel:
@@ -117,7 +118,7 @@ class PackedModel:
         names = {id(m): k for k, m in probe.named_modules()}
         hooks = []
         for m in probe.modules():
-            if type(m) in (nn.Dropout, nn.Dropout2d):
+            if isinstance(m, nn.Dropout | nn.Dropout2d):  # archlab's Dropout subclasses it
                 def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
                     x = args[0]
                     cl = x.dim() == 4 and not x.is_contiguous() and \
@@ -146,7 +147,9 @@ class PackedModel:
 
     def draw_masks(self, batch: int, gens: Sequence[torch.Generator]) -> list[torch.Tensor]:
         """Each site's masks ``[n, batch, ...]``, replica i's drawn from ``gens[i]`` in forward
-        order, as ``F.dropout`` draws them (``empty_like(x).bernoulli_(1-p)`` then ``/(1-p)``)."""
+        order, as a separate run draws them: archlab's Dropout by
+        :func:`~archlab.layers._modules.dropout_multiplier` in the input's memory layout,
+        SpatialDropout2D as ``F.dropout2d`` does (``bernoulli_(1-p)`` then ``/(1-p)``)."""
         if not self.sites:
             return []
         per_replica: list[list[torch.Tensor]] = []
@@ -159,7 +162,10 @@ class PackedModel:
                     continue
                 fmt = torch.channels_last if site.channels_last else torch.contiguous_format
                 noise = torch.empty((batch, *site.shape), memory_format=fmt)
-                masks.append(noise.bernoulli_(1.0 - p, generator=g).div_(1.0 - p).contiguous())
+                if site.module.feature:
+                    masks.append(noise.bernoulli_(1.0 - p, generator=g).div_(1.0 - p))
+                else:
+                    masks.append(dropout_multiplier(noise, p, g).contiguous())
             per_replica.append(masks)
         return [torch.stack([r[k] for r in per_replica]) for k in range(len(self.sites))]
 

@@ -94,6 +94,10 @@ class RunConfig(Strict):
         if source is not None:
             out["data"]["dataset"] = {"kind": source.kind, **source.options()}
             out["dataset"].pop("source")
+        if _has_dropout(out["layers"]):
+            # Store format 4 draws Dropout's masks differently (a new stream from the same
+            # seed): such runs get new ids, so a store never mixes them with the old ones.
+            out["dropout_masks"] = DROPOUT_MASKS
         return out
 
     @classmethod
@@ -155,6 +159,20 @@ def plan_runs(study: Study, *, repeats: int | None = None,
                 precision=precision, dataset=dataset)
             plans.append(RunPlan(config.run_id, name, r, seed, config))
     return plans
+
+
+#: How Dropout draws its masks (2: archlab's Dropout from store format 4 on; 1, absent from
+#: the identity: ``bernoulli_``, as earlier archlab drew them).
+DROPOUT_MASKS = 2
+
+
+def _has_dropout(layers: Any) -> bool:
+    """Whether a layer list in its stored form (branches included) has a Dropout layer."""
+    if isinstance(layers, dict):
+        return "Dropout" in layers or any(_has_dropout(v) for v in layers.values())
+    if isinstance(layers, list):
+        return any(_has_dropout(v) for v in layers)
+    return False
 
 
 def canonical_json(obj: Any) -> str:

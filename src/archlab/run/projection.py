@@ -467,7 +467,7 @@ def _layout_draws(module: torch.nn.Module, input_shape: tuple[int, ...]) -> bool
     seen: list[int] = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dim()))
              for m in probe.modules()
-             if type(m) in (torch.nn.Dropout, torch.nn.AlphaDropout)
+             if isinstance(m, torch.nn.Dropout | torch.nn.AlphaDropout)  # archlab's too
              or "Noise" in type(m).__name__]
     if not hooks:
         return False

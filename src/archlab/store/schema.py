@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STORE_FILE = "store.sqlite"
 RUNS_DIR = "runs"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -65,9 +65,14 @@ CREATE TABLE files (
     3: """
 ALTER TABLE epochs ADD COLUMN lr REAL;
 """,
+    # v3 -> v4: no table changes; new numbers. Dropout draws its masks with archlab's cheaper
+    # multiplier (a new random stream from the same seed), so runs of models with Dropout
+    # get new run ids (RunConfig.identity) and an older archlab, which would add runs with
+    # the old masks, refuses a v4 store. docs/reproduction.md, "Store format 4".
+    4: "",
 }
 TABLES = {1: {"meta", "runs", "epochs"}, 2: {"meta", "runs", "epochs", "files"},
-          3: {"meta", "runs", "epochs", "files"}}
+          3: {"meta", "runs", "epochs", "files"}, 4: {"meta", "runs", "epochs", "files"}}
 
 
 def file_digest(path: Path) -> tuple[str, int]:
