@@ -140,9 +140,11 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated, of {', '.join(PEERS + OPTIONAL_PEERS)}")
-    ap.add_argument("--variant", choices=["compile", "omp-passive"], action="append", default=[],
-                    help="also time archlab with this variant (compile: torch.compile'd model; "
-                         "omp-passive: OMP_WAIT_POLICY=PASSIVE)")
+    ap.add_argument("--variant", choices=["autograd", "compile", "omp-passive"], action="append",
+                    default=[],
+                    help="also time archlab with this variant (autograd: no written-out MLP "
+                         "step; compile: torch.compile'd model; omp-passive: "
+                         "OMP_WAIT_POLICY=PASSIVE)")
     ap.add_argument("--max-foreign", type=float, default=0.05,
                     help="drop runs whose foreign CPU share is above this (default 0.05)")
     ap.add_argument("--background-load", action="store_true",
@@ -271,6 +273,10 @@ def summarize(args, models, peers, runs, gemms, versions) -> None:
             best = max(others, key=others.get)
             for own in (p for p in med if p.startswith("archlab")):
                 print(f"{'':<19}{own} / best peer ({best}): {med[own] / others[best]:.2f}")
+        if "torch" in med:  # the loop archlab wraps: it should never be slower
+            for own in (p for p in med if p.startswith("archlab")):
+                verdict = "ok" if med[own] >= med["torch"] else "SLOWER than the plain loop"
+                print(f"{'':<19}{own} / plain torch: {med[own] / med['torch']:.2f} ({verdict})")
         print(f"{'':<19}MACs per sample (forward): {macs:,}")
     print("samples/s and /CPU-s (samples per CPU-second the run's own process used) are medians "
           "of the kept runs;\nGFLOP/s = 6 x forward MACs x samples/s; % peak of the GEMM peak.")

@@ -5,7 +5,11 @@ and metrics, as every archlab run trains), after a warm-up epoch of ``warmup`` b
 same model. Validation and test sets are a few images, so the evaluation that closes an epoch
 costs next to nothing; the final evaluation is skipped (the epoch hook stops fit there).
 
-Variants (``job["variant"]``): ``eager`` (what archlab does), ``compile`` (the model wrapped in
+The data is what archlab trains on: uint8 images (N, 28, 28, 1) in memory, made float (x / 255)
+and NCHW a batch at a time by the dataset's ``Preprocess``.
+
+Variants (``job["variant"]``): ``eager`` (what archlab does), ``autograd`` (every step through
+autograd: ``$ARCHLAB_DENSE_PLAN=0``, no written-out MLP step), ``compile`` (the model wrapped in
 torch.compile before fit: forward and backward compiled by Inductor; benchmark only).
 """
 
@@ -17,7 +21,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from peers_worker_common import Snapshot, cpu_window, read_job, report, synthetic_data  # noqa: E402
+from peers_worker_common import (  # noqa: E402
+    Snapshot,
+    cpu_window,
+    read_job,
+    report,
+    synthetic_images,
+)
 
 
 class _Stop(Exception):
@@ -26,10 +36,14 @@ class _Stop(Exception):
 
 def main() -> None:
     job = read_job()
+    variant = job.get("variant", "eager")
+    if variant == "autograd":
+        os.environ["ARCHLAB_DENSE_PLAN"] = "0"
     import torch
 
     from archlab import build_model, parse_study
     from archlab.data import Tensors
+    from archlab.data.tensors import Preprocess
     from archlab.train import fit
 
     torch.set_num_threads(job["threads"])
@@ -40,18 +54,17 @@ def main() -> None:
     study = parse_study(config)
     train = study.train_for("m")
     built = build_model(study, "m", seed=job["seed"])
-    variant = job.get("variant", "eager")
     if variant == "compile":
         built.module = torch.compile(built.module)
-    elif variant != "eager":
+    elif variant not in ("eager", "autograd"):
         raise SystemExit(f"unknown variant {variant!r}")
     bs = job["batch_size"]
 
     def tensors(steps: int, seed: int) -> Tensors:
-        x, y = synthetic_data(steps * bs + 8, seed, channels_last=False)
+        x, y = synthetic_images(steps * bs + 8, seed)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return Tensors(xt[:-8], yt[:-8], xt[-8:], yt[-8:], xt[-8:], yt[-8:],
-                       tuple(str(i) for i in range(10)), True)
+                       tuple(str(i) for i in range(10)), True, Preprocess("scale"))
 
     seen: dict[str, object] = {}
 

@@ -81,6 +81,15 @@ def synthetic_data(n: int, seed: int, channels_last: bool):
     return x, y
 
 
+def synthetic_images(n: int, seed: int):
+    """The same kind of data as archlab holds it: n uint8 images (n, 28, 28, 1), labels 0-9."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n, dtype=np.int64)
+    return x, y
+
+
 def layer_items(layers: list[Any]):
     """(type, args) for each layer as the study file writes it ('Flatten' or {Conv2D: {...}})."""
     for layer in layers:

@@ -101,18 +101,25 @@ CNN = [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
        {"Dense": {"units": 10, "activation": "softmax"}}]
 
 
-@pytest.mark.parametrize("train", [
+MLP_DROPOUT = ["Flatten", {"Dense": {"units": 32, "activation": "relu"}},
+               {"Dropout": {"rate": 0.3}}, {"Dense": {"units": 10, "activation": "softmax"}}]
+
+
+@pytest.mark.parametrize(("train", "layers"), [
     # Adam state, Keras `decay` as a scheduler, early stopping's counters, best weights
-    {"optimizer": {"name": "adam", "decay": 0.01}, "batch_size": 100, "epochs": 4,
-     "restore_best": True, "early_stopping": {"patience": 3}},
+    ({"optimizer": {"name": "adam", "decay": 0.01}, "batch_size": 100, "epochs": 4,
+      "restore_best": True, "early_stopping": {"patience": 3}}, CNN),
     # momentum buffers
-    {"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}, "batch_size": 100,
-     "epochs": 4},
-], ids=["adam-decay-restore-best", "sgd-momentum"])
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}, "batch_size": 100,
+      "epochs": 4}, CNN),
+    # the written-out MLP step (dense plan) and the direct fused optimizer step
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}, "batch_size": 64,
+      "epochs": 4}, MLP_DROPOUT),
+], ids=["adam-decay-restore-best", "sgd-momentum", "mlp-dense-plan"])
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_bit(
-        sample: Tensors, tmp_path: Path, train: dict[str, Any]) -> None:
+        sample: Tensors, tmp_path: Path, train: dict[str, Any], layers: list[Any]) -> None:
     data = small(sample)
-    study = study_with(train, CNN)
+    study = study_with(train, layers)
     spec = study.train_for("m")
     reference = fresh(study)
     want = fit(reference, data, spec, SEED)
@@ -162,3 +169,138 @@ def test_the_training_sections_yaml_examples_validate(section: str, tmp_path: Pa
         path = tmp_path / f"example{i}.yaml"
         path.write_text(block, encoding="utf-8")
         archlab.validate_study(archlab.load_study(path))  # raises SpecError when it does not
+
+
+# --- the fast paths: each one gives the numbers the plain autograd step gives, bit for bit ---
+
+PLANNED = {
+    "relu-momentum": (["Flatten", {"Dense": {"units": 32, "activation": "relu"}},
+                       {"Dense": {"units": 32, "activation": "relu"}},
+                       {"Dense": {"units": 10, "activation": "softmax"}}],
+                      {"name": "sgd", "learning_rate": 0.09, "momentum": 0.9}),
+    "tanh-dropout-adam": (["Flatten", {"Dropout": {"rate": 0.2}},
+                           {"Dense": {"units": 24, "activation": "tanh"}},
+                           {"Dropout": {"rate": 0.5}},
+                           {"Dense": {"units": 10, "activation": "softmax"}}], {"name": "adam"}),
+    "sigmoid-l2-l1-nesterov-decay": (
+        ["Flatten", {"Dense": {"units": 16, "activation": "sigmoid", "use_bias": False,
+                               "kernel_regularizer": {"l2": 0.001}}},
+         {"Dense": {"units": 10, "activation": "softmax", "bias_regularizer": {"l1": 0.01}}}],
+        {"name": "sgd", "momentum": 0.9, "nesterov": True, "decay": 0.001}),
+    "linear-clipnorm-maxnorm-adadelta": (
+        ["Flatten", {"Dense": {"units": 16, "kernel_constraint": "max_norm"}},
+         {"Dense": {"units": 10, "activation": "softmax"}}], {"name": "adadelta", "clipnorm": 1.0}),
+    "amsgrad-cosine": (["Flatten", {"Dense": {"units": 16, "activation": "relu"}},
+                        {"Dense": {"units": 10, "activation": "softmax"}}],
+                       {"name": "adam", "amsgrad": True, "learning_rate": {"CosineDecay": {
+                           "initial_learning_rate": 0.01, "decay_steps": 40}}}),
+}
+
+
+def _trained(study: archlab.Study, data: Tensors) -> tuple[Any, dict[str, torch.Tensor]]:
+    built = fresh(study)
+    result = fit(built, data, study.train_for("m"), SEED)
+    return result, {k: v.clone() for k, v in built.module.state_dict().items()}
+
+
+def _same(a: tuple[Any, dict[str, torch.Tensor]], b: tuple[Any, dict[str, torch.Tensor]]) -> None:
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a[0].history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in b[0].history] == strip
+    assert a[0].final == b[0].final
+    for name, w in a[1].items():
+        assert torch.equal(w, b[1][name]), name
+
+
+@pytest.mark.parametrize("case", list(PLANNED))
+def test_the_single_run_dense_plan_is_autograd_bit_for_bit(
+        sample: Tensors, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    from archlab.train import DENSE_PLAN_ENV, single_dense_plan
+
+    layers, optimizer = PLANNED[case]
+    study = study_with({"optimizer": optimizer, "batch_size": 50, "epochs": 2}, layers)
+    data = small(sample, 600, 100)
+    assert single_dense_plan(fresh(study)) is not None  # the plan is taken
+    planned = _trained(study, data)
+    monkeypatch.setenv(DENSE_PLAN_ENV, "0")
+    assert single_dense_plan(fresh(study)) is None
+    _same(_trained(study, data), planned)
+
+
+def test_the_direct_optimizer_step_is_opt_step_bit_for_bit(
+        sample: Tensors, monkeypatch: pytest.MonkeyPatch) -> None:
+    import archlab.train as trainer
+
+    data = small(sample, 600, 100)
+    for case in ("relu-momentum", "tanh-dropout-adam", "amsgrad-cosine"):
+        layers, optimizer = PLANNED[case]
+        study = study_with({"optimizer": optimizer, "batch_size": 50, "epochs": 2}, layers)
+        direct = _trained(study, data)
+        with monkeypatch.context() as m:
+            m.setattr(trainer, "DirectStep", lambda opt: opt.step)
+            _same(_trained(study, data), direct)
+
+
+def test_a_model_the_plan_cannot_run_goes_through_autograd(sample: Tensors) -> None:
+    from archlab.train import single_dense_plan
+
+    both = ["Flatten", {"Dense": {"units": 8, "kernel_regularizer": {"l1": 0.01, "l2": 0.01}}},
+            {"Dense": {"units": 10, "activation": "softmax"}}]
+    elu = ["Flatten", {"Dense": {"units": 8, "activation": "elu"}},
+           {"Dense": {"units": 10, "activation": "softmax"}}]
+    for layers in (CNN, both, elu):
+        assert single_dense_plan(fresh(study_with({}, layers))) is None
+
+
+CONV_POOL = [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+             {"MaxPooling2D": {"pool_size": 2}},
+             {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu", "padding": "same"}},
+             {"MaxPooling2D": {"pool_size": 2}}, "BatchNormalization", {"Dropout": {"rate": 0.3}},
+             "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
+
+
+def test_relu_after_pool_gives_the_same_loss_and_gradients_and_is_undone() -> None:
+    import torch.nn.functional as F
+
+    from archlab.train import relu_after_pool, set_channels_last
+
+    built = fresh(study_with({}, CONV_POOL))
+    set_channels_last(built.module, True)
+    before = repr(built.module)
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x[:, :, :14] -= 0.7  # windows whose max is negative: ReLU gives 0 either way
+    y = torch.arange(16) % 10
+
+    def step() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(1)  # the same dropout masks
+        loss = F.cross_entropy(built.module(x), y)
+        grads = torch.autograd.grad(loss, list(built.module.parameters()))
+        return loss, list(grads)
+
+    loss, grads = step()
+    with relu_after_pool(built.module) as moved:
+        assert moved == 2 and repr(built.module) != before
+        loss2, grads2 = step()
+    assert repr(built.module) == before  # put back
+    assert torch.equal(loss, loss2)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads2, strict=True))
+
+
+def test_the_final_evaluation_reuses_the_last_validation_and_its_predictions(
+        sample: Tensors) -> None:
+    from archlab.train import predict_proba
+
+    data = small(sample)
+    as_test = Tensors(data.x_train, data.y_train, data.x_test, data.y_test, data.x_test,
+                      data.y_test, data.class_names, True, data.pre)  # validation: test
+    study = study_with({"optimizer": {"name": "adam"}, "batch_size": 64, "epochs": 2},
+                       CONV_POOL)
+    for tensors in (data, as_test):
+        built = fresh(study)
+        result = fit(built, tensors, study.train_for("m"), SEED)
+        for split, xs, ys in (("train", tensors.x_train, tensors.y_train),
+                              ("val", tensors.x_val, tensors.y_val),
+                              ("test", tensors.x_test, tensors.y_test)):
+            assert (result.final[f"{split}_loss"], result.final[f"{split}_accuracy"]) == \
+                evaluate(built, xs, ys, tensors.pre), split
+        assert result.test_proba is not None
+        assert torch.equal(result.test_proba, predict_proba(built, tensors.x_test, tensors.pre))

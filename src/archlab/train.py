@@ -7,11 +7,12 @@ epoch), evaluation in large no-grad batches.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from archlab.augment import Augmenter
 from archlab.data import Tensors
 from archlab.data.tensors import Preprocess
 from archlab.model import ACTIVATION_FACTOR, BuiltModel
-from archlab.optimizers import make_optimizer
+from archlab.optimizers import DirectStep, make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 
@@ -42,6 +43,37 @@ def eval_batch_for(built: BuiltModel) -> int:
     per_image = sum(m.activation_bytes for m in mem.layers) / max(1, mem.batch_size) \
         / ACTIVATION_FACTOR
     return max(1, min(EVAL_BATCH, int(EVAL_MEMORY // max(1.0, per_image))))
+
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the
+    system (once per process; False where it cannot: not glibc, or refused).
+
+    A training step frees and allocates the same large activation buffers every batch. By
+    default glibc serves each allocation over its mmap threshold (dynamic, at most 32 MiB)
+    with a fresh mmap and returns it on free, so every step touches new pages: a 2-epoch
+    keras-mnist-cnn run took 22 million page faults and 36 s of system time for 132 s of
+    user time. With the thresholds raised, freed blocks are reused from the heap (what
+    tcmalloc or jemalloc do, and TensorFlow's own allocator): 17 % less CPU per step there
+    (docs/performance.md). Peak memory is what the run needs at its peak; the heap is not
+    trimmed back after it."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 \
+            and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _MALLOC_TUNED = ok
+    return ok
 
 
 #: Set to 0 or 1 to force the layout of every conv model (benchmarks; no probe is timed).
@@ -87,19 +119,92 @@ def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] |
     return choice
 
 
+#: Set to 0 to train every model through autograd (benchmarks, tests): no dense plan.
+DENSE_PLAN_ENV = "ARCHLAB_DENSE_PLAN"
+
+
+def single_dense_plan(built: BuiltModel) -> Any:
+    """The written-out step of :class:`archlab.packed.SingleDensePlan` for ``built``, or None
+    where its step goes through autograd: a model that is not a stack of Dense layers, bf16
+    autocast, or ``$ARCHLAB_DENSE_PLAN=0``. Its gradients are autograd's bit for bit, so the
+    choice never changes a run's numbers and needs no timing."""
+    first = next(built.module.parameters(), None)
+    if first is None or os.environ.get(DENSE_PLAN_ENV, "").strip() == "0" \
+            or torch.is_autocast_enabled(first.device.type):
+        return None
+    from archlab.packed._dense import SingleDensePlan  # packed imports this module
+
+    return SingleDensePlan.of(built)
+
+
+class _PoolReLU(torch.nn.Module):
+    """MaxPooling2D, then the ReLU of the conv before it (:func:`relu_after_pool`)."""
+
+    def __init__(self, pool: torch.nn.Module, relu: torch.nn.Module) -> None:
+        super().__init__()
+        self.pool, self.relu = pool, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.pool(x))
+
+
+@contextlib.contextmanager
+def relu_after_pool(module: torch.nn.Module) -> Iterator[int]:
+    """While it lasts, a Conv2D with ReLU followed directly by MaxPooling2D computes
+    ``relu(pool(conv))`` instead of ``pool(relu(conv))``: the same numbers (ReLU is
+    non-decreasing, so it commutes with a max; where a window's max is not positive both
+    give 0 and both send it no gradient), forward and backward bit for bit, with the ReLU and
+    its backward on a quarter of the values. Yields how many pairs it moved; the module is
+    put back as it was on exit (its structure is what summaries, exports and layer-by-layer
+    tests see)."""
+    moved: list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]] = []
+    for seq in module.modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            block, pool = seq._modules[a], seq._modules[b]
+            if (type(block).__name__ == "_Block" and type(block.act) is torch.nn.ReLU
+                    and block.activity is None and isinstance(block.core, torch.nn.Conv2d)
+                    and type(pool) is torch.nn.MaxPool2d and not pool.ceil_mode
+                    and pool.padding == 0):
+                relu = block.act
+                block.act = None
+                seq._modules[b] = _PoolReLU(pool, relu)
+                moved.append((seq, b, block, relu))
+    try:
+        yield len(moved)
+    finally:
+        for seq, b, block, relu in moved:
+            seq._modules[b] = seq._modules[b].pool  # type: ignore[union-attr]
+            block.act = relu
+
+
 def _model_input(pre: Preprocess | None) -> Callable[[torch.Tensor], torch.Tensor]:
     return pre if pre is not None else (lambda x: x)
 
 
-@torch.no_grad()
 def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor,
-             pre: Preprocess | None = None) -> tuple[float, float]:
+             pre: Preprocess | None = None, *,
+             proba: list[torch.Tensor] | None = None) -> tuple[float, float]:
     """Keras's ``model.evaluate``: mean cross-entropy (+ regularization losses) and accuracy.
 
     ``x`` holds images (N, H, W, C) that ``pre`` (the dataset's :class:`Preprocess`) makes the
     model's input a chunk at a time; without it, ``x`` is already the model's input.
     Activity regularization counts as Keras's evaluation counts it: each batch's penalty over
-    its size, averaged over batches weighted by their sizes, is the mean penalty per sample."""
+    its size, averaged over batches weighted by their sizes, is the mean penalty per sample.
+    ``proba``, when given, receives the class probabilities, as :func:`predict_proba` computes
+    them (the same chunks), in one tensor. Runs under ``torch.inference_mode``."""
+    parts: list[torch.Tensor] | None = [] if proba is not None else None
+    with torch.inference_mode():
+        result = _evaluate(built, x, y, pre, parts)
+    if proba is not None and parts is not None:
+        proba.append(torch.cat(parts))  # outside inference mode: an ordinary tensor
+    return result
+
+
+def _evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor, pre: Preprocess | None,
+              parts: list[torch.Tensor] | None) -> tuple[float, float]:
     pre = _model_input(pre)
     module = built.module
     was_training = module.training
@@ -114,6 +219,8 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor,
         for m in built.activity:
             loss_sum += m.per_sample.sum().double()  # type: ignore[union-attr]
         correct += (logits.argmax(1) == yb).sum()
+        if parts is not None:
+            parts.append(F.softmax(logits, dim=1))
     module.train(was_training)
     reg = built.regularization_loss()
     loss = loss_sum.item() / len(x) + (reg.item() if reg is not None else 0.0)
@@ -160,6 +267,9 @@ class TrainResult:
     best_epoch: int
     train_seconds: float
     samples_per_second: float
+    #: the final model's class probabilities on the test set, where the final evaluation
+    #: computed them (what :func:`predict_proba` returns for it; None otherwise)
+    test_proba: torch.Tensor | None = None
 
 
 #: Called at each epoch end with what a checkpoint needs (state, optimizer, scheduler, generator).
@@ -187,8 +297,16 @@ def fit(
     optimizer, scheduler and shuffling generator to save); it runs before the first batch, so
     whatever it raises leaves nothing trained. ``on_batches`` may raise to stop.
     """
+    keep_freed_memory()
+    # The layout is chosen for the module as built (the probe's cache is keyed by it).
+    prefer_channels_last(built.module, built.input_shape, train.batch_size)
+    with relu_after_pool(built.module):
+        return _fit(built, data, train, seed, resume, on_epoch_end, on_batches)
+
+
+def _fit(built: BuiltModel, data: Tensors, train: TrainSpec, seed: int, resume: Resume | None,
+         on_epoch_end: EpochHook | None, on_batches: BatchHook | None) -> TrainResult:
     module = built.module
-    prefer_channels_last(module, built.input_shape, train.batch_size)
     opt, sched = make_optimizer(train.optimizer, [p for p in module.parameters()
                                                   if p.requires_grad],
                                 plateau=train.reduce_lr_on_plateau)
@@ -204,6 +322,14 @@ def fit(
     n_batches = math.ceil(n / bs)
     diverged_epoch = None
     es = train.early_stopping
+    # An MLP's step written out (same kernels, bit for bit autograd's gradients) and the
+    # optimizer's fused kernel called without its wrapper: a small MLP's step is overhead.
+    dense = single_dense_plan(built)
+    step = DirectStep(opt)  # after resume: it keeps the optimizer's state tensors
+    regularized, activity = bool(built.regularized), bool(built.activity)
+    last_proba: list[torch.Tensor] = []
+    proba: list[torch.Tensor] = []
+    same_test = data.x_test is data.x_val and data.y_test is data.y_val  # validation: test
     while state.epoch < train.epochs:
         t0 = time.perf_counter()
         module.train()
@@ -219,20 +345,24 @@ def fit(
             xb, yb = pre(x.index_select(0, idx)), y.index_select(0, idx)
             if augment is not None:  # training batches only, as Keras's preprocessing layers
                 xb = augment(xb)
-            logits = module(xb)
-            loss = F.cross_entropy(logits, yb)
-            reg = built.regularization_loss()
-            if reg is not None:  # Keras adds regularization losses to the training loss
-                loss = loss + reg
-            activity = built.activity_loss()
-            if activity is not None:  # and the activity penalties of this forward pass
-                loss = loss + activity
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dense is not None:  # sets every parameter's .grad
+                with torch.no_grad():
+                    reg = built.regularization_loss() if regularized else None
+                loss, logits = dense.train_step(xb, yb, reg)
+            else:
+                logits = module(xb)
+                loss = F.cross_entropy(logits, yb)
+                if regularized:  # Keras adds regularization losses to the training loss
+                    loss = loss + built.regularization_loss()  # type: ignore[operator]
+                if activity:  # and the activity penalties of this forward pass
+                    loss = loss + built.activity_loss()  # type: ignore[operator]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             if train.optimizer.clipnorm:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), train.optimizer.clipnorm)
-            opt.step()
-            built.apply_constraints()  # Keras applies weight constraints after each step
+            step()
+            if built.constrained:
+                built.apply_constraints()  # Keras applies weight constraints after each step
             if sched is not None:
                 sched.step()
             # Accumulate on the tensor side: no host sync inside the epoch.
@@ -250,7 +380,11 @@ def fit(
                                   "val_accuracy": math.nan,
                                   "seconds": time.perf_counter() - t0})
             break
-        val_loss, val_acc = evaluate(built, data.x_val, data.y_val, pre)
+        # The last epoch's probabilities on a validation set that is the test set are the
+        # predictions a finished run stores: kept, not computed again.
+        last_proba.clear()
+        keep = last_proba if same_test and state.epoch == train.epochs else None
+        val_loss, val_acc = evaluate(built, data.x_val, data.y_val, pre, proba=keep)
         logs = {"epoch": state.epoch, "loss": train_loss, "accuracy": correct.item() / n,
                 "val_loss": val_loss, "val_accuracy": val_acc}
         if sched is not None and sched.recorded:
@@ -276,13 +410,26 @@ def fit(
     if diverged_epoch is not None:
         return TrainResult(RunStatus.DIVERGED, state.history, {}, diverged_epoch, state.best_epoch,
                            state.train_seconds, 0.0)
-    if train.restore_best and state.best_weights is not None:
-        module.load_state_dict(state.best_weights)
+    restored = train.restore_best and state.best_weights is not None
+    if restored:
+        module.load_state_dict(state.best_weights)  # type: ignore[arg-type]
+    last = state.history[-1] if state.history else {}
+    val: tuple[float, float] | None = None
+    if "val_loss" in last and (not restored or state.best_epoch == state.epoch):
+        # The last epoch's validation was of these very weights (same chunks, same sums):
+        # the final evaluation would repeat it number for number.
+        val = last["val_loss"], last["val_accuracy"]
+        if same_test and last_proba:
+            proba = last_proba
     final: dict[str, float] = {}
-    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
-                          ("test", data.x_test, data.y_test)):
-        final[f"{split}_loss"], final[f"{split}_accuracy"] = evaluate(built, xs, ys, pre)
+    final["train_loss"], final["train_accuracy"] = evaluate(built, data.x_train, data.y_train,
+                                                            pre)
+    if val is None:
+        val = evaluate(built, data.x_val, data.y_val, pre, proba=proba if same_test else None)
+    final["val_loss"], final["val_accuracy"] = val
+    final["test_loss"], final["test_accuracy"] = val if same_test else evaluate(
+        built, data.x_test, data.y_test, pre, proba=proba)
     seen = n * len(state.history)
     sps = seen / state.train_seconds if state.train_seconds > 0 else 0.0
     return TrainResult(RunStatus.FINISHED, state.history, final, None, state.best_epoch,
-                       state.train_seconds, sps)
+                       state.train_seconds, sps, proba[0] if proba else None)

@@ -29,8 +29,8 @@ replica), activity regularizers (their penalty is kept on the layer), and any tr
 this module does not know.
 """
 
-from archlab.packed._dense import DensePlan
+from archlab.packed._dense import DensePlan, SingleDensePlan
 from archlab.packed._fit import fit_packed
 from archlab.packed._model import PackedModel, pack_blocker
 
-__all__ = ["DensePlan", "PackedModel", "fit_packed", "pack_blocker"]
+__all__ = ["DensePlan", "PackedModel", "SingleDensePlan", "fit_packed", "pack_blocker"]

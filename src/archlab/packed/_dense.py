@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DensePlan"]
+from archlab.layers._modules import Dropout, dropout_multiplier
+
+__all__ = ["DensePlan", "SingleDensePlan"]
 
 
 @dataclass(frozen=True)
@@ -199,3 +201,114 @@ _DERIVATIVES: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
     nn.Tanh: lambda out: 1.0 - out.square(),
     nn.Sigmoid: lambda out: out * (1.0 - out),
 }
+
+
+class SingleDensePlan:
+    """The dense plan for one run (n = 1): a training step of a stack of Dense layers whose
+    forward and backward pass are written out, for :func:`archlab.train.fit`.
+
+    It calls the very kernels autograd calls for ``module(x)``, the cross-entropy and its
+    ``backward()`` (``addmm`` with the kernel transposed, ``log_softmax`` and ``nll_loss``
+    and their backward functions, ``threshold_backward`` for ReLU, ``g.t() @ x`` for a kernel's
+    gradient, ``g @ W`` for the layer below, ``g.sum(0)`` for a bias, Dropout's multiplier),
+    on the same tensors in the same layouts, so each parameter's ``.grad`` is bit for bit what
+    autograd gives (tested against it in tests/test_train.py), with none of autograd's graph
+    and no ``nn.Module`` calls per layer. A kernel with an L2 *or* an L1 penalty gets the
+    penalty's gradient added as autograd adds it (one sum of two terms: the order does not
+    matter); a weight with both, an activity regularizer or any layer :class:`DensePlan`
+    does not fuse leaves the run to autograd (:meth:`of` returns None)."""
+
+    def __init__(self, module: nn.Module, plan: DensePlan, dropouts: Sequence[nn.Module],
+                 regularized: Sequence[tuple[nn.Parameter, Any]]) -> None:
+        self.plan = plan
+        self.dropouts = list(dropouts)
+        self.first = next(i for i, s in enumerate(plan.steps) if isinstance(s, _Dense))
+        self.params = {k: module.get_parameter(k) for s in plan.steps
+                       if isinstance(s, _Dense) for k in (s.weight, s.bias) if k is not None}
+        self.regularized = list(regularized)
+        self.one: torch.Tensor | None = None  # d loss / d loss, on the data's device
+
+    @classmethod
+    def of(cls, built: Any) -> SingleDensePlan | None:
+        """The plan for ``built`` (a :class:`~archlab.model.BuiltModel`), or None when its
+        step must go through autograd."""
+        module = built.module
+        if built.activity or any(reg.l1 and reg.l2 for _, reg in built.regularized):
+            return None
+        if any(not p.requires_grad for p in module.parameters()):
+            return None
+        dropouts = [m for m in module.modules() if type(m) is Dropout]  # archlab's
+        if any(isinstance(m, nn.Dropout | nn.Dropout2d | nn.AlphaDropout)
+               and type(m) is not Dropout for m in module.modules()):
+            return None  # another draw than dropout_multiplier's
+        plan = DensePlan.of(module, dropouts)
+        if plan is None or not plan.fused:
+            return None
+        return cls(module, plan, dropouts, built.regularized)
+
+    @torch.no_grad()
+    def train_step(self, x: torch.Tensor, y: torch.Tensor,
+                   reg: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward pass of one batch: every parameter's ``.grad`` is set; returns
+        the loss (cross-entropy, plus ``reg``, the regularization loss, when given) and the
+        logits, as ``fit``'s autograd step computes them."""
+        aten = torch.ops.aten
+        params = self.params
+        tape: list[tuple[Any, ...]] = []
+        h = x
+        for i, step in enumerate(self.plan.steps):
+            if isinstance(step, _Dense):
+                w = params[step.weight]
+                inp = h
+                h = torch.addmm(params[step.bias], h, w.t()) if step.bias is not None \
+                    else torch.mm(h, w.t())
+                act = type(step.act)
+                if act is nn.ReLU:  # what nn.ReLU, nn.Tanh and nn.Sigmoid call
+                    h = torch.relu(h)
+                elif act is nn.Tanh:
+                    h = torch.tanh(h)
+                elif act is nn.Sigmoid:
+                    h = torch.sigmoid(h)
+                tape.append((step, inp, h))
+            elif isinstance(step, _Mask):
+                p = self.dropouts[step.site].p
+                if not self.dropouts[step.site].training or p == 0.0:
+                    continue
+                m = dropout_multiplier(h, p) if p < 1.0 else torch.zeros((), dtype=h.dtype)
+                h = h * m
+                if i > self.first:
+                    tape.append((step, m))
+            else:
+                h = step.module(h)
+        logits = h
+        logp = torch.log_softmax(logits, 1)
+        loss, total = aten.nll_loss_forward(logp, y, None, 1, -100)
+        if self.one is None or self.one.device != logp.device:
+            self.one = torch.ones((), dtype=logp.dtype, device=logp.device)
+        g = aten.nll_loss_backward(self.one, logp, y, None, 1, -100, total)
+        g = aten._log_softmax_backward_data(g, logp, 1, logp.dtype)
+        for j in range(len(tape) - 1, -1, -1):
+            entry = tape[j]
+            if isinstance(entry[0], _Mask):
+                g = g * entry[1]
+                continue
+            step, inp, out = entry
+            act = type(step.act)
+            if act is nn.ReLU:
+                g = aten.threshold_backward(g, out, 0)
+            elif act is nn.Tanh:
+                g = aten.tanh_backward(g, out)
+            elif act is nn.Sigmoid:
+                g = aten.sigmoid_backward(g, out)
+            w = params[step.weight]
+            w.grad = g.t().mm(inp)
+            if step.bias is not None:
+                params[step.bias].grad = g.sum(0)
+            if j > 0:
+                g = g.mm(w)
+        for p, r in self.regularized:  # l2·Σw² or l1·Σ|w|: autograd's d/dw, added to .grad
+            term = (2.0 * p) * r.l2 if r.l2 else p.sgn() * r.l1
+            p.grad = p.grad + term
+        if reg is not None:
+            loss = loss + reg
+        return loss, logits

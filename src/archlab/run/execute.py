@@ -223,8 +223,11 @@ def record_result(store: Store, plan: RunPlan, ctx: RunContext, built: BuiltMode
                       "preprocess": json.dumps(ctx.data.pre.to_json())})
         # The report's confusion matrix and mistakes: computed here, once, while the model
         # and the data are in memory, so the report never loads either.
-        with autocast(ctx.device, plan.config.precision):
-            proba = predict_proba(built, ctx.data.x_test, ctx.data.pre).float()
+        proba = result.test_proba  # the final evaluation's, where it computed them
+        if proba is None:
+            with autocast(ctx.device, plan.config.precision):
+                proba = predict_proba(built, ctx.data.x_test, ctx.data.pre)
+        proba = proba.float()
         save_predictions(compute_predictions(proba, ctx.data.x_test.permute(0, 3, 1, 2),
                                              ctx.data.y_test, ctx.data.class_names),
                          run_dir / PREDICTIONS_FILE)
