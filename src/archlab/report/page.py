@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.compare import preprocessing_text
 from archlab.analysis.conclusions import conclusions, machine_load, num_classes
 from archlab.analysis.results import (
     TEST_AS_VALIDATION_NOTE,
@@ -89,8 +90,8 @@ def _header(results: StudyResults, study: Any, data_info: str | None) -> dict[st
     runs = [r for m in results.models for r in m.runs]
     data_cfgs = _unique(r.config.data.model_dump(mode="json") for r in runs)
     data = data_cfgs[0] if data_cfgs else {}
-    pre = data.get("preprocessing", "scale")
-    pre_text = "x / 255" if pre == "scale" else f"keras normalize {pre.get('normalize', pre)}"
+    pre_text = preprocessing_text(data.get("preprocessing", "scale"))
+    labels = _unique(r.config.data_label for r in runs)
     envs = [r.environment for r in runs if r.environment]
 
     def vals(key: str) -> str:
@@ -104,7 +105,7 @@ def _header(results: StudyResults, study: Any, data_info: str | None) -> dict[st
     trainings = _unique(format_training(r.config.train) for r in runs)
     repeats = _unique(sum(m.statuses.values()) for m in results.models)
     facts = [
-        ("dataset", data.get("dataset", "-") + (f" ({data_info})" if data_info else "")),
+        ("dataset", ", ".join(labels or ["-"]) + (f" ({data_info})" if data_info else "")),
         ("preprocessing", pre_text),
         ("protocol", _protocol(results, data)),
         ("training", trainings[0] if len(trainings) == 1 else
