@@ -92,6 +92,13 @@ Repeats = Annotated[Union[Annotated[RepeatCount, Tag("count")],  # noqa: UP007
                     Discriminator(_repeats_form)]
 
 
+#: A search's confirmation seeds: at least 2 (one seed confirms nothing), or a race.
+ConfirmRepeats = Annotated[Union[Annotated[int, Field(strict=True, ge=2, le=MAX_REPEATS),  # noqa: UP007
+                                           Tag("count")],
+                                 Annotated[RaceRepeats, Tag("race")]],
+                           Discriminator(_repeats_form)]
+
+
 def repeat_bounds(repeats: int | RaceRepeats) -> tuple[int, int]:
     """(fewest, most) seeds ``repeats`` asks for: ``(n, n)``, or a race's ``(min, max)``."""
     if isinstance(repeats, RaceRepeats):

@@ -284,3 +284,39 @@ def test_a_search_taken_up_again_asks_the_trials_of_an_uninterrupted_one(
 
     assert len(trials(tmp_path / "once")) == 4
     assert trials(tmp_path / "twice") == trials(tmp_path / "once")
+
+
+def test_a_racing_confirmation_gives_seeds_only_where_the_ranking_is_open(
+        tmp_path: Path) -> None:
+    """confirm.repeats {min, max, until: decided}: a trial clearly worse on the objective stops
+    getting seeds; the race is written to search.json and the results; a rerun trains nothing."""
+    cfg = copy.deepcopy(TINY)
+    del cfg["models"]["cnn"]
+    cfg.update(name="confirm-race")
+    cfg["train"].update(epochs=1, batch_size=64)
+    cfg["search"] = {"base": "mlp", "trials": 3, "sampler": "grid", "pruner": "none",
+                     "space": {"layers.1.Dense.units": {"choice": [1, 24, 32]}},
+                     "confirm": {"top": 3, "repeats": {"min": 2, "max": 5,
+                                                       "until": "decided"}}}
+    out = tmp_path / "out"
+    study = archlab.parse_study(cfg)
+    run_study(study, out, threads=1, device="cpu")
+    data = json.loads((out / SEARCH_FILE).read_text())
+    # a grid of 3 points and 3 trials: each point once (Optuna's GridSampler alone repeated
+    # points when asked with fixed distributions, as archlab asks)
+    assert sorted(t["params"]["layers.1.Dense.units"] for t in data["trials"]) == [1, 24, 32]
+    race = data["confirm_race"]
+    one_unit = next(t["model"] for t in data["trials"]
+                    if t["params"]["layers.1.Dense.units"] == 1)
+    seeds = race["seeds"]
+    assert set(seeds) == set(data["confirmed"]) and race["finished"]
+    assert seeds[one_unit] < 5 and "dropped at look" in race["models"][one_unit]
+    assert race["runs"] == sum(seeds.values()) < race["fixed_runs"] == 15
+    with Store(out, readonly=True) as store:
+        done = [r for r in store.runs() if r.model in seeds]
+    assert sorted(r.model for r in done) == sorted(m for m, n in seeds.items()
+                                                   for _ in range(n))
+    lines = "\n".join(archlab.report.search.search_lines(gather_search(out)))
+    assert "The confirmation raced" in lines and f"{one_unit}: Race: dropped at look" in lines
+    again = run_study(study, out, threads=1, device="cpu")
+    assert not again.statuses  # the race is replayed from the store: nothing trained again

@@ -207,12 +207,13 @@ def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
     search = study.search
     if search is None or search.base not in study.models:
         return
+    from archlab.fields import repeat_bounds
     from archlab.model import available_memory
     from archlab.report.tables import format_duration
     from archlab.run.search import search_projection, validate_search
 
     validate_search(study, memory_limit=available_memory(device))
-    confirm = search.confirm.top * (search.confirm.repeats - 1)
+    confirm = search.confirm.top * (repeat_bounds(search.confirm.repeats)[1] - 1)  # a race: max
     when = (f"; projected {format_duration(search_projection(study, device))} at the base "
             "model's time per run (pruned trials take less)") if project else ""
     out.print(f"search over {search.base}: {search.trials} trials ({len(search.space)} "

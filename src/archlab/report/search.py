@@ -62,12 +62,14 @@ class SearchData:
     objective: str
     direction: str
     target: int  # trials asked for
-    repeats: int  # confirmation seeds
+    repeats: int  # confirmation seeds (a race: the most it may give a trial)
     trials: list[TrialRow]
     importances: dict[str, float]
     confirmed: list[ConfirmedRow]  # best first
     winner: str | None  # named only when every confirmed model has >= 2 finished seeds
     complete: bool
+    #: a racing confirmation (search.json's confirm_race): seeds given, drops, its cost
+    race: dict[str, Any] | None = None
 
     @property
     def counted(self) -> int:
@@ -141,8 +143,16 @@ def gather_search(directory: Path, results: StudyResults | None = None) -> Searc
             for name in order]
     winner = order[0] if rows and all(len(values[r.model]) >= 2 for r in rows) else None
     return SearchData(str(data.get("base", "")), objective, direction,
-                      int(spec.get("trials", len(trials))), int(confirm.get("repeats", 0)),
-                      trials, importances, rows, winner, bool(data.get("complete")))
+                      int(spec.get("trials", len(trials))), _confirm_seeds(confirm),
+                      trials, importances, rows, winner, bool(data.get("complete")),
+                      data.get("confirm_race") if isinstance(data.get("confirm_race"), dict)
+                      else None)
+
+
+def _confirm_seeds(confirm: dict[str, Any]) -> int:
+    """A confirmation's seeds: its count, or a race's max."""
+    repeats = confirm.get("repeats", 0)
+    return int(repeats.get("max", 0) if isinstance(repeats, dict) else repeats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,16 +186,23 @@ def search_lines(s: SearchData) -> list[str]:
              f"({s.direction})."]
     if s.winner is not None:
         best = s.confirmed[0]
+        seeds = best.objective.n if best.objective is not None else s.repeats
         lines.append(f"Confirmed winner: {best.model} (trial {best.trial}), {s.objective} "
-                     f"{_summary(s.objective, best.objective)} over {s.repeats} seeds; test "
+                     f"{_summary(s.objective, best.objective)} over {seeds} seeds; test "
                      f"accuracy {_summary('test_accuracy', best.test_accuracy)}.")
-        lines += [f"On {s.objective} over the {s.repeats} confirmation seeds: "
+        lines += [f"On {s.objective} over their confirmation seeds: "
                   f"{c.comparison.verdict}" for c in s.confirmed[1:] if c.comparison is not None]
     elif s.confirmed:
         lines.append("No winner named yet: the confirmation runs are not all done (rerun the "
                      "same command).")
     elif s.counted >= s.target:
         lines.append("No winner named: no trial completed with a finite objective.")
+    if s.race is not None:
+        lines.append(f"The confirmation raced (seeds until decided): {s.race.get('runs')} runs "
+                     f"of the {s.race.get('fixed_runs')} a fixed confirmation at its max "
+                     f"seeds would take" + ("" if s.race.get("finished") else "; unfinished")
+                     + ".")
+        lines += [f"{m}: {text}" for m, text in (s.race.get("models") or {}).items()]
     return lines
 
 
@@ -206,7 +223,8 @@ def rich_search_tables(s: SearchData) -> list[Any]:
                        *(escape(_value(t.params.get(p, "–"))) for p in paths))
     out: list[Any] = [trials]
     if s.confirmed:
-        confirmed = Table(title=f"confirmed ranking ({s.repeats} seeds; mean ± std [95% CI])",
+        seeds = f"{s.repeats} seeds" if s.race is None else f"raced, up to {s.repeats} seeds"
+        confirmed = Table(title=f"confirmed ranking ({seeds}; mean ± std [95% CI])",
                           title_justify="left")
         for col in ("rank", "model", s.objective, "test accuracy", "vs winner"):
             confirmed.add_column(col, justify="left" if col in ("model", "vs winner")
@@ -283,7 +301,7 @@ def confirmed_figure(s: SearchData) -> Image:
                     color="tab:orange" if c.model == s.winner else "tab:blue")
     ax.set_yticks(ys, [c.model for c in rows])
     ax.set_ylim(-0.5, len(rows) - 0.5)
-    ax.set_xlabel(f"{s.objective} (mean, 95% CI over {s.repeats} seeds)")
+    ax.set_xlabel(f"{s.objective} (mean, 95% CI over each trial's confirmation seeds)")
     ax.set_title("confirmed ranking")
     return _png(fig, "search_confirmed", "the confirmed trials' objective with 95% CIs")
 

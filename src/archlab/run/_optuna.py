@@ -18,7 +18,6 @@ from archlab.spec.search import (
     IntParam,
     Pruner,
     SearchSpec,
-    grid_values,
 )
 
 __all__ = ["TrialCheck"]
@@ -49,9 +48,8 @@ def _sampler(spec: SearchSpec, seed: int) -> Any:
 
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {p: grid_values(v) for p, v in spec.space.items()}, seed=seed)  # type: ignore[misc]
+    if spec.sampler == "grid":  # run/search.py enqueues each grid point itself
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 

@@ -9,6 +9,7 @@ import hashlib
 from typing import Any
 
 from archlab.errors import SpecError
+from archlab.fields import repeat_bounds
 from archlab.run.config import canonical_json
 from archlab.spec import ModelSpec, Study
 from archlab.spec.search import search_points, trial_point
@@ -56,7 +57,8 @@ def search_projection(study: Study, device: str = "cpu") -> float:
 
     spec = study.search
     assert spec is not None
-    runs = spec.trials + spec.confirm.top * (spec.confirm.repeats - 1)
+    # a racing confirmation at its max seeds: the most it can cost
+    runs = spec.trials + spec.confirm.top * (repeat_bounds(spec.confirm.repeats)[1] - 1)
     return projected_seconds(study, spec.base, device=device) * runs
 
 

@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.racing import Limits, Race, race
 from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError
+from archlab.fields import RaceRepeats, repeat_bounds
 from archlab.run._optuna import (
     TrialCheck,
     _distribution,
@@ -60,7 +62,7 @@ from archlab.run.execute import RunContext
 from archlab.run.pool import Task, run_parallel
 from archlab.run.single import run_one
 from archlab.spec import Study
-from archlab.spec.search import trial_name
+from archlab.spec.search import grid_values, trial_name
 from archlab.store import DONE, RunStatus, Store
 
 __all__ = ["SEARCH_DB", "SEARCH_FILE", "SearchOutcome", "TrialCheck", "run_search",
@@ -117,6 +119,16 @@ class _Search:
         self.inflight: dict[str, int] = {}
         self.failures = 0
         self.importances: dict[str, float] | None = None
+        self.race: Race | None = None  # a racing confirmation's state, once it has run
+
+    def race_json(self) -> dict[str, Any]:
+        """A racing confirmation, as search.json and the report show it."""
+        state = self.race
+        assert state is not None
+        return {"finished": state.finished, "reason": state.reason, "winner": state.winner,
+                "runs": state.runs, "fixed_runs": state.fixed_runs,
+                "seeds": dict(state.targets), "looks": len(state.looks),
+                "models": {m: state.model_text(m) for m in state.models}}
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -125,6 +137,21 @@ class _Search:
 
         return len(self.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                   TrialState.PRUNED)))
+
+    def _next_grid_point(self) -> dict[str, Any] | None:
+        """The grid's next unvisited point, in an order shuffled once by the study seed (what
+        Optuna's GridSampler does; archlab enqueues the point itself, as GridSampler's own
+        choice does not reach ``ask`` with fixed distributions: it repeated points)."""
+        import itertools
+        import random
+
+        names = list(self.spec.space)
+        grid = list(itertools.product(*(grid_values(self.spec.space[p]) or [] for p in names)))
+        random.Random(_sampler_seed(self.study.seed, -1)).shuffle(grid)
+        visited = {tuple(t.params.get(p) for p in names)
+                   for t in self.optuna.get_trials(deepcopy=False)}
+        point = next((g for g in grid if g not in visited), None)
+        return None if point is None else dict(zip(names, point, strict=True))
 
     def _plan(self, number: int, params: dict[str, Any]) -> tuple[Study, RunPlan]:
         name = trial_name(self.spec.base, number)
@@ -142,6 +169,11 @@ class _Search:
                     and self.failures < self.spec.trials:
                 n = len(self.optuna.get_trials(deepcopy=False))
                 self.optuna.sampler = _sampler(self.spec, _sampler_seed(self.study.seed, n))
+                if self.spec.sampler == "grid":
+                    point = self._next_grid_point()
+                    if point is None:
+                        return None  # every point of the grid has been asked
+                    self.optuna.enqueue_trial(point)  # ask() then takes exactly these values
                 trial = self.optuna.ask(self.distributions)
                 number, trial_id, params = trial.number, trial._trial_id, trial.params
             else:
@@ -150,7 +182,7 @@ class _Search:
                 trial_study_, plan = self._plan(number, params)
             except ValueError:  # values the checked points did not cover and the spec refuses
                 self.failures += 1
-                self.optuna.tell(number, state=optuna.trial.TrialState.FAIL,
+                self._told(number, state=optuna.trial.TrialState.FAIL,
                                  skip_if_finished=True)
                 continue
             optuna.trial.Trial(self.optuna, trial_id).set_user_attr("run_id", plan.run_id)
@@ -173,6 +205,16 @@ class _Search:
         if number is not None:
             self._tell(number, run_id, status)
 
+    def _told(self, number: int, *args: Any, **kwargs: Any) -> None:
+        """``Study.tell``. Optuna's grid sampler calls ``Study.stop`` once the grid is used
+        up, which raises outside ``Study.optimize`` (archlab asks and tells itself); the trial
+        is stored by then (tell's ``finally``), and the trial count ends the search anyway."""
+        try:
+            self.optuna.tell(number, *args, **kwargs)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+
     def _tell(self, number: int, run_id: str, status: str) -> None:
         from optuna.trial import TrialState
 
@@ -180,23 +222,23 @@ class _Search:
                 status == RunStatus.FAILED.value and self.stop_requested()):
             return  # stays RUNNING in Optuna: the next `archlab run` takes it up again
         if status == RunStatus.PRUNED.value:
-            self.optuna.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            self._told(number, state=TrialState.PRUNED, skip_if_finished=True)
         elif status == RunStatus.FINISHED.value:
             with Store(self.directory) as store:
                 value = next(iter(store.runs(run_ids=[run_id])), None)
             metric = value.metrics.get(self.spec.objective) if value is not None else None
             if metric is None or not math.isfinite(metric):
                 self.failures += 1
-                self.optuna.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+                self._told(number, state=TrialState.FAIL, skip_if_finished=True)
             else:
-                self.optuna.tell(number, metric, skip_if_finished=True)
+                self._told(number, metric, skip_if_finished=True)
         elif status == RunStatus.DIVERGED.value:
             # A diverged trial is a point to avoid: told as the worst value there is.
             worst = -math.inf if self.spec.direction == "maximize" else math.inf
-            self.optuna.tell(number, worst, skip_if_finished=True)
+            self._told(number, worst, skip_if_finished=True)
         else:  # failed: replaced by a new trial (at most `trials` failures in all)
             self.failures += 1
-            self.optuna.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            self._told(number, state=TrialState.FAIL, skip_if_finished=True)
         self.write()
 
     def _add_plan(self, *plans: RunPlan) -> None:
@@ -228,20 +270,43 @@ class _Search:
         sign = -1.0 if self.spec.direction == "maximize" else 1.0
         return sorted(done, key=lambda t: (sign * t.value, t.number))
 
-    def confirm_tasks(self) -> list[Task]:
+    def confirm_tasks(self, seeds: dict[str, int] | None = None) -> list[Task]:
+        """The confirmation runs not yet done: the ``top`` best trials, each with
+        ``confirm.repeats`` seeds, or (a racing confirmation) with the seeds ``seeds`` gives
+        the trials still in the race."""
         tasks = []
         self.outcome.confirmed = []
+        fewest = repeat_bounds(self.spec.confirm.repeats)[0]
         for frozen in self.best()[: self.spec.confirm.top]:
             name = trial_name(self.spec.base, frozen.number)
             self.outcome.confirmed.append(name)
+            n = fewest if seeds is None else seeds.get(name)
+            if n is None:
+                continue  # out of the race: no more seeds
             study = trial_study(self.study, name, frozen.params)
-            for plan in plan_runs(study, repeats=self.spec.confirm.repeats):
+            for plan in plan_runs(study, repeats=n):
                 self._add_plan(plan)
                 tasks.append(Task(plan, study))
         with Store(self.directory) as store:
             done = {r.run_id for r in store.runs(run_ids=[t.plan.run_id for t in tasks])
                     if r.status in DONE}
         return [t for t in tasks if t.plan.run_id not in done]
+
+    def confirm_values(self) -> dict[str, dict[int, float | None]]:
+        """The confirmation runs' objective by repeat, higher better (val_loss negated): a
+        race's input; None for a run done without a value (diverged)."""
+        sign = 1.0 if self.spec.direction == "maximize" else -1.0
+        names = set(self.outcome.confirmed)
+        plans = {p.run_id: p for p in self.outcome.planned if p.model in names}
+        out: dict[str, dict[int, float | None]] = {n: {} for n in self.outcome.confirmed}
+        with Store(self.directory) as store:
+            for r in store.runs(run_ids=list(plans)):
+                if r.status not in DONE:
+                    continue
+                value = r.metrics.get(self.spec.objective)
+                ok = value is not None and math.isfinite(value)
+                out[r.model][plans[r.run_id].repeat] = sign * value if ok else None  # type: ignore[operator]
+        return out
 
     # -- search.json ----------------------------------------------------------------------
 
@@ -264,7 +329,8 @@ class _Search:
         data = {"study": self.study.name, "base": self.spec.base, "search": self.spec.to_config(),
                 "direction": self.spec.direction, "trials": trials,
                 "importances": self.importances, "confirmed": self.outcome.confirmed,
-                "complete": self.outcome.complete}
+                "complete": self.outcome.complete,
+                **({"confirm_race": self.race_json()} if self.race is not None else {})}
         path = self.directory / SEARCH_FILE
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
@@ -320,14 +386,44 @@ def run_search(study: Study, directory: Path, raw: RawDataset | None, *,
         if stop_requested() or search.inflight or search._counted() < study.search.trials:  # type: ignore[union-attr]
             search.write()
             return outcome
-        confirm = search.confirm_tasks()
-        if progress is not None and hasattr(progress, "add"):
-            progress.add([t.plan for t in confirm])
-        run_tasks(None, confirm)
-        outcome.complete = not stop_requested() and not any(
-            statuses.get(t.plan.run_id) not in (s.value for s in DONE) for t in confirm)
+        if isinstance(study.search.confirm.repeats, RaceRepeats):  # type: ignore[union-attr]
+            outcome.complete = _race_confirmation(search, run_tasks, progress, stop_requested)
+        else:
+            confirm = search.confirm_tasks()
+            if progress is not None and hasattr(progress, "add"):
+                progress.add([t.plan for t in confirm])
+            run_tasks(None, confirm)
+            outcome.complete = not stop_requested() and not any(
+                statuses.get(t.plan.run_id) not in (s.value for s in DONE) for t in confirm)
         search.write(final=True)
     finally:
         if progress is not None:
             progress.stop()
     return outcome
+
+
+def _race_confirmation(search: _Search, run_tasks: Callable[[Any, list[Task]], None],
+                       progress: Any, stop_requested: Callable[[], bool]) -> bool:
+    """Race the best trials (``confirm.repeats: {min, max, until: decided}``): ``min`` seeds
+    each, then a seed per round for those not significantly worse than the best on the
+    objective (analysis/racing.py: paired tests, alpha spent over the looks, Holm over every
+    pair), until one is separated from the others or each has ``max``. The race is replayed
+    from the store, so a killed search resumes it where it was. True when it finished."""
+    spec = search.spec.confirm.repeats
+    assert isinstance(spec, RaceRepeats)
+    seeds: dict[str, int] | None = None  # None: the first round, min seeds each
+    while True:
+        tasks = search.confirm_tasks(seeds)
+        limits = {name: Limits(spec.min, spec.max) for name in search.outcome.confirmed}
+        if progress is not None and hasattr(progress, "add"):
+            progress.add([t.plan for t in tasks])
+        run_tasks(None, tasks)
+        if stop_requested():
+            return False
+        search.race = race(search.confirm_values(), limits)
+        if search.race.finished:
+            return True
+        wanted = search.race.pending()
+        if wanted == seeds:  # the last round's runs are not all done: a run failed
+            return False
+        seeds = wanted

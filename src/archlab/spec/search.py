@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from archlab.fields import MAX_NAME_LENGTH, MAX_REPEATS, NonNegInt, PosInt, Strict
+from archlab.fields import MAX_NAME_LENGTH, ConfirmRepeats, NonNegInt, PosInt, Strict
 from archlab.spec.sweep import _check, _set
 
 if TYPE_CHECKING:
@@ -201,10 +201,12 @@ class Pruner(Strict):
 
 class Confirm(Strict):
     """Re-run the ``top`` best trials with ``repeats`` seeds (repeat i of every model shares a
-    seed) before a winner is named: one lucky seed is not a result."""
+    seed) before a winner is named: one lucky seed is not a result. ``repeats`` may be a race
+    (``{min: 3, max: 10, until: decided}``): trials significantly worse than the best on the
+    objective stop getting seeds (docs/statistics.md)."""
 
     top: PosInt = 3
-    repeats: Annotated[int, Field(strict=True, ge=2, le=MAX_REPEATS)] = 5
+    repeats: ConfirmRepeats = 5
 
 
 class SearchSpec(Strict):
