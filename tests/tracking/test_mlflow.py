@@ -114,7 +114,8 @@ def test_a_half_written_export_is_replaced_and_unfinished_runs_left_out(
     uri = f"sqlite:///{tmp_path / 'ml.db'}"
     runs = [r for r, _ in _runs(study)]
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("track")
+    # artifacts in tmp_path: without artifact_location MLflow puts them in ./mlruns
+    exp = client.create_experiment("track", artifact_location=(tmp_path / "art").as_uri())
     half = client.create_run(exp, tags={"archlab.run_id": runs[0].run_id})
     client.log_metric(half.info.run_id, "loss", 99.0, step=1)
     with sqlite3.connect(study / STORE_FILE) as db:  # a run killed before it finished
