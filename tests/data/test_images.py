@@ -14,7 +14,7 @@ from PIL import Image
 
 from archlab.data.images import BadImage, decode_image, decode_listing
 from archlab.datasets import FolderSource
-from archlab.datasets.scan import list_folder
+from archlab.datasets.listing import list_folder
 from archlab.errors import DataError
 from tests.imagefiles import write_folder
 

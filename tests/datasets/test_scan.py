@@ -1,4 +1,5 @@
-"""archlab.datasets.scan: a user's source listed and its record derived, without decoding."""
+"""archlab.datasets.listing and scan: a user's source listed and its record derived, without
+decoding."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from PIL import Image
 
 import archlab
 from archlab.datasets import FolderSource, record_of
-from archlab.datasets.scan import list_csv, list_folder, list_images, split_counts
+from archlab.datasets.listing import (
+    image_extensions,
+    list_csv,
+    list_folder,
+    list_images,
+    split_counts,
+)
 from archlab.errors import DataError, SpecError
 from tests.imagefiles import write_csv, write_folder, write_idx, write_npz
 
@@ -39,7 +46,7 @@ def test_files_are_found_recursively_sorted_hidden_skipped_extensions_any_case(
                    ".tiff": "TIFF"}[path.suffix.lower()]
             Image.new("L", (4, 4)).save(path, format=fmt)
     found = [p.relative_to(tmp_path / "b").as_posix()
-             for p in list_images(tmp_path / "b", archlab.datasets.scan.image_extensions())]
+             for p in list_images(tmp_path / "b", image_extensions())]
     assert found == ["1.jpg", "2.PNG", "deep/0.bmp", "x.tiff", "y.webp", "z.Gif"]
 
 

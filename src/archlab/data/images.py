@@ -7,7 +7,7 @@ padded with zeros (``pad_to_aspect_ratio``) to the target's aspect ratio around 
 then resized with the asked filter (Pillow's: it smooths when it shrinks, TensorFlow's
 resize does not, so resized pixels differ a little from Keras's). Images whose mode holds
 values no colour mode can take without guessing (16-bit, float, CMYK, ...) are refused, as are
-images larger than :data:`~archlab.datasets.scan.MAX_IMAGE_PIXELS` (before decoding).
+images larger than :data:`~archlab.datasets.listing.MAX_IMAGE_PIXELS` (before decoding).
 
 The decoded arrays of a source are cached under ``<cache>/decoded/<key>/``: ``images.npy``,
 ``labels.npy`` and ``manifest.json`` (the listing's path, label, split, size and mtime per file,
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from archlab.datasets.scan import (
+from archlab.datasets.listing import (
     MAX_IMAGE_PIXELS,
     ImageEntry,
     Listing,

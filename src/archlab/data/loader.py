@@ -34,7 +34,7 @@ from archlab.data.idx import check_file, find_file, read_idx
 from archlab.data.raw import RawDataset
 from archlab.data.sources import load_source
 from archlab.datasets import DatasetInfo, Source, dataset_info
-from archlab.datasets.scan import ENV_CACHE_DIR, cache_root
+from archlab.datasets.listing import ENV_CACHE_DIR, cache_root
 from archlab.errors import DataError
 
 __all__ = [

@@ -17,14 +17,9 @@ from archlab.data.idx import parse_idx, read_verified
 from archlab.data.images import decode_listing, sha256_of
 from archlab.data.raw import RawDataset
 from archlab.datasets import CsvSource, DataFile, DatasetInfo, FolderSource, IdxSource, NpzSource
-from archlab.datasets.scan import (
-    Listing,
-    derive_record,
-    find_idx_files,
-    idx_header,
-    listing_of,
-    stratified_split,
-)
+from archlab.datasets.arrays import find_idx_files, idx_header
+from archlab.datasets.listing import Listing, listing_of, stratified_split
+from archlab.datasets.scan import derive_record
 from archlab.errors import DataError
 
 __all__ = ["load_source"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from archlab.data.loader import RawDataset
-from archlab.datasets.scan import stratified_split
+from archlab.datasets.listing import stratified_split
 from archlab.errors import DataError
 from archlab.spec import DataSpec, Normalize
 
