@@ -116,9 +116,7 @@ class RunConfig(Strict):
                                       "train": self.train.to_config(),
                                       "models": {self.model: {"layers":
                                                               self.to_json()["layers"]}}})
-        if self.dataset is not None:
-            study.data._info = self.dataset.info()
-        return study
+        return study.with_dataset(self.dataset.info()) if self.dataset is not None else study
 
 
 def bind_data(study: Study, config: RunConfig) -> Study:
