@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.racing import SPENDING_POWER, Limits, Race, race
+from archlab.data import load_dataset
 from archlab.errors import ArchlabError
 from archlab.fields import RaceRepeats, repeat_bounds
 from archlab.run.config import RunPlan
 from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir
-from archlab.run.study import Stop, StudyOutcome, _load, run_study
+from archlab.run.study import Stop, StudyOutcome, run_study
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunRecord, RunStatus, Store
 
@@ -238,7 +239,7 @@ def run_race(
         while True:
             if dataset is None and (outcome.rounds or study.data.source is not None
                                     or not (directory / STORE_FILE).exists()):
-                dataset = _load(study, data_dir)  # once, not again by every round's run_study
+                dataset = load_dataset(study.data.dataset, data_dir)  # once, not every round
             done = run_study(race_study(study, seeds), directory, data_dir=data_dir, jobs=jobs,
                              threads=threads, progress=progress, device=device, stop=stop,
                              dataset=dataset, pack=pack, precision=precision,

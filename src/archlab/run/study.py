@@ -88,21 +88,14 @@ def run_study(
     ``executor``: a :class:`~archlab.run.ray_executor.RayExecutor` runs each run as a Ray
     task (docs/ray.md; ``jobs`` and packing do not apply, ``threads`` and ``device`` come
     from its resources); None: this machine's processes. A study whose models race
-    (``repeats: {min, max, until: decided}``) and no ``repeats`` given is raced by
-    :func:`archlab.run.race.run_race` (its budget and correction at their defaults).
+    (``repeats: {min, max, until: decided}``) runs its plan here: the race's first round;
+    :func:`archlab.run.run_study` (and ``archlab.run_study``) race it.
 
     Raises :class:`ArchlabError` (nothing written) for bad counts, an unusable output path or
     a missing or corrupt dataset; :class:`~archlab.run.lock.StudyBusyError` when another
     process uses the directory; :class:`~archlab.errors.DiskFullError` when the disk fills
     up (finished runs are kept: free space and call again).
     """
-    if repeats is None:
-        from archlab.run.race import race_limits, run_race
-
-        if race_limits(study) is not None:  # repeats {min, max, until: decided}: docs/spec.md
-            return run_race(study, out, data_dir=data_dir, jobs=jobs, threads=threads,
-                            progress=progress, device=device, stop=stop, dataset=dataset,
-                            pack=pack, precision=precision, executor=executor)
     _check_count("jobs", jobs)
     if threads is not None:
         _check_count("threads", threads)
