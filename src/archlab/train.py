@@ -99,7 +99,7 @@ def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] |
 
     NHWC weights make oneDNN pick NHWC activations too: faster for some models, slower for
     others (layout copies around Flatten and dropout). Which one is measured per model by
-    :func:`archlab.run.projection.channels_last_faster` (a few timed steps each way on
+    :func:`archlab.layout.channels_last_faster` (a few timed steps each way on
     synthetic input of ``input_shape`` (H, W, C), cached per machine); without
     ``input_shape`` a conv model gets NHWC. ``$ARCHLAB_CHANNELS_LAST`` (0 or 1) forces it.
     Returns the choice. A run's checkpoint records it, so a resumed run keeps its layout.
@@ -112,7 +112,7 @@ def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] |
     elif input_shape is None:
         choice = True
     else:
-        from archlab.run.projection import channels_last_faster
+        from archlab.layout import channels_last_faster
 
         choice = channels_last_faster(module, input_shape, batch_size)
     set_channels_last(module, choice)

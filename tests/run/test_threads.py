@@ -31,7 +31,7 @@ from archlab.train import (
 CORES = os.cpu_count() or 1
 #: the module (archlab.run re-exports its function environment() under the same name)
 env_mod = importlib.import_module("archlab.run.environment")
-projection = importlib.import_module("archlab.run.projection")
+layout = importlib.import_module("archlab.layout")
 
 
 def test_default_threads_leaves_busy_cores_alone() -> None:
@@ -117,8 +117,8 @@ def test_layout_probe_is_cached_and_skipped_for_4d_dropout(
         timed.append(1)
         return {False: 1.0, True: 2.0}  # NCHW twice as fast
 
-    monkeypatch.setattr(projection, "_time_layouts", fake_timing)
-    monkeypatch.setattr(projection, "_layouts", {})
+    monkeypatch.setattr(layout, "_time_layouts", fake_timing)
+    monkeypatch.setattr(layout, "_layouts", {})
     # TINY's cnn drops out conv activations: the layout decides its masks, so NHWC, untimed.
     built = archlab.build_model(tiny, "cnn", seed=0)
     assert prefer_channels_last(built.module, built.input_shape) is True
@@ -128,8 +128,8 @@ def test_layout_probe_is_cached_and_skipped_for_4d_dropout(
     rng = torch.get_rng_state()
     assert prefer_channels_last(built.module, built.input_shape) is False  # the faster one
     assert torch.equal(torch.get_rng_state(), rng)  # the run's dropout stream untouched
-    assert timed == [1] and (tmp_path / projection.LAYOUT_CACHE_FILE).exists()
-    monkeypatch.setattr(projection, "_layouts", {})  # a new process: read from the file
+    assert timed == [1] and (tmp_path / layout.LAYOUT_CACHE_FILE).exists()
+    monkeypatch.setattr(layout, "_layouts", {})  # a new process: read from the file
     again = archlab.build_model(study, "cnn", seed=0)
     assert prefer_channels_last(again.module, again.input_shape) is False
     assert timed == [1]

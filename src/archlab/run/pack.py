@@ -22,20 +22,14 @@ import torch
 
 from archlab.data import Tensors
 from archlab.errors import StoreError
+from archlab.machine import load_per_core, read_cache, timings_cache_path
 from archlab.model import BuiltModel, build_model
 from archlab.packed import fit_packed, pack_blocker
 from archlab.run.checkpoint import CheckpointError, _read, load_checkpoint, save_checkpoint
 from archlab.run.config import RunPlan
 from archlab.run.environment import environment
 from archlab.run.execute import Interrupted, RunContext, peak_rss_bytes, record_result
-from archlab.run.projection import (
-    _key,
-    _read_cache,
-    _write_cache,
-    load_per_core,
-    projected_seconds,
-    timings_cache_path,
-)
+from archlab.run.projection import _key, _write_cache, projected_seconds
 from archlab.spec import Study
 from archlab.store import CHECKPOINT_FILE, RunStatus, Store
 from archlab.train import TrainState, fit
@@ -157,7 +151,7 @@ def pack_probe(study: Study, model: str, n: int, *, device: str = "cpu",
     path = timings_cache_path()
     key = _probe_key(study, model, n, device)
     if use_cache:
-        entry = _read_cache(path).get(key)
+        entry = read_cache(path).get(key)
         if isinstance(entry, dict):
             try:
                 return PackProbe(**entry, cached=True)

@@ -20,13 +20,10 @@ busy machine is flagged in the CLI's note under the table.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,15 +31,22 @@ from typing import Any
 
 import torch
 
+from archlab.machine import (
+    CACHE_FILE,
+    cpu_model,
+    load_per_core,
+    put_cache,
+    read_cache,
+    timings_cache_path,
+)
 from archlab.model import build_model
 from archlab.spec import Study
 
 __all__ = ["BUSY_LOAD_PER_CORE", "CACHE_FILE", "MIN_CPU_SHARE", "MODEL_ERROR", "SPREAD_LIMIT",
-           "StepTiming", "channels_last_faster", "cpu_clock", "load_per_core",
+           "StepTiming", "cpu_clock", "load_per_core",
            "projected_range", "projected_seconds", "projection_note", "step_timing",
            "timings_cache_path"]
 
-CACHE_FILE = "step-timings.json"
 #: Spread of the timed steps ((slowest - fastest) / median) above which they "vary a lot".
 SPREAD_LIMIT = 0.5
 #: 1-minute load average per core above which the machine counts as busy.
@@ -54,8 +58,6 @@ MIN_CPU_SHARE = 0.85
 #: data, evaluates, checkpoints and starts its process; measured on quickstart in
 #: docs/performance.md ("Projected time before training").
 MODEL_ERROR = 0.35
-#: Entries kept in the cache file (oldest dropped first).
-MAX_ENTRIES = 1000
 #: Timed steps stop after this many seconds (at least two are timed, to see the spread).
 STEP_BUDGET_S = 3.0
 #: A model whose step would take over 4x this (by its MACs at :data:`ASSUMED_MACS_PER_S`) is
@@ -135,28 +137,6 @@ def _share(before: tuple[float, float] | None, after: tuple[float, float] | None
     return ran / (ran + waited)
 
 
-def load_per_core() -> float | None:
-    """The machine's 1-minute load average divided by its CPU count (None where unknown)."""
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except (OSError, AttributeError):
-        return None
-
-
-def timings_cache_path() -> Path:
-    from archlab.data import default_cache_dir
-
-    return default_cache_dir() / CACHE_FILE
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _key(study: Study, model: str, device: str) -> str:
     from archlab import __version__
 
@@ -166,42 +146,12 @@ def _key(study: Study, model: str, device: str) -> str:
              "dataset": study.data.dataset_name, "input": list(study.data.info.image_shape),
              "device": device,
              "threads": torch.get_num_threads(), "torch": torch.__version__,
-             "archlab": __version__, "cpu": _cpu_model()}
+             "archlab": __version__, "cpu": cpu_model()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, unreadable or damaged: start afresh
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
-    _put_cache(path, key, {k: v for k, v in asdict(timing).items() if k != "cached"})
-
-
-def _put_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Store ``entry`` under ``key`` in the cache file ``path``, keeping the newest
-    MAX_ENTRIES entries (by ``measured_at``)."""
-    entries = _read_cache(path)
-    entries[key] = entry
-    if len(entries) > MAX_ENTRIES:
-        ordered = sorted(entries.items(), key=lambda kv: kv[1].get("measured_at", 0.0))
-        entries = dict(ordered[-MAX_ENTRIES:])
-    # A cache is an optimisation: a read-only home must not stop a run.
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic: a reader (another archlab) sees the old file or the new one, never half.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(entries, fh)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    put_cache(path, key, {k: v for k, v in asdict(timing).items() if k != "cached"})
 
 
 def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
@@ -307,7 +257,7 @@ def step_timing(study: Study, model: str, *, steps: int = 3, device: str = "cpu"
     key = _key(study, model, device)
     cached: StepTiming | None = None
     if use_cache and not retime:
-        entry = _read_cache(path).get(key)
+        entry = read_cache(path).get(key)
         if isinstance(entry, dict):
             try:
                 cached = StepTiming(**entry, cached=True)
@@ -402,116 +352,3 @@ def projection_note() -> str | None:
         return None
     return ("the projection is unsure: " + "; ".join(reasons) + ". Timings are cached per "
             "machine when archlab got its CPU share; `--retime` measures them again")
-
-
-# --- The layout probe: NHWC or NCHW, per model (used by archlab.train.prefer_channels_last) ---
-
-LAYOUT_CACHE_FILE = "layouts.json"
-#: NHWC is chosen only when its steps are at least this much faster (ties keep plain NCHW).
-LAYOUT_MARGIN = 0.05
-#: Seconds of timed steps per probe, both layouts together (at least one step each).
-LAYOUT_BUDGET_S = 2.0
-_layouts: dict[str, bool] = {}  # this process's decisions: one model, one layout
-
-
-def _layout_key(module: torch.nn.Module, input_shape: tuple[int, ...], batch: int,
-                device: str) -> str:
-    ident = {"module": repr(module), "input": list(input_shape), "batch": batch,
-             "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-             "cpu": _cpu_model()}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _time_layouts(module: torch.nn.Module, input_shape: tuple[int, ...], batch: int,
-                  device: torch.device) -> dict[bool, float]:
-    """Median seconds of a forward+backward step per layout, on copies of ``module``."""
-    import copy
-
-    h, w, c = input_shape
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, c, h, w, generator=gen).to(device)
-    # One copy, switched between layouts outside the timed region: a big model (m10's 38 M
-    # parameters) must not hold two extra copies and their gradients.
-    m = copy.deepcopy(module).train()
-    inputs = {False: x, True: x.contiguous(memory_format=torch.channels_last)}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def step(cl: bool) -> float:
-        m.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
-        xb = inputs[cl]
-        t0 = time.perf_counter()
-        m(xb).float().logsumexp(1).mean().backward()
-        sync()
-        m.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
-
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for cl in (False, True):
-        step(cl)  # warm-up: allocation, oneDNN kernel selection
-    started = time.perf_counter()
-    for r in range(7):  # interleaved, alternating order: drift hits both layouts alike
-        for cl in ((False, True) if r % 2 == 0 else (True, False)):
-            times[cl].append(step(cl))
-        if time.perf_counter() - started > LAYOUT_BUDGET_S:
-            break
-    return {cl: statistics.median(ts) for cl, ts in times.items()}
-
-
-def _layout_draws(module: torch.nn.Module, input_shape: tuple[int, ...]) -> bool:
-    """Whether a random layer of ``module`` (Dropout, GaussianNoise) sees a 4-D input: its
-    draws then fill memory order (``bernoulli_``, ``randn_like``), so NHWC and NCHW draw
-    different masks from the same seed, and the layout would change the run's numbers."""
-    import copy
-
-    probe = copy.deepcopy(module).eval()  # shapes only: eval draws nothing
-    seen: list[int] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dim()))
-             for m in probe.modules()
-             if isinstance(m, torch.nn.Dropout | torch.nn.AlphaDropout)  # archlab's too
-             or "Noise" in type(m).__name__]
-    if not hooks:
-        return False
-    h, w, c = input_shape
-    device = next(probe.parameters()).device
-    with torch.no_grad():
-        probe(torch.zeros(2, c, h, w, device=device))
-    return any(d >= 4 for d in seen)
-
-
-def channels_last_faster(module: torch.nn.Module, input_shape: tuple[int, ...],
-                         batch_size: int) -> bool:
-    """Whether ``module`` should train in NHWC rather than NCHW here.
-
-    A model whose random layers see 4-D activations keeps NHWC, as archlab always trained
-    conv models (:func:`_layout_draws`: the layout decides its dropout masks, so choosing it
-    by a timing would change the run's numbers). Any other model gets whichever layout ran
-    faster: forward+backward steps timed both ways (interleaved) on a copy and synthetic
-    input (batch up to 32), NHWC only when :data:`LAYOUT_MARGIN` faster; the global RNG is
-    forked, so the run's dropout stream is untouched. Either way the layout changes the
-    run's numbers by float rounding only. Cached like step timings (a JSON file beside them,
-    and in this process), keyed by the module, input shape, batch, device, torch threads,
-    torch version and CPU model.
-    """
-    try:
-        device = next(module.parameters()).device
-    except StopIteration:
-        return False
-    batch = max(1, min(batch_size, 32))
-    key = _layout_key(module, tuple(input_shape), batch, str(device))
-    if key in _layouts:
-        return _layouts[key]
-    path = timings_cache_path().with_name(LAYOUT_CACHE_FILE)
-    cached = _read_cache(path).get(key)
-    if isinstance(cached, dict) and isinstance(cached.get("channels_last"), bool):
-        _layouts[key] = cached["channels_last"]
-        return _layouts[key]
-    if _layout_draws(module, tuple(input_shape)):
-        _layouts[key] = True
-        return True
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        t = _time_layouts(module, tuple(input_shape), batch, device)
-    choice = t[True] < t[False] * (1 - LAYOUT_MARGIN)
-    _layouts[key] = choice
-    _put_cache(path, key, {"channels_last": choice, "nchw_s": t[False], "nhwc_s": t[True],
-                           "load_per_core": load_per_core(), "measured_at": time.time()})
-    return choice
