@@ -72,7 +72,8 @@ def run_worker(peer: str, job: dict, timeout: float, xla_dump: Path | None = Non
     if xla_dump is not None and peer in ("tf", "tf-xla", "jax"):
         env["XLA_FLAGS"] = (f"--xla_dump_to={xla_dump / (peer + '-' + job['name'])} "
                             "--xla_dump_hlo_as_text")
-    env["OMP_NUM_THREADS"] = str(job["threads"])
+    if job["threads"]:  # 0: each engine's own default
+        env["OMP_NUM_THREADS"] = str(job["threads"])
     if job.get("variant") == "omp-passive":  # idle OpenMP threads sleep instead of spinning
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         job = dict(job, variant="eager")
@@ -132,7 +133,10 @@ def kept_runs(runs: list[dict], limit: float) -> tuple[list[dict], bool]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=CORES, help="threads per run (default: cores)")
+    ap.add_argument("--threads", type=int, default=CORES,
+                    help="threads per run (default: cores); 0: each engine's own default "
+                         "(archlab: the cores other processes leave free, as archlab run "
+                         "chooses; TensorFlow, JAX, torch: every core)")
     ap.add_argument("--steps", type=int, help="timed steps per run (default: per model)")
     ap.add_argument("--warmup", type=int, help="warm-up steps per run (default: per model)")
     ap.add_argument("--scale", type=float, default=1.0,
@@ -197,7 +201,7 @@ def main() -> None:
         gemms: list[dict] = []
         versions: dict[str, str] = {}
         for rnd in range(args.rounds):
-            gemms.append(gemm_peak(args.threads, bg_pid))
+            gemms.append(gemm_peak(args.threads or CORES, bg_pid))
             g = gemms[-1]
             print(f"round {rnd + 1}: GEMM {g['gflops']:.1f} GFLOP/s "
                   f"(foreign {g['foreign_share']:.2f})", flush=True)
@@ -214,8 +218,8 @@ def main() -> None:
                     versions.setdefault(peer, r.get("version") or r.get("torch", ""))
                     flag = "" if r["foreign_share"] <= args.max_foreign else "  (dropped)"
                     print(f"  {name:<11}{peer:<17}{r['samples_per_s']:>10,.0f} samples/s  "
-                          f"foreign {r['foreign_share']:.2f}  own {r['own_cpu_share']:.2f}"
-                          f"{flag}", flush=True)
+                          f"foreign {r['foreign_share']:.2f}  own {r['own_cpu_share']:.2f}  "
+                          f"threads {r.get('threads', '?')}{flag}", flush=True)
         summarize(args, models, peers, runs, gemms, versions)
     finally:
         if background is not None:
@@ -230,7 +234,7 @@ def summarize(args, models, peers, runs, gemms, versions) -> None:
     kept_all = [r for r in all_runs if r["foreign_share"] <= args.max_foreign]
     print()
     print(f"versions: {', '.join(f'{p} {v}' for p, v in versions.items())}")
-    print(f"GEMM peak (fp32 2048x2048 matmul, {args.threads} threads): {peak:.1f} GFLOP/s "
+    print(f"GEMM peak (fp32 2048x2048 matmul, {args.threads or CORES} threads): {peak:.1f} GFLOP/s "
           f"(median of {len(gkept)}{' noisy' if gnoisy else ''} rounds)")
     print(f"runs: {len(all_runs)}, dropped for foreign share > {args.max_foreign}: "
           f"{len(all_runs) - len(kept_all)}; median foreign share of those kept: "

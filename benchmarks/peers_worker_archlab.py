@@ -46,7 +46,12 @@ def main() -> None:
     from archlab.data.tensors import Preprocess
     from archlab.train import fit
 
-    torch.set_num_threads(job["threads"])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    else:  # archlab's own choice, as `archlab run` makes it: the cores others leave free
+        from archlab.run.environment import default_threads
+
+        torch.set_num_threads(default_threads(1))
     config = {"name": "peers", "data": {"dataset": "mnist", "validation": "test"},
               "train": {"optimizer": job["optimizer"], "batch_size": job["batch_size"],
                         "epochs": 1, "loss": "sparse_categorical_crossentropy"},

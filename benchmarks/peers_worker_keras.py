@@ -36,8 +36,9 @@ def main() -> None:
                                    "=false intra_op_parallelism_threads=1").strip()
     if backend == "tensorflow":
         import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        if threads:  # else TensorFlow's default
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         version = tf.__version__
     else:
         import jax

@@ -67,7 +67,8 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(job["threads"])
+    if job["threads"]:  # else torch's default: every core
+        torch.set_num_threads(job["threads"])
     torch.manual_seed(job["seed"])
     model = build(job["layers"], torch)
     o = job["optimizer"]

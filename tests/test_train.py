@@ -285,6 +285,37 @@ def test_relu_after_pool_gives_the_same_loss_and_gradients_and_is_undone() -> No
     assert all(torch.equal(a, b) for a, b in zip(grads, grads2, strict=True))
 
 
+def test_in_place_relus_give_the_same_loss_and_gradients_and_are_undone() -> None:
+    import torch.nn.functional as F
+
+    from archlab.train import relu_after_pool, set_channels_last
+
+    layers = [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+              {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+              {"MaxPooling2D": {"pool_size": 2}}, "Flatten",
+              {"Dense": {"units": 16, "activation": "relu"}}, "BatchNormalization",
+              {"Dense": {"units": 10, "activation": "softmax"}}]
+    built = fresh(study_with({}, layers))
+    set_channels_last(built.module, True)
+    before = repr(built.module)
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(2)) - 0.3
+    y = torch.arange(16) % 10
+
+    def step() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss = F.cross_entropy(built.module(x), y)
+        return loss, list(torch.autograd.grad(loss, list(built.module.parameters())))
+
+    loss, grads = step()
+    with relu_after_pool(built.module) as moved:
+        assert moved == 1  # the second conv's ReLU; the first conv's and Dense's run in place
+        assert sum(isinstance(m, torch.nn.ReLU) and m.inplace
+                   for m in built.module.modules()) == 2
+        loss2, grads2 = step()
+    assert repr(built.module) == before
+    assert torch.equal(loss, loss2)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads2, strict=True))
+
+
 def test_the_final_evaluation_reuses_the_last_validation_and_its_predictions(
         sample: Tensors) -> None:
     from archlab.train import predict_proba
@@ -304,3 +335,25 @@ def test_the_final_evaluation_reuses_the_last_validation_and_its_predictions(
                 evaluate(built, xs, ys, tensors.pre), split
         assert result.test_proba is not None
         assert torch.equal(result.test_proba, predict_proba(built, tensors.x_test, tensors.pre))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+def test_the_dense_plan_on_cuda_agrees_with_autograd(
+        sample: Tensors, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not run here (no GPU in this project's sessions): the same kernels are called on CUDA,
+    but cuBLAS promises no bit-identity between calls, so this asks for agreement only."""
+    from archlab.train import DENSE_PLAN_ENV
+
+    layers, optimizer = PLANNED["tanh-dropout-adam"]
+    study = study_with({"optimizer": optimizer, "batch_size": 50, "epochs": 2}, layers)
+    data = small(sample, 600, 100).to("cuda")
+
+    def run() -> dict[str, float]:
+        built = fresh(study)
+        built.module.to("cuda")
+        torch.manual_seed(SEED)
+        return fit(built, data, study.train_for("m"), SEED).final
+
+    planned = run()
+    monkeypatch.setenv(DENSE_PLAN_ENV, "0")
+    assert run() == pytest.approx(planned, rel=1e-5, abs=1e-6)

@@ -45,24 +45,28 @@ def eval_batch_for(built: BuiltModel) -> int:
     return max(1, min(EVAL_BATCH, int(EVAL_MEMORY // max(1.0, per_image))))
 
 
-_MALLOC_TUNED = False
+_LIBC: Any = None  # glibc, once keep_freed_memory has tuned its malloc
 
 
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the
-    system (once per process; False where it cannot: not glibc, or refused).
+    system (once per process; False where it cannot: not glibc, or refused, or
+    ``$ARCHLAB_KEEP_FREED_MEMORY=0``).
 
-    A training step frees and allocates the same large activation buffers every batch. By
-    default glibc serves each allocation over its mmap threshold (dynamic, at most 32 MiB)
-    with a fresh mmap and returns it on free, so every step touches new pages: a 2-epoch
-    keras-mnist-cnn run took 22 million page faults and 36 s of system time for 132 s of
-    user time. With the thresholds raised, freed blocks are reused from the heap (what
-    tcmalloc or jemalloc do, and TensorFlow's own allocator): 17 % less CPU per step there
-    (docs/performance.md). Peak memory is what the run needs at its peak; the heap is not
-    trimmed back after it."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
+    A training step frees and allocates the same large activation buffers every batch, and an
+    evaluation chunk hundreds of megabytes of them. By default glibc serves each allocation
+    over its mmap threshold (dynamic, at most 32 MiB) with a fresh mmap and unmaps it on free,
+    and trims the heap's free top, so those buffers are page-faulted anew each time: a 2-epoch
+    keras-mnist-cnn study on 2 threads spent 20.6 s of system time (70.7 s wall). With both
+    thresholds at 1 GiB freed blocks are reused (what tcmalloc or jemalloc do, and
+    TensorFlow's own allocator): 1.0 s of system time, 57.3 s wall. The heap then keeps what
+    it held at its peak; :func:`release_freed_memory` hands the free part back between
+    training and evaluation (docs/performance.md: the peak memory this costs)."""
+    global _LIBC
+    if _LIBC is not None:
         return True
+    if os.environ.get("ARCHLAB_KEEP_FREED_MEMORY", "").strip() == "0":  # benchmarks
+        return False
     try:
         import ctypes
 
@@ -72,8 +76,17 @@ def keep_freed_memory() -> bool:
             and libc.mallopt(m_trim_threshold, 1 << 30) == 1
     except (OSError, AttributeError):
         ok = False
-    _MALLOC_TUNED = ok
+    if ok:
+        _LIBC = libc
     return ok
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the system (``malloc_trim``), where
+    :func:`keep_freed_memory` kept it: between training steps and an evaluation, so that the
+    heap's peak is the larger of the two, not their sum."""
+    if _LIBC is not None and os.environ.get("ARCHLAB_KEEP_FREED_MEMORY", "") != "notrim":
+        _LIBC.malloc_trim(0)
 
 
 #: Set to 0 or 1 to force the layout of every conv model (benchmarks; no probe is timed).
@@ -138,14 +151,15 @@ def single_dense_plan(built: BuiltModel) -> Any:
 
 
 class _PoolReLU(torch.nn.Module):
-    """MaxPooling2D, then the ReLU of the conv before it (:func:`relu_after_pool`)."""
+    """MaxPooling2D, then the ReLU of the conv before it (:func:`relu_after_pool`), in place:
+    the pool's backward reads its input and indices, not its output."""
 
     def __init__(self, pool: torch.nn.Module, relu: torch.nn.Module) -> None:
         super().__init__()
         self.pool, self.relu = pool, relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.pool(x))
+        return torch.relu_(self.pool(x))
 
 
 @contextlib.contextmanager
@@ -156,7 +170,7 @@ def relu_after_pool(module: torch.nn.Module) -> Iterator[int]:
     give 0 and both send it no gradient), forward and backward bit for bit, with the ReLU and
     its backward on a quarter of the values. Yields how many pairs it moved; the module is
     put back as it was on exit (its structure is what summaries, exports and layer-by-layer
-    tests see)."""
+    tests see). The ReLUs that stay in their block run in place meanwhile."""
     moved: list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]] = []
     for seq in module.modules():
         if not isinstance(seq, torch.nn.Sequential):
@@ -172,9 +186,20 @@ def relu_after_pool(module: torch.nn.Module) -> Iterator[int]:
                 block.act = None
                 seq._modules[b] = _PoolReLU(pool, relu)
                 moved.append((seq, b, block, relu))
+    # A block's own ReLU (conv or Dense, without an activity regularizer) runs in place: its
+    # core's backward reads its input and weights, never its output, so the values and
+    # gradients are the same, with one activation-sized tensor less to write per layer.
+    inplace = [m.act for m in module.modules()
+               if type(m).__name__ == "_Block" and type(m.act) is torch.nn.ReLU
+               and m.activity is None and not m.act.inplace
+               and isinstance(m.core, torch.nn.Conv2d | torch.nn.Linear)]
+    for relu in inplace:
+        relu.inplace = True
     try:
         yield len(moved)
     finally:
+        for relu in inplace:
+            relu.inplace = False
         for seq, b, block, relu in moved:
             seq._modules[b] = seq._modules[b].pool  # type: ignore[union-attr]
             block.act = relu
@@ -196,8 +221,10 @@ def evaluate(built: BuiltModel, x: torch.Tensor, y: torch.Tensor,
     ``proba``, when given, receives the class probabilities, as :func:`predict_proba` computes
     them (the same chunks), in one tensor. Runs under ``torch.inference_mode``."""
     parts: list[torch.Tensor] | None = [] if proba is not None else None
+    release_freed_memory()  # what training steps freed: not kept through the evaluation
     with torch.inference_mode():
         result = _evaluate(built, x, y, pre, parts)
+    release_freed_memory()
     if proba is not None and parts is not None:
         proba.append(torch.cat(parts))  # outside inference mode: an ordinary tensor
     return result
