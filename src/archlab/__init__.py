@@ -63,6 +63,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # Notebooks (issue 17): results with DataFrames and figures; a study stopped by Ctrl-C.
     "Results": ("archlab.notebook", "Results"),
     "StudyInterrupted": ("archlab.notebook", "StudyInterrupted"),
+    # Any image data (issue 15): the user's sources as a study names them, and their records.
+    "CsvSource": ("archlab.datasets", "CsvSource"),
+    "FolderSource": ("archlab.datasets", "FolderSource"),
+    "IdxSource": ("archlab.datasets", "IdxSource"),
+    "NpzSource": ("archlab.datasets", "NpzSource"),
+    "record_of": ("archlab.datasets", "record_of"),
 }
 
 __all__ = [
@@ -114,6 +120,11 @@ __all__ = [
     "preprocess_images",
     "Results",
     "StudyInterrupted",
+    "CsvSource",
+    "FolderSource",
+    "IdxSource",
+    "NpzSource",
+    "record_of",
 ]
 
 
@@ -148,7 +159,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         load_dataset,
         locate_dataset,
     )
-    from archlab.datasets import DATASETS, DatasetInfo, dataset_info
+    from archlab.datasets import (
+        DATASETS,
+        CsvSource,
+        DatasetInfo,
+        FolderSource,
+        IdxSource,
+        NpzSource,
+        dataset_info,
+        record_of,
+    )
     from archlab.describe import summary_text
     from archlab.errors import ArchlabError, DataError, SpecError, StoreError
     from archlab.inference import (
