@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from archlab.data import Tensors
+from archlab.data.tensors import Preprocess
 from archlab.errors import StoreError
 from archlab.machine import load_per_core, read_cache, timings_cache_path
 from archlab.model import BuiltModel, build_model
@@ -69,8 +70,9 @@ class PackProbe:
 
 
 #: Bumped when the packed trainer changes how fast it runs (2: Dense stacks as batched
-#: matmuls with a written-out backward pass): older cached probes are then measured again.
-PROBE_FORMAT = 2
+#: matmuls with a written-out backward pass; 3: a separate MLP run takes the dense plan too,
+#: its optimizer step without the wrapper): older cached probes are then measured again.
+PROBE_FORMAT = 3
 
 
 def _probe_key(study: Study, model: str, n: int, device: str) -> str:
@@ -87,11 +89,12 @@ def _synthetic(built: BuiltModel, batches: int, batch_size: int, device: str) ->
     gen = torch.Generator().manual_seed(0)
 
     def part(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.rand(size, c, h, w, generator=gen).to(device),
+        return (torch.rand(size, h, w, c, generator=gen).to(device),  # images as Tensors hold
                 torch.randint(0, classes, (size,), generator=gen).to(device))
 
     (xt, yt), (xv, yv), (xs, ys) = part(batches * batch_size), part(batch_size), part(batch_size)
-    return Tensors(xt, yt, xv, yv, xs, ys, tuple(str(i) for i in range(classes)), False)
+    return Tensors(xt, yt, xv, yv, xs, ys, tuple(str(i) for i in range(classes)), False,
+                   Preprocess("float"))  # already float: made NCHW per batch
 
 
 def _measure(study: Study, model: str, n: int, device: str, steps: int,
