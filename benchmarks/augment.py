@@ -46,7 +46,7 @@ def main() -> None:
     augmented = study(args.batch, AUGMENTATION)
     data = prepare_tensors(load_dataset("mnist-sample"), augmented.data, augmented.seed)
     augment = Augmenter(augmented.train.augmentation, 1)
-    x = data.x_train[:args.batch]
+    x = data.pre(data.x_train[:args.batch])  # the float NCHW batch the trainer augments
     batch_times = []
     for _ in range(args.repeat * 20):
         t0 = time.perf_counter()
