@@ -176,6 +176,13 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _seeds(c: Comparison) -> str:
+    """'the 3 confirmation seeds', or a raced pair's 'their 5 and 3 confirmation seeds'."""
+    if c.n_best == c.n_other:
+        return f"the {c.n_best} confirmation seeds"
+    return f"their {c.n_best} and {c.n_other} confirmation seeds"
+
+
 def search_lines(s: SearchData) -> list[str]:
     """The search in sentences: trials, pruning, the confirmed winner and its verdicts."""
     states: dict[str, int] = {}
@@ -190,8 +197,8 @@ def search_lines(s: SearchData) -> list[str]:
         lines.append(f"Confirmed winner: {best.model} (trial {best.trial}), {s.objective} "
                      f"{_summary(s.objective, best.objective)} over {seeds} seeds; test "
                      f"accuracy {_summary('test_accuracy', best.test_accuracy)}.")
-        lines += [f"On {s.objective} over their confirmation seeds: "
-                  f"{c.comparison.verdict}" for c in s.confirmed[1:] if c.comparison is not None]
+        lines += [f"On {s.objective} over {_seeds(c.comparison)}: {c.comparison.verdict}"
+                  for c in s.confirmed[1:] if c.comparison is not None]
     elif s.confirmed:
         lines.append("No winner named yet: the confirmation runs are not all done (rerun the "
                      "same command).")
