@@ -9,7 +9,7 @@ its test accuracies into the shared seed effect and each model's own noise (a tw
 decomposition, models x seeds). Each study is then decided twice, by archlab's own code:
 
 - fixed: every model gets ``--max`` seeds; the ranking tests every pair, Holm-corrected
-  (``archlab.analysis.stats.ranking``), and, for comparison, uncorrected;
+  (``archlab.analysis.multiplicity.ranking``), and, for comparison, uncorrected;
 - race: ``repeats: {min, max, until: decided}`` (``archlab.analysis.racing.race``, which the
   real runner replays), its final claims Holm over the race's look-adjusted p-values.
 
@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from archlab.analysis.multiplicity import ranking
 from archlab.analysis.racing import SPENDING_POWER, Limits, race
 from archlab.analysis.results import collect
-from archlab.analysis.stats import ranking
 
 
 @dataclass(frozen=True)

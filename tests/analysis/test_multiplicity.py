@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from archlab.analysis.stats import (
-    adjust_p_values,
-    compare,
-    correction_text,
-    ranking,
-    rankings,
-)
+from archlab.analysis.multiplicity import adjust_p_values, correction_text, ranking, rankings
+from archlab.analysis.stats import compare
 
 # ---------------------------------------------------------------- adjust_p_values
 

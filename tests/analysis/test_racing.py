@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from archlab.analysis.multiplicity import adjust_p_values
 from archlab.analysis.racing import Limits, Race, race, spending_weights
-from archlab.analysis.stats import adjust_p_values
 
 Values = dict[str, dict[int, float | None]]
 

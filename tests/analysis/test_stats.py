@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from archlab.analysis.stats import Comparison, Summary, compare, rank, summarize
+from archlab.analysis.multiplicity import rank
+from archlab.analysis.stats import Comparison, Summary, compare, summarize
 
 # Independent samples with different spreads and sizes (non-degenerate).
 SAMPLES = [

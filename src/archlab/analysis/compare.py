@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.multiplicity import PairKey, Ranking, rankings
 from archlab.analysis.results import ModelResult, StudyResults, collect
-from archlab.analysis.stats import Comparison, PairKey, Ranking, rankings
+from archlab.analysis.stats import Comparison
 from archlab.errors import ArchlabError
 
 __all__ = ["ComparedModel", "StudyComparison", "collect_comparison", "data_text"]

@@ -33,14 +33,8 @@ from itertools import combinations
 import numpy as np
 from scipy import special
 
-from archlab.analysis.stats import (
-    CORRECTIONS,
-    Comparison,
-    PairKey,
-    adjust_p_values,
-    compare,
-    with_correction,
-)
+from archlab.analysis.multiplicity import PairKey, adjust_p_values
+from archlab.analysis.stats import CORRECTIONS, Comparison, compare, with_correction
 
 __all__ = [
     "SPENDING_POWER",

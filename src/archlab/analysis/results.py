@@ -13,15 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archlab.analysis.multiplicity import Ranking, rankings
 from archlab.analysis.racing import SPENDING_POWER, Limits, Race, race
-from archlab.analysis.stats import (
-    CORRECTIONS,
-    Comparison,
-    Ranking,
-    Summary,
-    rankings,
-    summarize,
-)
+from archlab.analysis.stats import CORRECTIONS, Comparison, Summary, summarize
 from archlab.describe import Architecture, describe_architecture
 from archlab.errors import ArchlabError, StoreError
 from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store

@@ -4,8 +4,8 @@ importances and the confirmed ranking.
 Everything comes from files written at run time: ``search.json`` (Optuna's trials and
 importances, written by run/search.py) and the store (the confirmation runs, through
 :func:`archlab.analysis.results.collect`). The confirmed ranking is archlab's: the objective's
-mean, 95 % CI and paired t-test over the confirmation seeds (analysis/stats.rank), so a winner
-is never one lucky seed. Nothing here trains, loads data or opens Optuna.
+mean, 95 % CI and paired t-test over the confirmation seeds (analysis/multiplicity.rank), so a
+winner is never one lucky seed. Nothing here trains, loads data or opens Optuna.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.multiplicity import rank
 from archlab.analysis.results import ModelResult, StudyResults
-from archlab.analysis.stats import Comparison, Summary, rank
+from archlab.analysis.stats import Comparison, Summary
 from archlab.errors import StoreError
 from archlab.report.figures import RC, Image, _figure, _png, text_width
 
