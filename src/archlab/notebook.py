@@ -280,30 +280,14 @@ def run_study(study: Study | Mapping[str, Any] | str | Path, out: str | Path | N
 # Results: DataFrames and figures
 
 
-@contextmanager
-def _kept_figures() -> Iterator[list[Figure]]:
-    """The report's figure functions draw a matplotlib Figure and hand it to
-    ``figures._png``, which renders it to PNG bytes and clears it. Meanwhile, ``_png`` keeps
-    the Figure instead, so the very figure the report draws is returned, live. (One caller at a
-    time: the report's module attribute is swapped.)"""
-    from archlab.report import figures
-
-    kept: list[Figure] = []
-
-    def keep(fig: Figure, name: str, alt: str) -> figures.Image:
-        kept.append(fig)
-        return figures.Image(name, alt, b"", 0, 0)
-
-    with _FIGURE_LOCK:
-        saved = figures._png
-        figures._png = keep  # type: ignore[assignment]
-        try:
-            yield kept
-        finally:
-            figures._png = saved  # type: ignore[assignment]
 
 
-_FIGURE_LOCK = threading.Lock()
+def _kept_figures() -> Any:
+    """The report's figure functions, keeping their live Figures
+    (:func:`archlab.report.figures.kept_figures`; imported on first use)."""
+    from archlab.report.figures import kept_figures
+
+    return kept_figures()
 
 
 def _show_inline() -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ from archlab.report.gather import (
     short_label,
 )
 
-__all__ = ["CONFUSION_MAX", "DPI", "GALLERY_WIDTH", "RC", "REPORT_FILES", "Image",
+__all__ = ["CONFUSION_MAX", "DPI", "GALLERY_WIDTH", "RC", "REPORT_FILES", "Image", "kept_figures",
            "confusion_figure", "curves_figure", "gallery_figure", "overlay_figure",
            "scatter_figure", "sweep_figure", "text_width", "violin_figure"]
 
@@ -82,7 +84,30 @@ def _blank(w: float, h: float) -> Any:
     return fig
 
 
+#: Set by :func:`kept_figures`: the list that keeps each drawn Figure instead of its PNG.
+_KEPT: ContextVar[list[Any] | None] = ContextVar("archlab_kept_figures", default=None)
+
+
+@contextmanager
+def kept_figures() -> Iterator[list[Any]]:
+    """Within this, every figure function keeps its live matplotlib Figure in the list it
+    yields (and returns an Image without pixels) instead of rendering it to PNG: the report's
+    very figures, for a notebook to show inline. A context variable: threads and other
+    callers keep rendering."""
+    kept: list[Any] = []
+    token = _KEPT.set(kept)
+    try:
+        yield kept
+    finally:
+        _KEPT.reset(token)
+
+
 def _png(fig: Any, name: str, alt: str) -> Image:
+    """The one place a drawn figure becomes a PNG (or, under :func:`kept_figures`, is kept)."""
+    kept = _KEPT.get()
+    if kept is not None:
+        kept.append(fig)
+        return Image(name, alt, b"", 0, 0)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     fig.clear()

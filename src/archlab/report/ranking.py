@@ -9,8 +9,7 @@ from typing import Any
 
 from archlab.analysis.results import StudyResults
 from archlab.analysis.stats import Summary
-from archlab.report import figures
-from archlab.report.figures import Image, _figure
+from archlab.report.figures import Image, _figure, _png
 
 __all__ = ["ranking_figure"]
 
@@ -52,8 +51,7 @@ def ranking_figure(results: StudyResults, metric: str = "test_accuracy") -> Imag
     ax.set_title("ranking: orange the best" + ("; hollow: not significantly worse" if against
                                                  else ""))
     ax.grid(axis="x", alpha=0.3)
-    # Through the module: archlab.notebook keeps the live Figure by swapping figures._png.
-    return figures._png(fig, f"ranking_{metric}", f"models ranked by mean {what}, with 95 % CIs")
+    return _png(fig, f"ranking_{metric}", f"models ranked by mean {what}, with 95 % CIs")
 
 
 def _xlim(ax: Any, summaries: list[Summary], scale: float, pct: bool) -> None:
