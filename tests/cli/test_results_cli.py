@@ -61,7 +61,7 @@ def _table_at(study: Path, columns: int) -> str:
     from rich.console import Console
 
     from archlab.analysis.results import collect
-    from archlab.report.tables import rich_table
+    from archlab.report.terminal import rich_table
 
     console = Console(width=columns, record=True, file=io.StringIO())
     console.print(rich_table(collect(study), width=columns))

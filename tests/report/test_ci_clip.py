@@ -10,7 +10,8 @@ from rich.console import Console
 from archlab.analysis.conclusions import _acc
 from archlab.analysis.results import CLIPPED_MARK, CLIPPED_NOTE, accuracy_ci
 from archlab.analysis.stats import summarize
-from archlab.report.tables import ci_text, json_text, rich_table, to_markdown
+from archlab.report.tables import ci_text, json_text, to_markdown
+from archlab.report.terminal import rich_table
 from tests.analysis import crafted
 
 

@@ -12,14 +12,8 @@ from rich.console import Console
 
 from archlab.analysis.results import collect
 from archlab.report.search import gather_search, search_lines
-from archlab.report.tables import (
-    Cell,
-    Column,
-    ranking_lines,
-    rich_cells_table,
-    rich_table,
-    verdict_lines,
-)
+from archlab.report.tables import Cell, Column, ranking_lines, verdict_lines
+from archlab.report.terminal import rich_cells_table, rich_table
 from tests.analysis.crafted import Run, model, results, write_store
 
 

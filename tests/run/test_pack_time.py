@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import archlab
-from archlab.report.tables import rich_table, to_markdown
+from archlab.report.tables import to_markdown
+from archlab.report.terminal import rich_table
 from archlab.store import Store
 
 

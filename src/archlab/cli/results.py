@@ -24,7 +24,8 @@ def print_results(results: Any, *, wide: bool = False,
     """The comparison table (compact; every column with ``wide``), the ranking verdicts and,
     unless ``tables`` is None, where results.md/csv/json are ("study": the study directory)."""
     from archlab.analysis.results import TEST_AS_VALIDATION_NOTE
-    from archlab.report.tables import ranking_lines, rich_table, rich_wide_tables
+    from archlab.report.tables import ranking_lines
+    from archlab.report.terminal import rich_table, rich_wide_tables
 
     out.print(rich_table(results, width=out.width))
     if wide:

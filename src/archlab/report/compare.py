@@ -34,9 +34,9 @@ from archlab.report.tables import (
     finite,
     model_record,
     records_csv,
-    rich_cells_table,
     verdict_lines,
 )
+from archlab.report.terminal import rich_cells_table
 
 __all__ = ["COMPARE_COLUMNS", "check_outside", "compare_cells", "compare_csv", "compare_json",
            "compare_markdown", "compare_records", "ranking_lines", "report_paths",
