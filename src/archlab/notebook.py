@@ -437,8 +437,8 @@ class Results(StudyResults):
         ``layers.1.Dense.units``, or its short name, ``units``), one line per combination of
         the other swept fields (the report's sweep figure, for that field). ``model`` picks
         the swept model when several sweep the field."""
-        from archlab.report.figures import sweep_figure
         from archlab.report.gather import SweepPlot, gather_sweeps
+        from archlab.report.sweep_plot import sweep_figure
         from archlab.tracking._runs import stored_study
 
         spec = stored_study(self.meta)

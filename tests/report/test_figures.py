@@ -14,13 +14,13 @@ from matplotlib import rc_context
 from PIL import Image as PILImage
 
 import archlab.report.figures as figures
+import archlab.report.sweep_plot as sweep_plot
 from archlab.report.figures import (
     RC,
     confusion_figure,
     gallery_figure,
     overlay_figure,
     scatter_figure,
-    sweep_figure,
 )
 from archlab.report.gather import (
     Curves,
@@ -29,6 +29,7 @@ from archlab.report.gather import (
     gather_samples,
     gather_sweeps,
 )
+from archlab.report.sweep_plot import sweep_figure
 from tests.analysis.crafted import model, results
 from tests.report.crafted_predictions import crafted
 
@@ -81,7 +82,8 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Drawn]]:
         out.append(Drawn(fig))
         return real(fig, name, alt)
 
-    monkeypatch.setattr(figures, "_png", measured)
+    for module in (figures, sweep_plot):  # each renders through its own name for _png
+        monkeypatch.setattr(module, "_png", measured)
     with rc_context(RC):
         yield out
 

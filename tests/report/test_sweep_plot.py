@@ -12,8 +12,8 @@ import pytest
 
 from archlab.analysis.results import collect
 from archlab.report import REPORT_FILES, write_report
-from archlab.report.figures import sweep_figure
 from archlab.report.gather import gather_sweeps
+from archlab.report.sweep_plot import sweep_figure
 from archlab.report.tables import to_records
 from archlab.spec import load_study
 from tests.analysis.crafted import Run, model, results, write_store
@@ -159,7 +159,8 @@ def test_axis_keeps_the_means_readable_and_within_the_metric() -> None:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    from archlab.report.figures import RC, _sweep_panel
+    from archlab.report.figures import RC
+    from archlab.report.sweep_plot import _sweep_panel
 
     names = {"m[units=8]": [0.2, 0.9], "m[units=32]": [0.5, 0.52]}  # n = 2: t = 12.7
     r = results(*(model(n, accs) for n, accs in names.items()))

@@ -35,12 +35,12 @@ from archlab.report.figures import (
     gallery_figure,
     overlay_figure,
     scatter_figure,
-    sweep_figure,
 )
 from archlab.report.files import atomic_write, remove_stale_temporaries
 from archlab.report.gather import Curves, gather_samples, gather_scatter, gather_sweeps
 from archlab.report.search import search_section
 from archlab.report.sections import Section, format_training, model_section
+from archlab.report.sweep_plot import sweep_figure
 from archlab.report.tables import EVAL_NOTE, Cell, fmt_metric, format_duration, table_cells
 
 __all__ = ["REPORT_FILES", "write_report"]
