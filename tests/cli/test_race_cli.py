@@ -118,6 +118,29 @@ def test_results_correction_flag_and_the_one_a_run_recorded(tmp_path: Path, caps
     assert "no multiple-comparison correction (45 pairwise comparisons" in out
 
 
+def test_report_correction_flag_for_one_study_and_a_comparison(tmp_path: Path, capsys) -> None:
+    """`archlab report --correction` re-corrects what the report states; without it the report
+    uses the correction the run recorded (here none), and a comparison defaults to holm."""
+    study = _ten(tmp_path / "s", correction="none")
+    assert main(["report", str(study), "-o", str(tmp_path / "bh"), "--correction", "bh"]) == 0
+    bh = " ".join((tmp_path / "bh" / "report.md").read_text().split())
+    assert "Benjamini-Hochberg's correction over the 45 pairwise comparisons" in bh
+    assert main(["report", str(study), "-o", str(tmp_path / "recorded")]) == 0
+    recorded = " ".join((tmp_path / "recorded" / "report.md").read_text().split())
+    assert "no multiple-comparison correction (45 pairwise comparisons" in recorded
+    assert "Benjamini-Hochberg" not in recorded
+    other = _ten(tmp_path / "t")
+    for flag, text in ((["--correction", "bh"], "Benjamini-Hochberg's correction"),
+                       ([], "Holm's correction")):
+        html = tmp_path / f"compare{len(flag)}.html"
+        assert main(["report", str(study), str(other), "-o", str(html), *flag]) == 0
+        assert text in " ".join(html.with_suffix(".md").read_text().split())
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["report", str(study), "--correction", "bonferroni"])
+    assert "invalid choice: 'bonferroni'" in capsys.readouterr().err
+
+
 def test_a_run_records_its_correction(race_file: Path, tmp_path: Path, capsys) -> None:
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text(RACE.replace("repeats: {min: 2, max: 4, until: decided}", "repeats: 2"))

@@ -176,12 +176,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             _out_dir(str(html_path.parent))
         else:
             _out_dir(args.out)
-        for p in write_comparison(directories, args.out, on_warning=warn):
+        for p in write_comparison(directories, args.out, on_warning=warn,
+                                  correction=args.correction or "holm"):
             out.print(str(p), markup=False)
         return 0
     directory = resolve_study_directory(args.study[0])
     target = _out_dir(args.out) if args.out else None
-    for p in write_report(directory, out=target, on_warning=warn):
+    for p in write_report(directory, out=target, on_warning=warn, correction=args.correction):
         out.print(str(p), markup=False)
     return 0
 
@@ -199,11 +200,7 @@ def add_parsers(sub: Any) -> None:
     res.add_argument("-o", "--out", metavar="DIR",
                      help="write results.md/csv/json here (default: the study directory, when "
                           "it is writable)")
-    res.add_argument("--correction", choices=("holm", "bh", "none"),
-                     help="multiple-comparison correction over every pair of models: holm "
-                          "(family-wise error rate), bh (Benjamini-Hochberg, false discovery "
-                          "rate) or none (default: the one the study's last run used, else "
-                          "holm)")
+    _correction_flag(res)
     res.add_argument("--pivot", metavar="PATH", action="append",
                      help="test accuracy per value of a swept field, e.g. train.batch_size or "
                           "layers.1.Dense.units (repeatable)")
@@ -215,4 +212,13 @@ def add_parsers(sub: Any) -> None:
                      help="write the report here (default: the study directory); required for "
                           "several studies: FILE.html (Markdown beside it) or DIR (compare.html, "
                           "compare.md)")
+    _correction_flag(rep)
     rep.set_defaults(func=cmd_report)
+
+
+def _correction_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--correction", choices=("holm", "bh", "none"),
+                        help="multiple-comparison correction over every pair of models: holm "
+                             "(family-wise error rate), bh (Benjamini-Hochberg, false discovery "
+                             "rate) or none (default: the one the study's last run used, else "
+                             "holm; holm for several studies)")

@@ -137,12 +137,16 @@ def compare_markdown(comparison: StudyComparison) -> str:
                                      if comparison.same_dataset else ""), "", EVAL_NOTE, ""]
     ranked = ranking_lines(comparison)
     if ranked:
-        lines += ["## Ranking (test accuracy)", ""]
+        lines += ["## Ranking (test accuracy)", "", _correction_line(comparison), ""]
         for heading, verdicts in ranked:
             if heading:
                 lines += [f"### {heading}", ""]
             lines += [f"- {v}" for v in verdicts] + [""]
     return "\n".join(lines)
+
+
+def _correction_line(comparison: StudyComparison) -> str:
+    return f"With {comparison.correction_text}: significant means after the correction."
 
 
 def compare_records(comparison: StudyComparison) -> list[dict[str, Any]]:
@@ -241,7 +245,8 @@ def _figures(comparison: StudyComparison, folder: str) -> list[Image]:
 
 
 def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
-                     on_warning: Callable[[str], None] | None = None) -> list[Path]:
+                     on_warning: Callable[[str], None] | None = None,
+                     correction: str = "holm") -> list[Path]:
     """Write the comparison report of several study directories: HTML (images embedded) and
     Markdown (PNGs in a folder beside it), where :func:`report_paths` says. Returns
     ``[html, md]``. Reads only the stores; raises :class:`ArchlabError` when a directory has
@@ -253,7 +258,7 @@ def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
     from archlab.report.page import _check_writable, _env, _write
 
     t0 = time.perf_counter()
-    comparison = collect_comparison(directories)
+    comparison = collect_comparison(directories, correction=correction)
     html_path, md_path, folder = report_paths(out)
     check_outside(out, directories, report=True)
     target = html_path.parent
@@ -270,6 +275,7 @@ def write_comparison(directories: Sequence[str | Path], out: str | Path, *,
         "columns": [c.header for c in cols],
         "rows": rows,
         "rankings": ranking_lines(comparison),
+        "correction_line": _correction_line(comparison),
         "images": images,
         "eval_note": EVAL_NOTE,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -271,9 +271,12 @@ def _write(html_path: Path, md_path: Path, folder: str, images: list[Image], htm
 
 
 def write_report(directory: str | Path, *, out: str | Path | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> list[Path]:
+                 on_warning: Callable[[str], None] | None = None,
+                 correction: str | None = None) -> list[Path]:
     """Write ``report.html`` and ``report.md`` (PNGs in ``report_files/``) for a study directory,
     into ``out`` (default: the study directory). Returns ``[report.html, report.md]``.
+    ``correction`` (holm, bh or none) corrects every pair of models; by default the one the
+    study's last run recorded, else holm.
 
     Reads only the store (read-only) and the files each run wrote (histories, weights,
     predictions): it never loads data, trains or runs a model. A run file that is missing or
@@ -287,7 +290,7 @@ def write_report(directory: str | Path, *, out: str | Path | None = None,
     directory = Path(directory)
     target = Path(out) if out is not None else directory
     warn = on_warning or _log_warning
-    results = collect(directory)
+    results = collect(directory, correction=correction)
     _check_writable(target)
     study = _load_study(directory)
     found = conclusions(results)
