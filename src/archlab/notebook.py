@@ -280,8 +280,6 @@ def run_study(study: Study | Mapping[str, Any] | str | Path, out: str | Path | N
 # Results: DataFrames and figures
 
 
-
-
 def _kept_figures() -> Any:
     """The report's figure functions, keeping their live Figures
     (:func:`archlab.report.figures.kept_figures`; imported on first use)."""
@@ -477,9 +475,11 @@ class Results(StudyResults):
 
 
 def collect_results(source: StudyOutcome | str | Path, *, models: list[str] | None = None,
-                    run_ids: list[str] | None = None) -> Results:
+                    run_ids: list[str] | None = None, correction: str | None = None) -> Results:
     """The results of a study: from what :func:`run_study` returned, a study directory, or
-    the study file / ``zoo:NAME`` whose default directory holds them (read-only)."""
+    the study file / ``zoo:NAME`` whose default directory holds them (read-only).
+    ``correction`` (holm, bh or none) corrects every pair of models; by default the one the
+    study's last run recorded, else holm (docs/statistics.md)."""
     from archlab.run import StudyOutcome
 
     if isinstance(source, StudyOutcome):
@@ -487,4 +487,5 @@ def collect_results(source: StudyOutcome | str | Path, *, models: list[str] | No
         run_ids = run_ids if run_ids is not None else [p.run_id for p in source.planned]
     else:
         directory = resolve_study_directory(source)
-    return Results.of(collect(directory, models=models, run_ids=run_ids))
+    return Results.of(collect(directory, models=models, run_ids=run_ids,
+                              correction=correction))

@@ -133,6 +133,16 @@ def test_collect_results_from_a_directory(results: Results) -> None:
         archlab.collect_results(results.directory / "missing")
 
 
+def test_collect_results_under_another_correction(results: Results) -> None:
+    assert results.correction == "holm"  # what the run recorded (the default)
+    bh = archlab.collect_results(results.directory, correction="bh")
+    assert bh.correction == "bh" and bh.ranked is not None
+    assert bh.ranked.text.startswith("Benjamini-Hochberg")
+    with pytest.raises(ArchlabError, match=r"^correction: Expected one of holm, bh, none, "
+                                           r"received 'bonferroni'$"):
+        archlab.collect_results(results.directory, correction="bonferroni")
+
+
 class _Plan:
     def __init__(self, run_id: str, model: str, repeat: int, epochs: int) -> None:
         self.run_id, self.model, self.repeat = run_id, model, repeat

@@ -266,6 +266,9 @@ def collect(directory: str | Path, *, models: list[str] | None = None,
     take the race's p-values, adjusted for its looks. The store is opened read-only: nothing
     is written.
     """
+    if correction is not None and correction not in CORRECTIONS:
+        raise ArchlabError(f"correction: Expected one of {', '.join(CORRECTIONS)}, received "
+                           f"{correction!r}")
     with open_store(directory) as store:
         meta = store.meta()
         if run_ids is None:
