@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from archlab import build_model, load_study
-from archlab.optimizers import make_optimizer
+from archlab.optim import make_optimizer
 from archlab.packed import PackedModel, pack_blocker
 from archlab.run.environment import default_threads
 from archlab.run.pack import PACK_MIN_RATIO, conv_on_cpu, pack_probe

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from archlab import build_model, load_study, parse_study
 from archlab.data import load_dataset, prepare_tensors
-from archlab.optimizers import make_optimizer
+from archlab.optim import make_optimizer
 from archlab.spec import override_training
 from archlab.train import fit
 

@@ -40,7 +40,7 @@ from archlab.layers import (  # noqa: E402
     GlobalMaxPooling2D,
     MaxPooling2D,
 )
-from archlab.optimizers import make_optimizer  # noqa: E402
+from archlab.optim import make_optimizer  # noqa: E402
 from tests.keras_twin import (  # noqa: E402
     copy_weights_into,
     keras_twin,

@@ -66,7 +66,7 @@ def test_the_slots_are_what_torch_keeps(optimizer: Any) -> None:
     # parameter's size (scalars such as the step count are not counted).
     import torch
 
-    from archlab.optimizers import make_optimizer
+    from archlab.optim import make_optimizer
 
     study = study_of(MLP, optimizer=optimizer)
     built = build_model(study, "m", seed=0)

@@ -18,7 +18,7 @@ import torch
 
 from archlab import DataSpec, SpecError, TrainSpec, parse_study
 from archlab.data import preprocess
-from archlab.optimizers import make_optimizer
+from archlab.optim import make_optimizer
 
 
 def _spec(optimizer: Any) -> Any:

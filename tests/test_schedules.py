@@ -13,7 +13,8 @@ import torch
 import archlab
 from archlab import SpecError, TrainSpec
 from archlab.data import Tensors, load_dataset, prepare_tensors
-from archlab.optimizers import CosineDecay, ExponentialDecay, LearningRate, make_optimizer
+from archlab.optim import LearningRate, make_optimizer
+from archlab.optimizers import CosineDecay, ExponentialDecay
 from archlab.run.checkpoint import load_checkpoint, save_checkpoint
 from archlab.run.config import plan_runs
 from archlab.train import fit

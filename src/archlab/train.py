@@ -23,7 +23,7 @@ from archlab.augment import Augmenter
 from archlab.data import Tensors
 from archlab.data.tensors import Preprocess
 from archlab.model import ACTIVATION_FACTOR, BuiltModel
-from archlab.optimizers import DirectStep, make_optimizer
+from archlab.optim import DirectStep, make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 

@@ -13,7 +13,7 @@ import torch
 
 from archlab.data import Tensors
 from archlab.model import BuiltModel
-from archlab.optimizers import make_optimizer
+from archlab.optim import make_optimizer
 from archlab.packed._model import PackedModel
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus

@@ -155,7 +155,7 @@ def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
 
 
 def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
-    from archlab.optimizers import make_optimizer
+    from archlab.optim import make_optimizer
     from archlab.train import prefer_channels_last
 
     load = load_per_core()
