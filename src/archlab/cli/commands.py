@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from archlab.cli import export, export_logs, results, run, zoo
+from archlab.cli import export, export_logs, results, run, validate, zoo
 from archlab.errors import ArchlabError, is_disk_full
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     run.add_parsers(sub)
+    validate.add_parsers(sub)
     zoo.add_parsers(sub)
     results.add_parsers(sub)
     export.add_parsers(sub)

@@ -1,23 +1,28 @@
-"""`archlab run` and `archlab validate`."""
+"""`archlab run`: its flags checked, the study validated and projected (cli/validate.py), then
+trained, with the CLI's Ctrl-C policy, and its tables and report written."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import re
 import shlex
 import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from archlab.cli.console import err, out
 from archlab.cli.results import print_results
-from archlab.errors import ArchlabError, SpecError, is_disk_full
+from archlab.cli.validate import (
+    check_search,
+    compute_table,
+    load_study_args,
+    print_data,
+    races,
+    warn_projection,
+)
+from archlab.errors import ArchlabError, is_disk_full
 
 if TYPE_CHECKING:
     from archlab.data import RawDataset
@@ -25,21 +30,6 @@ if TYPE_CHECKING:
     from archlab.run.race import Budget
     from archlab.run.ray_executor import RayExecutor
     from archlab.spec import Study
-
-
-def _load(source: str, models: str | None = None, **overrides: Any) -> Study:
-    # Imported here: `archlab --help` and a study's first error need no more than this.
-    from archlab.spec import load_study, override_training
-
-    study = load_study(source)
-    if models is not None:
-        # Commas inside a sweep point's [...] belong to its name: mlp[a=1,b=2],other
-        names = [m.strip() for m in re.split(r",(?![^\[]*\])", models) if m.strip()]
-        if not names:
-            raise ArchlabError(f"--models: no model name in {models!r}; give comma-separated "
-                               "names, e.g. --models m1,m2")
-        study = study.select(names)
-    return override_training(study, **overrides)
 
 
 def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
@@ -116,180 +106,6 @@ class _StopOnCtrlC:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _validate_each(study: Study, memory_limit: int) -> dict[str, Any]:
-    """:func:`archlab.model.validate_study`, but every model's problem (shape, output, memory)
-    is listed, one line each, not only the first model's."""
-    from archlab.model import build_model, check_memory
-    from archlab.spec.messages import MAX_ERRORS
-
-    built, problems = {}, []
-    for name in study.models:
-        try:
-            built[name] = build_model(study, name, device="meta")
-            check_memory(study, built[name], memory_limit)
-        except SpecError as exc:
-            problems.append(str(exc))
-    if problems:
-        error = SpecError(problems[0] + (f" (and {len(problems) - 1} more error"
-                                         f"{'s' if len(problems) > 2 else ''})"
-                                         if len(problems) > 1 else ""))
-        error.lines = tuple(problems[:MAX_ERRORS]) + (
-            (f"{study.source}: ... and {len(problems) - MAX_ERRORS} more errors",)
-            if len(problems) > MAX_ERRORS else ())
-        raise error
-    return built
-
-
-def _span(low: float, high: float) -> str:
-    """A projected range: '12-18 min', '40 min - 1.1 h'."""
-    from archlab.report.tables import format_duration
-
-    a, b = format_duration(low), format_duration(high)
-    if a == b:
-        return a
-    unit_a, unit_b = a.split()[-1], b.split()[-1]
-    return f"{a.rsplit(' ', 1)[0]}-{b}" if unit_a == unit_b else f"{a} - {b}"
-
-
-def _compute_table(study: Study, project: bool, repeats: int | None = None,
-                   device: str = "cpu", retime: bool = False, jobs: int = 1) -> Table:
-    from archlab.data.check import check_data_memory
-    from archlab.model import available_memory, format_bytes
-
-    if project:  # here, and only then: the report's and the runner's imports are slow
-        from archlab.fields import repeat_bounds  # pydantic: not for --help
-        from archlab.run.projection import projected_range
-
-    # The dataset first (one line saying what it needs), then each model's training step
-    # in what the data leaves (one line naming model and layer).
-    left = check_data_memory(study, available_memory(device))
-    built = _validate_each(study, left)
-    n_train = study.data.info.train_size
-    if study.data.validation != "test":
-        n_train -= round(n_train * study.data.validation.split)  # type: ignore[union-attr]
-    table = Table(title=f"{study.name} ({study.source}) — {study.data.dataset_name}",
-                  title_justify="left")
-    for col in ("model", "params", "trainable", "non-trainable", "MACs/sample", "MACs/epoch",
-                "memory", "epochs", "batch", "optimizer") + (("projected",) if project else ()):
-        table.add_column(col, justify="left" if col in ("model", "optimizer") else "right")
-    total = [0.0, 0.0]
-    runs = 0
-    for name, b in built.items():
-        train = study.train_for(name)
-        row = [escape(name), f"{b.total_params:,}", f"{b.trainable_params:,}",
-               f"{b.non_trainable_params:,}", f"{b.macs_per_sample / 1e6:,.2f} M",
-               f"{b.macs_per_sample * n_train / 1e9:,.1f} G",
-               format_bytes(b.memory.total_bytes), str(train.epochs),
-               str(train.batch_size), train.optimizer.name]
-        if project:
-            most = repeats or repeat_bounds(train.repeats)[1]  # a race: its max seeds
-            low, high = projected_range(study, name, device=device, retime=retime)
-            total[0] += low * most
-            total[1] += high * most
-            runs += most
-            row.append(_span(low * most, high * most))
-        table.add_row(*row)
-    if project:
-        parallel = max(1, min(jobs, runs))  # --jobs N: N runs at a time, each timed as such
-        where = f" with --jobs {jobs}" if parallel > 1 else ""
-        table.caption = (f"projected wall time on this machine ({device}){where}: "
-                         f"{_span(total[0] / parallel, total[1] / parallel)} "
-                         "(from a few timed training steps, quiet machine to present load; "
-                         "all repeats"
-                         + ("; a race at every model's max seeds, the most it can cost)"
-                            if repeats is None and _races(study) else ")"))
-    return table
-
-
-def _check_search(study: Study, project: bool, device: str = "cpu") -> None:
-    """A study's search: every checked point built (before anything trains), its size and
-    projected time."""
-    search = study.search
-    if search is None or search.base not in study.models:
-        return
-    from archlab.fields import repeat_bounds
-    from archlab.model import available_memory
-    from archlab.report.tables import format_duration
-    from archlab.run.search import search_projection, validate_search
-
-    validate_search(study, memory_limit=available_memory(device))
-    confirm = search.confirm.top * (repeat_bounds(search.confirm.repeats)[1] - 1)  # a race: max
-    when = (f"; projected {format_duration(search_projection(study, device))} at the base "
-            "model's time per run (pruned trials take less)") if project else ""
-    out.print(f"search over {search.base}: {search.trials} trials ({len(search.space)} "
-              f"parameters, {search.sampler} sampler, {search.pruner.name} pruner, objective "
-              f"{search.objective}) + {confirm} confirmation run{'s' if confirm != 1 else ''}"
-              f"{when}", markup=False,
-              soft_wrap=True)
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    study = _load(args.study, args.models)  # first: a refused study imports no torch
-    from archlab.data import check_study_data
-
-    where = check_study_data(study, args.data_dir)  # cheap: present, right sizes
-    if not args.no_timing:
-        # Steps timed with the threads a run gets by default (as archlab run times them):
-        # at torch's own default, every core, a busy machine's steps can take many times
-        # longer than the run's (validate projected 6.7 h where run said 2.7 h).
-        import torch
-
-        from archlab.run import default_threads
-
-        torch.set_num_threads(default_threads(1))
-    table = _compute_table(study, project=not args.no_timing, retime=args.retime)
-    _print_data(study)  # after the models are built: a refused study prints nothing else
-    out.print(table)
-    _check_search(study, project=not args.no_timing)
-    if not args.no_timing:
-        from archlab.run.projection import projection_note
-
-        _warn_projection(projection_note())
-    from archlab.spec.sweep import sweep_note
-
-    out.print(f"[green]ok[/]: {len(study.models)} model(s) valid{escape(sweep_note(study.models))}"
-              f"; data: {where}")
-    return 0
-
-
-def _print_data(study: Study) -> None:
-    """The dataset in one line (size, shape, classes), its class counts and any imbalance."""
-    from archlab.data.check import class_balance
-
-    info = study.data.info
-    h, w, c = info.image_shape
-    colour = {1: "grey", 3: "RGB", 4: "RGBA"}.get(c, f"{c} channels")
-    out.print(f"data: {info.name}: {info.train_size:,} training and {info.test_size:,} test "
-              f"images, {h}x{w} {colour}, {info.num_classes} classes", markup=False,
-              soft_wrap=True)
-    balance = class_balance(info)
-    if balance is None:
-        return
-    if len(balance.names) <= 20:
-        out.print("  training images per class: " + ", ".join(
-            f"{n} {k:,}" for n, k in zip(balance.names, balance.counts, strict=True)),
-            markup=False, soft_wrap=True)
-    else:
-        out.print(f"  training images per class: {min(balance.counts):,} to "
-                  f"{max(balance.counts):,}", markup=False)
-    if balance.imbalanced:
-        (big, nb), (small, ns) = balance.largest, balance.smallest
-        err.print(f"warning: the classes are imbalanced: '{big}' has {nb:,} training images, "
-                  f"'{small}' {ns:,} ({balance.ratio:.1f}x); accuracy favours the large "
-                  "classes: read the report's per-class accuracy", markup=False, soft_wrap=True)
-
-
-def _warn_projection(note: str | None) -> None:
-    if note:
-        err.print(f"warning: {note}", markup=False, soft_wrap=True)
-
-
-def _races(study: Study) -> bool:
-    from archlab.run.race import race_limits
-
-    return race_limits(study) is not None
-
-
 def _race_budget(study: Study, args: argparse.Namespace) -> Budget | None:
     """``--budget``, parsed; refused (one line) unless the study races (``repeats: {min,
     max, until: decided}``) and ``--repeats`` does not fix its seeds."""
@@ -297,7 +113,7 @@ def _race_budget(study: Study, args: argparse.Namespace) -> Budget | None:
 
     if args.budget is None:
         return None
-    if args.repeats is not None or not _races(study):
+    if args.repeats is not None or not races(study):
         got = (f"--repeats {args.repeats} (fixed seeds)" if args.repeats is not None
                else "a study with fixed repeats only")
         raise ArchlabError(f"--budget: Expected a study whose models race (repeats: {{min, "
@@ -317,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from archlab.tracking.tensorboard import require_tensorboard
 
         require_tensorboard()
-    study = _load(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
+    study = load_study_args(args.study, args.models, epochs=args.epochs, batch_size=args.batch_size)
     _race_budget(study, args)  # a bad --budget is refused before any timing
     from archlab.data import check_study_data, load_dataset  # torch: after the study is read
     from archlab.run import StudyLock, check_output_dir, resolve_device, study_dir
@@ -350,12 +166,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             held.enter_context(lock)  # another process on this study: say so before timing
         if dataset is not None:
             study = study.with_dataset(dataset.info)  # derived from the data just loaded
-        table = _compute_table(study, project=not args.no_timing, repeats=args.repeats,
+        table = compute_table(study, project=not args.no_timing, repeats=args.repeats,
                                device=device, retime=args.retime, jobs=args.jobs)
-        _print_data(study)  # after the models are built: a refused study prints nothing else
+        print_data(study)  # after the models are built: a refused study prints nothing else
         out.print(table)
-        _check_search(study, project=not args.no_timing, device=device)
-        _warn_projection(None if args.no_timing else projection_note())
+        check_search(study, project=not args.no_timing, device=device)
+        warn_projection(None if args.no_timing else projection_note())
         if args.dry_run:
             return 0
         held.enter_context(lock)  # reentrant: held until the tables and report are written
@@ -388,7 +204,7 @@ def _train_and_report(study: Study, args: argparse.Namespace, device: str,
         progress = Tee([progress, TensorBoardWriter(args.tensorboard, study,
                                                     study_dir(study, args.out))])
     with _StopOnCtrlC() as stop:
-        if args.repeats is None and _races(study):
+        if args.repeats is None and races(study):
             from archlab.run.race import run_race
 
             outcome: StudyOutcome = run_race(
@@ -498,12 +314,3 @@ def add_parsers(sub: Any) -> None:
                    help="write TensorBoard event files live: one run per archlab run, "
                         "model/seed (docs/tracking.md)")
     r.set_defaults(func=cmd_run)
-
-    v = sub.add_parser("validate", help="check spec and shapes, print params and compute")
-    v.add_argument("study")
-    v.add_argument("--models")
-    v.add_argument("--data-dir", help="directory holding the dataset files (checked, not read)")
-    v.add_argument("--no-timing", action="store_true", help="skip the timed projection")
-    v.add_argument("--retime", action="store_true",
-                   help="time the projection's steps again instead of reading the cache")
-    v.set_defaults(func=cmd_validate)
