@@ -53,7 +53,7 @@ def test_public_api_resolves_lazily() -> None:
     for name in archlab.__all__:
         assert getattr(archlab, name) is not None, name
     # The notebook-aware wrapper (archlab.notebook) over analysis.results.collect
-    assert archlab.collect_results.__module__ == "archlab.notebook"
+    assert archlab.collect_results.__module__ == "archlab.notebook.results"
     assert "load_study" in dir(archlab)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         archlab.nope  # noqa: B018
