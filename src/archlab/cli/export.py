@@ -97,11 +97,14 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("predict", help="classify image files with a trained model",
                        usage="archlab predict [-h] [--top N] [--format {text,json}] "
                        "RUN_OR_STUDY_DIR [MODEL] IMAGE [IMAGE ...]",
-                       description="Top classes of each image (PNG, JPEG, ...; any size; dark "
-                       "on light or light on dark), prepared as MNIST was made (grey, "
-                       "inverted when the background is light, cropped, fitted into 20x20, "
-                       "centred by centre of mass in 28x28), then with the study's own "
-                       "preprocessing.")
+                       description="Top classes of each image (PNG, JPEG, ...; any size), "
+                       "prepared as the model's training images were, then with the study's "
+                       "own preprocessing. A dataset of your own: its colour mode, image_size, "
+                       "interpolation and crop or pad to aspect ratio; cifar10/100: RGB, "
+                       "bilinear, 32x32. The "
+                       "MNIST-like sets (mnist, fashion-mnist, kmnist, emnist-*) get the MNIST "
+                       "recipe: grey, inverted when the background is light, cropped, fitted "
+                       "into 20x20, centred by centre of mass in 28x28.")
     p.add_argument("words", nargs="+", metavar="RUN_OR_STUDY_DIR [MODEL] IMAGE...",
                    action=_SourceModelImages,
                    help="a study directory (its best run of MODEL, or of any model), a run "
