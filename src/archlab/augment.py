@@ -30,6 +30,21 @@ from pydantic_core import PydanticCustomError
 from archlab.fields import Seed, Strict
 from archlab.lazy import F, torch
 
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "Augmenter",
+    "Factor",
+    "FillMode",
+    "FiniteFloat",
+    "Interpolation",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "factor_range",
+    "resample",
+]
+
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 Interpolation = Literal["nearest", "bilinear"]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]

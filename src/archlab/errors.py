@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 
+__all__ = ["ArchlabError", "DataError", "DiskFullError", "SpecError", "StoreError", "is_disk_full"]
+
 
 class ArchlabError(Exception):
     """Base class for every error caused by user input (spec, data, store)."""

@@ -21,6 +21,29 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_REPEATS",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "ConfirmRepeats",
+    "Fraction",
+    "ImageAxis",
+    "Name",
+    "NonNegFloat",
+    "NonNegInt",
+    "Pair",
+    "PosFloat",
+    "PosInt",
+    "RaceRepeats",
+    "Rate",
+    "RepeatCount",
+    "Repeats",
+    "Seed",
+    "Strict",
+    "repeat_bounds",
+]
+
 #: The largest size (filters, units, batch size, kernel, epochs): torch indexes with 32-bit
 #: integers in places; anything near this is refused by the memory estimate long before.
 MAX_SIZE = 2**31 - 1

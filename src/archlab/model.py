@@ -32,6 +32,20 @@ from archlab.layers import (
 from archlab.optimizers import Optimizer
 from archlab.spec import Study
 
+__all__ = [
+    "ACTIVATION_FACTOR",
+    "BYTES_PER_VALUE",
+    "BuiltModel",
+    "LayerMemory",
+    "MemoryEstimate",
+    "SummaryRow",
+    "available_memory",
+    "build_model",
+    "check_memory",
+    "format_bytes",
+    "validate_study",
+]
+
 
 @dataclass(frozen=True)
 class SummaryRow:

@@ -13,6 +13,25 @@ from pydantic_core import PydanticCustomError
 
 from archlab.fields import Fraction, NonNegFloat, NonNegInt, PosFloat, PosInt, Rate, Strict
 
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "CosineDecay",
+    "ExponentialDecay",
+    "LRSchedule",
+    "LearningRateValue",
+    "Nadam",
+    "Optimizer",
+    "OptimizerName",
+    "RMSprop",
+    "ReduceLROnPlateau",
+    "Schedule",
+]
+
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedules: keras.optimizers.schedules, evaluated at the optimizer's step count
 # (the first step uses step 0), as Keras 3's optimizers call them.

@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+__all__ = ["closest", "did_you_mean"]
+
 
 def closest(name: Any, options: Iterable[Any]) -> str | None:
     """The option a mistyped ``name`` most likely meant (case and punctuation ignored)."""

@@ -27,6 +27,30 @@ from archlab.optim import DirectStep, make_optimizer
 from archlab.spec import TrainSpec
 from archlab.store import RunStatus
 
+__all__ = [
+    "CHANNELS_LAST_ENV",
+    "DENSE_PLAN_ENV",
+    "EVAL_BATCH",
+    "EVAL_MEMORY",
+    "BatchHook",
+    "CheckpointError",
+    "EpochHook",
+    "Resume",
+    "TrainResult",
+    "TrainState",
+    "eval_batch_for",
+    "evaluate",
+    "fit",
+    "keep_freed_memory",
+    "predict_proba",
+    "prefer_channels_last",
+    "release_freed_memory",
+    "relu_after_pool",
+    "set_channels_last",
+    "single_dense_plan",
+    "uses_channels_last",
+]
+
 EVAL_BATCH = 2000
 #: What one evaluation chunk's activations may take, by the model's own estimate: a model
 #: with big activations evaluates fewer than EVAL_BATCH images at a time (kernels-padding's

@@ -28,13 +28,13 @@ __all__ = [
     "BASE_DIR",
     "COLOR_MODES",
     "DEFAULT_TEST_SPLIT",
+    "SOURCE_KEYS",
     "CsvSource",
     "FolderSource",
     "IdxSource",
     "ImageOptions",
     "NpzSource",
     "Source",
-    "SOURCE_KEYS",
 ]
 
 #: Keras's colour modes and the channels each gives.

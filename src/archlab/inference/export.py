@@ -28,6 +28,22 @@ from torch import nn
 from archlab.errors import ArchlabError
 from archlab.inference.load import ModelInfo, TrainedModel, load_trained
 
+__all__ = [
+    "FORMATS",
+    "INPUT_NAME",
+    "ONNX_OPSET",
+    "ONNX_TOLERANCE",
+    "OUTPUT_NAME",
+    "SUFFIXES",
+    "TORCHSCRIPT_EXTRA",
+    "ExportError",
+    "ExportFormat",
+    "Exported",
+    "export_metadata",
+    "export_model",
+    "format_for",
+]
+
 ExportFormat = Literal["onnx", "safetensors", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "safetensors", "torchscript")
 SUFFIXES: dict[ExportFormat, str] = {"onnx": ".onnx", "safetensors": ".safetensors",

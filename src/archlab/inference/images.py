@@ -29,6 +29,19 @@ from archlab.spec import DataSpec
 if TYPE_CHECKING:
     from PIL import Image
 
+__all__ = [
+    "CONTENT_FLOOR",
+    "FIELD",
+    "MAX_PIXELS",
+    "MIN_CONTRAST",
+    "RECIPES",
+    "ImageError",
+    "load_images",
+    "mnist_format",
+    "preprocess_images",
+    "read_image",
+]
+
 #: (box, centre by centre of mass?) per dataset, for a 28x28 field.
 RECIPES: dict[str, tuple[int, bool]] = {
     "mnist": (20, True), "mnist-sample": (20, True), "fashion-mnist": (28, False),

@@ -26,6 +26,18 @@ from archlab.model import build_model
 from archlab.run.config import RunConfig
 from archlab.store import RUNS_DIR, STORE_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
 
+__all__ = [
+    "SELECTION",
+    "ModelInfo",
+    "RunSource",
+    "TrainedModel",
+    "build_network",
+    "find_run",
+    "load_trained",
+    "model_info",
+    "read_weights",
+]
+
 #: How the best run of a model is chosen: highest validation accuracy, then lowest val loss.
 SELECTION = "best val_accuracy (ties: lower val_loss)"
 

@@ -12,6 +12,8 @@ import torch
 from archlab.inference.images import load_images
 from archlab.inference.load import TrainedModel
 
+__all__ = ["BATCH", "ClassScore", "Prediction", "predict_images"]
+
 #: Images per forward pass (bounds memory on a long list of files).
 BATCH = 256
 

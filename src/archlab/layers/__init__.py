@@ -52,13 +52,12 @@ from archlab.layers.regularization import GaussianNoise, SpatialDropout2D
 from archlab.layers.reshaping import Cropping2D, Reshape, UpSampling2D, ZeroPadding2D
 
 __all__ = [
-    "keras_layer_name",
     "ACTIVATIONS",
-    "ActivityRegularization",
     "ELU",
     "LAYER_TYPES",
     "MERGE_LAYERS",
     "Activation",
+    "ActivityRegularization",
     "Add",
     "Average",
     "AveragePooling2D",
@@ -93,8 +92,8 @@ __all__ = [
     "ReLU",
     "Regularizer",
     "Reshape",
-    "Shape",
     "SeparableConv2D",
+    "Shape",
     "ShapeProblem",
     "Softmax",
     "SpatialDropout2D",
@@ -103,6 +102,7 @@ __all__ = [
     "ZeroPadding2D",
     "apply_max_norm",
     "init_tensor",
+    "keras_layer_name",
     "layer_item",
     "layer_names",
     "register_layer",

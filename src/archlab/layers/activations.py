@@ -16,6 +16,8 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = ["ELU", "LeakyReLU", "PReLU", "ReLU", "Softmax"]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

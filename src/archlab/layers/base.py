@@ -17,6 +17,29 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from archlab.fields import NonNegFloat, Pair
 from archlab.lazy import LazyModule, nn, torch
 
+__all__ = [
+    "ACTIVATIONS",
+    "LAYER_TYPES",
+    "MAX_NORM_VALUE",
+    "ActivationName",
+    "Initializer",
+    "LayerSpec",
+    "Regularizer",
+    "Shape",
+    "ShapeProblem",
+    "Weighted",
+    "activation_module",
+    "apply_max_norm",
+    "init_tensor",
+    "keras_layer_name",
+    "layer_names",
+    "register_layer",
+    "same_pads",
+    "spatial",
+    "tf_padding",
+    "window_out",
+]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

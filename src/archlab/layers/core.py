@@ -17,6 +17,8 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = ["Activation", "Dense", "Dropout", "Flatten"]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

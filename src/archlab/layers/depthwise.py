@@ -20,6 +20,8 @@ from archlab.layers.base import (
 from archlab.layers.conv import conv_module, conv_window
 from archlab.lazy import LazyModule, nn
 
+__all__ = ["DepthwiseConv2D", "SeparableConv2D"]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

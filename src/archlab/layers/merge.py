@@ -22,6 +22,17 @@ from archlab.lazy import LazyModule, nn
 if TYPE_CHECKING:
     from archlab.layers import LayerItem
 
+__all__ = [
+    "MERGE_LAYERS",
+    "Add",
+    "Average",
+    "Concatenate",
+    "Maximum",
+    "Merge",
+    "Multiply",
+    "Subtract",
+]
+
 
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 

@@ -13,6 +13,8 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = ["BatchNormalization", "LayerNormalization"]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

@@ -15,6 +15,17 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = [
+    "AveragePooling2D",
+    "AvgPool2D",
+    "GlobalAveragePooling2D",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
+    "GlobalMaxPooling2D",
+    "MaxPool2D",
+    "MaxPooling2D",
+]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

@@ -14,6 +14,8 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = ["GaussianNoise", "SpatialDropout2D"]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

@@ -18,6 +18,16 @@ from archlab.layers.base import (
 )
 from archlab.lazy import LazyModule, nn
 
+__all__ = [
+    "Cropping2D",
+    "Reshape",
+    "Sides",
+    "SidesArg",
+    "TargetDim",
+    "UpSampling2D",
+    "ZeroPadding2D",
+]
+
 _m = LazyModule("archlab.layers._modules")  # the torch modules, imported on first use
 
 

@@ -23,9 +23,22 @@ from archlab.report.gather import (
     short_label,
 )
 
-__all__ = ["CONFUSION_MAX", "DPI", "GALLERY_WIDTH", "RC", "REPORT_FILES", "Image", "kept_figures",
-           "confusion_figure", "curves_figure", "gallery_figure", "overlay_figure",
-           "scatter_figure", "text_width", "violin_figure"]
+__all__ = [
+    "CONFUSION_MAX",
+    "DPI",
+    "GALLERY_WIDTH",
+    "RC",
+    "REPORT_FILES",
+    "Image",
+    "confusion_figure",
+    "curves_figure",
+    "gallery_figure",
+    "kept_figures",
+    "overlay_figure",
+    "scatter_figure",
+    "text_width",
+    "violin_figure",
+]
 
 REPORT_FILES = "report_files"  # the PNGs beside report.md
 DPI = 80

@@ -31,6 +31,15 @@ from safetensors.torch import save_file
 
 from archlab.train import CheckpointError, TrainState, set_channels_last, uses_channels_last
 
+__all__ = [
+    "FORMAT",
+    "META_KEYS",
+    "atomic_save",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_weights",
+]
+
 FORMAT = 2  # bumped when the keys below change; an older file is then discarded, not misread
 META_KEYS = ("format", "epoch", "history", "best", "best_epoch", "wait", "train_seconds",
              "param_groups", "scalars", "sched", "engine")

@@ -13,6 +13,17 @@ from archlab.fields import Strict, repeat_bounds
 from archlab.layers import LayerList
 from archlab.spec import DataSpec, Study, TrainSpec
 
+__all__ = [
+    "DROPOUT_MASKS",
+    "DataRecord",
+    "RunConfig",
+    "RunPlan",
+    "bind_data",
+    "canonical_json",
+    "derive_seed",
+    "plan_runs",
+]
+
 
 def derive_seed(study_seed: int, repeat: int) -> int:
     """A run's seed from the study seed and the repeat index only.

@@ -12,6 +12,15 @@ import torch
 
 from archlab.errors import ArchlabError
 
+__all__ = [
+    "PRECISIONS",
+    "busy_cores",
+    "default_threads",
+    "environment",
+    "load_average",
+    "resolve_device",
+]
+
 
 def resolve_device(device: str | None) -> str:
     """'auto' (the default) is the first CUDA device when torch sees one, else the CPU."""

@@ -31,6 +31,19 @@ from archlab.spec import Study
 from archlab.store import CHECKPOINT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
 from archlab.train import TrainResult, TrainState, fit, predict_proba
 
+__all__ = [
+    "Interrupted",
+    "Pruned",
+    "RunContext",
+    "autocast",
+    "execute_run",
+    "failure_reason",
+    "log",
+    "peak_rss_bytes",
+    "record_failure",
+    "record_result",
+]
+
 log = logging.getLogger("archlab")
 
 

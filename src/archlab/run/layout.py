@@ -17,6 +17,8 @@ from pathlib import Path
 from archlab.spec import Study
 from archlab.store import RUNS_DIR
 
+__all__ = ["DEFAULT_ROOT", "STUDY_FILE", "run_dir", "study_dir"]
+
 DEFAULT_ROOT = Path("archlab-runs")
 STUDY_FILE = "study.yaml"
 

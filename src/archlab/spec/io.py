@@ -21,6 +21,17 @@ from archlab.spec.schema import Study, TrainOverride, TrainSpec
 from archlab.spec.sweep import expand_sweeps
 from archlab.suggest import closest, did_you_mean
 
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "dump_study",
+    "is_study_text",
+    "load_study",
+    "override_training",
+    "parse_study",
+    "zoo_names",
+]
+
 
 def override_training(study: Study, **fields: Any) -> Study:
     """A copy of ``study`` with training fields (e.g. ``epochs=3``) forced for every model."""

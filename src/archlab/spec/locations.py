@@ -12,6 +12,8 @@ from archlab.layers import LAYER_TYPES, MERGE_LAYERS, LayerSpec
 from archlab.optimizers import OPTIMIZERS
 from archlab.spec.schema import ModelSpec, Study
 
+__all__ = ["NOTHING", "Place", "is_call", "members", "raw_value", "show", "where"]
+
 #: "Not found" for :func:`raw_value` (``None`` is a value a user can write: ``null``).
 NOTHING: Any = object()
 

@@ -37,6 +37,21 @@ from archlab.spec.search import SearchSpec, check_search
 from archlab.spec.sweep import ModelName, expand_sweeps
 from archlab.suggest import did_you_mean
 
+__all__ = [
+    "DataSpec",
+    "Dataset",
+    "EarlyStopping",
+    "Loss",
+    "ModelSpec",
+    "Normalize",
+    "NormalizeArgs",
+    "Split",
+    "Study",
+    "TrainOverride",
+    "TrainSpec",
+    "study_json_schema",
+]
+
 # ---------------------------------------------------------------------------------------------
 # Data and training
 

@@ -25,8 +25,15 @@ from archlab.errors import SpecError
 from archlab.fields import MAX_NAME_LENGTH
 from archlab.suggest import did_you_mean
 
-__all__ = ["MAX_POINTS", "ModelName", "sweep_note", "expand_sweeps", "point_name",
-           "sweep_sizes", "swept_label"]
+__all__ = [
+    "MAX_POINTS",
+    "ModelName",
+    "expand_sweeps",
+    "point_name",
+    "sweep_note",
+    "sweep_sizes",
+    "swept_label",
+]
 
 #: Points one model's sweep may expand to (each is a model with its own runs).
 MAX_POINTS = 1000

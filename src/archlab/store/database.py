@@ -36,6 +36,8 @@ from archlab.store.schema import (
     sqlite_error_name,
 )
 
+__all__ = ["Store"]
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 

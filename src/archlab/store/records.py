@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from archlab.run.config import RunConfig
 
+__all__ = ["DONE", "FINAL_METRICS", "RunRecord", "RunStatus", "decode_run", "nan_to_none", "number"]
+
 FINAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
                  "test_accuracy")
 

@@ -6,6 +6,21 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+__all__ = [
+    "CHECKPOINT_FILE",
+    "MIGRATIONS",
+    "PREDICTIONS_FILE",
+    "RUNS_DIR",
+    "RUN_FILES",
+    "SCHEMA_V1",
+    "SCHEMA_VERSION",
+    "STORE_FILE",
+    "TABLES",
+    "WEIGHTS_FILE",
+    "file_digest",
+    "sqlite_error_name",
+]
+
 SCHEMA_VERSION = 4
 STORE_FILE = "store.sqlite"
 RUNS_DIR = "runs"
