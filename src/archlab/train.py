@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from archlab.augment import Augmenter
 from archlab.data import Tensors
 from archlab.data.tensors import Preprocess
+from archlab.dense_plan import SingleDensePlan
 from archlab.model import ACTIVATION_FACTOR, BuiltModel
 from archlab.optim import DirectStep, make_optimizer
 from archlab.spec import TrainSpec
@@ -161,7 +162,7 @@ DENSE_PLAN_ENV = "ARCHLAB_DENSE_PLAN"
 
 
 def single_dense_plan(built: BuiltModel) -> Any:
-    """The written-out step of :class:`archlab.packed.SingleDensePlan` for ``built``, or None
+    """The written-out step of :class:`archlab.dense_plan.SingleDensePlan` for ``built``, or None
     where its step goes through autograd: a model that is not a stack of Dense layers, bf16
     autocast, or ``$ARCHLAB_DENSE_PLAN=0``. Its gradients are autograd's bit for bit, so the
     choice never changes a run's numbers and needs no timing."""
@@ -169,8 +170,6 @@ def single_dense_plan(built: BuiltModel) -> Any:
     if first is None or os.environ.get(DENSE_PLAN_ENV, "").strip() == "0" \
             or torch.is_autocast_enabled(first.device.type):
         return None
-    from archlab.packed._dense import SingleDensePlan  # packed imports this module
-
     return SingleDensePlan.of(built)
 
 

@@ -126,7 +126,7 @@ def compute_predictions(probabilities: torch.Tensor, x_test: torch.Tensor, y_tes
 
 def save_predictions(predictions: Predictions, path: Path) -> None:
     """Write ``predictions`` as safetensors (atomically; never pickle)."""
-    from archlab.run.checkpoint import atomic_save
+    from archlab.store.layout import atomic_save
 
     p = predictions
     tensors = {"confusion": p.confusion, "mistake_images": p.mistake_images,

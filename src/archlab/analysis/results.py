@@ -296,8 +296,8 @@ def resolve_study_directory(source: str | Path) -> Path:
     """The study directory ``archlab results``/``report`` read: ``source`` itself when it is a
     directory, else the default directory (``archlab-runs/<study name>``) of the study file or
     ``zoo:NAME`` it names. Raises :class:`StoreError` (or ``SpecError`` for a bad study file)."""
-    from archlab.run.layout import study_dir
     from archlab.spec import load_study
+    from archlab.store.layout import study_dir
 
     path = Path(source)
     text = str(source)

@@ -80,7 +80,7 @@ class ModelInfo:
 
     def to_metadata(self) -> dict[str, str]:
         """String key/values for ONNX ``metadata_props``, safetensors or TorchScript."""
-        from archlab import __version__
+        from archlab.version import __version__
 
         return {
             "study": self.study, "model": self.model, "run_id": self.run_id,

@@ -4,7 +4,8 @@ what a separate :func:`archlab.train.fit` with its seed computes.
 Each replica is built by :func:`archlab.model.build_model` with its own seed (the same initial
 weights, exactly), then the replicas' parameters and buffers are stacked along a new first
 dimension. A stack of Dense layers (an MLP) runs its replicas as batched matrix products with a
-written-out backward pass (:class:`DensePlan`, ``_dense.py``); any other model calls one
+written-out backward pass (:class:`DensePlan`, ``archlab/dense_plan.py``, which a single run's
+MLP step uses too); any other model calls one
 template module under :func:`torch.func.vmap` (``_model.py``). The trainer is ``_fit.py``. Per
 replica, as in a separate run:
 
@@ -29,7 +30,7 @@ replica), activity regularizers (their penalty is kept on the layer), and any tr
 this module does not know.
 """
 
-from archlab.packed._dense import DensePlan, SingleDensePlan
+from archlab.dense_plan import DensePlan, SingleDensePlan
 from archlab.packed._fit import fit_packed
 from archlab.packed._model import PackedModel, pack_blocker
 

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from archlab.dense_plan import DensePlan
 from archlab.layers import apply_max_norm
 from archlab.layers._modules import dropout_multiplier
 from archlab.model import BuiltModel
-from archlab.packed._dense import DensePlan
 from archlab.spec import Study, TrainSpec
 from archlab.train import EVAL_BATCH
 

@@ -12,13 +12,13 @@ from archlab.run import study as _study
 from archlab.run.config import RunPlan, canonical_json, derive_seed, plan_runs
 from archlab.run.environment import default_threads, environment, resolve_device
 from archlab.run.execute import RunContext, execute_run
-from archlab.run.layout import DEFAULT_ROOT, study_dir
 from archlab.run.lock import LOCK_FILE, StudyBusyError, StudyLock, check_output_dir
 from archlab.run.projection import projected_seconds
 from archlab.run.race import RaceOutcome, race_limits, run_race
 from archlab.run.ray_executor import RayExecutor
 from archlab.run.search import SearchOutcome, run_search, validate_search
 from archlab.run.study import Stop, StudyOutcome
+from archlab.store.layout import DEFAULT_ROOT, study_dir
 
 __all__ = [
     "DEFAULT_ROOT",

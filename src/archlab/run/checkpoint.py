@@ -21,20 +21,18 @@ model's): the caller discards it and starts the run again from zero.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save_file
 
+from archlab.store.layout import atomic_save
 from archlab.train import CheckpointError, TrainState, set_channels_last, uses_channels_last
 
 __all__ = [
     "FORMAT",
     "META_KEYS",
-    "atomic_save",
     "load_checkpoint",
     "save_checkpoint",
     "save_weights",
@@ -43,20 +41,6 @@ __all__ = [
 FORMAT = 2  # bumped when the keys below change; an older file is then discarded, not misread
 META_KEYS = ("format", "epoch", "history", "best", "best_epoch", "wait", "train_seconds",
              "param_groups", "scalars", "sched", "engine")
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    """Write safetensors to ``path`` atomically: a reader sees the old file or the new one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata=meta)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not also keep a half-written file
-        raise
 
 
 def save_weights(module: torch.nn.Module, path: Path, meta: dict[str, str] | None = None) -> None:

@@ -61,7 +61,7 @@ def environment(threads: int, device: str = "cpu", *, precision: str = "fp32",
     ``"checkpoint"`` (a resumed run keeps the count it started with). ``precision`` is
     recorded only when it is not fp32.
     """
-    from archlab import __version__
+    from archlab.version import __version__
 
     env: dict[str, Any] = {
         "archlab": __version__, "torch": torch.__version__,

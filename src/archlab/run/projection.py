@@ -138,7 +138,7 @@ def _share(before: tuple[float, float] | None, after: tuple[float, float] | None
 
 
 def _key(study: Study, model: str, device: str) -> str:
-    from archlab import __version__
+    from archlab.version import __version__
 
     train = study.train_for(model)
     ident = {"layers": [layer.to_config() for layer in study.models[model].layers],

@@ -29,11 +29,11 @@ from archlab.data import load_dataset
 from archlab.errors import ArchlabError
 from archlab.fields import RaceRepeats, repeat_bounds
 from archlab.run.config import RunPlan
-from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir
 from archlab.run.study import Stop, StudyOutcome, run_study
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunRecord, RunStatus, Store
+from archlab.store.layout import STUDY_FILE, study_dir
 
 __all__ = ["RACE_META", "Budget", "RaceOutcome", "race_limits", "race_study", "run_race"]
 

@@ -307,7 +307,7 @@ class _Driver:
                 del self.tasks[task.generator]
 
     def _check_version(self, environment: dict[str, Any]) -> None:
-        from archlab import __version__
+        from archlab.version import __version__
 
         theirs = environment.get("archlab")
         if theirs != __version__ and self.fatal is None:

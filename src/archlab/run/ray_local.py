@@ -46,11 +46,11 @@ def ray_env(temp: Path) -> dict[str, str]:
     """This machine's environment for Ray nodes and drivers in ``temp``: no RAY_* settings from
     outside (RAY_ADDRESS above all), no usage stats, no token authentication, and this archlab
     importable by Ray's workers."""
-    import archlab
+    from archlab import version  # its file's folder's parent: the directory archlab is in
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled",
-               PYTHONPATH=os.pathsep.join([str(Path(archlab.__file__).parents[1]),
+               PYTHONPATH=os.pathsep.join([str(Path(version.__file__).parents[1]),
                                            env.get("PYTHONPATH", "")]))
     return env
 

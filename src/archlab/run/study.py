@@ -24,7 +24,6 @@ from archlab.errors import ArchlabError, DiskFullError, is_disk_full
 from archlab.run.config import RunPlan, plan_runs
 from archlab.run.environment import PRECISIONS, default_threads, resolve_device
 from archlab.run.execute import RunContext, failure_reason
-from archlab.run.layout import STUDY_FILE, study_dir
 from archlab.run.lock import StudyLock, check_output_dir, disk_full_error
 from archlab.run.pack import execute_pack, should_pack
 from archlab.run.pool import record_unfinished, run_parallel
@@ -32,6 +31,7 @@ from archlab.run.ray_executor import RayExecutor, run_on_ray
 from archlab.run.single import run_one
 from archlab.spec import Study, dump_study
 from archlab.store import DONE, STORE_FILE, RunStatus, Store
+from archlab.store.layout import STUDY_FILE, study_dir
 
 __all__ = ["Stop", "StudyOutcome", "run_study"]
 

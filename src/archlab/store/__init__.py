@@ -11,9 +11,11 @@ either the old row or the new one, never half of one. Every failure, whatever th
 - ``schema``: file names, the SQL schema and its migrations, checksums
 - ``records``: :class:`RunStatus` and :class:`RunRecord` (rows decoded and type-checked)
 - ``database``: :class:`Store`
+- ``layout``: the study directory (``study_dir``) and atomic writes of a run's files
 """
 
 from archlab.store.database import Store
+from archlab.store.layout import DEFAULT_ROOT, STUDY_FILE, atomic_save, study_dir
 from archlab.store.records import DONE, FINAL_METRICS, RunRecord, RunStatus
 from archlab.store.schema import (
     CHECKPOINT_FILE,
@@ -28,6 +30,7 @@ from archlab.store.schema import (
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "DEFAULT_ROOT",
     "DONE",
     "FINAL_METRICS",
     "PREDICTIONS_FILE",
@@ -35,9 +38,12 @@ __all__ = [
     "RUN_FILES",
     "SCHEMA_VERSION",
     "STORE_FILE",
+    "STUDY_FILE",
     "WEIGHTS_FILE",
     "RunRecord",
     "RunStatus",
     "Store",
+    "atomic_save",
     "file_digest",
+    "study_dir",
 ]

@@ -1,4 +1,5 @@
-"""Conv-free models over n stacked replicas as batched matrix products.
+"""Conv-free models over n stacked replicas as batched matrix products: the step of a pack of
+MLP repeats (:mod:`archlab.packed`) and, with n = 1, of a single MLP run (:mod:`archlab.train`).
 
 For a model that is a plain stack of Dense layers (with Flatten, activations and Dropout
 between them), :class:`DensePlan` runs the n replicas of a pack with one ``baddbmm`` per Dense
