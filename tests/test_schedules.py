@@ -15,8 +15,8 @@ from archlab import SpecError, TrainSpec
 from archlab.data import Tensors, load_dataset, prepare_tensors
 from archlab.optim import LearningRate, make_optimizer
 from archlab.optimizers import CosineDecay, ExponentialDecay
+from archlab.plan import plan_runs
 from archlab.run.checkpoint import load_checkpoint, save_checkpoint
-from archlab.run.config import plan_runs
 from archlab.train import fit
 from tests.fitting import (
     SEED,

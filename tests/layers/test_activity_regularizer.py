@@ -11,7 +11,7 @@ import torch
 
 import archlab
 from archlab.data import Tensors, load_dataset, prepare_tensors
-from archlab.run.config import plan_runs
+from archlab.plan import plan_runs
 from archlab.train import evaluate, fit
 from tests.keras_twin import keras
 

@@ -7,7 +7,7 @@ import torch
 
 import archlab
 from archlab.layers._modules import Dropout, dropout_multiplier
-from archlab.run.config import plan_runs
+from archlab.plan import plan_runs
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.25, 0.5, 0.8])

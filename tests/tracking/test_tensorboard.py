@@ -161,7 +161,7 @@ models:
 def test_a_resumed_run_gets_its_earlier_epochs_from_the_store(
         study_dir: Path, tmp_path: Path) -> None:
     """A run that resumes at epoch k under a live writer that never saw epochs 1..k."""
-    from archlab.run.config import plan_runs
+    from archlab.plan import plan_runs
     from archlab.spec import load_study
     from archlab.tracking import TensorBoardWriter
 

@@ -21,7 +21,7 @@ from archlab.errors import ArchlabError, StoreError
 from archlab.store import FINAL_METRICS, RunRecord, RunStatus, Store
 
 if TYPE_CHECKING:
-    from archlab.run.config import RunConfig
+    from archlab.plan import RunConfig
 
 __all__ = [
     "CLIPPED_MARK",

@@ -23,7 +23,7 @@ from torch import nn
 from archlab.datasets import ImageOptions, dataset_info
 from archlab.errors import StoreError
 from archlab.model import build_model
-from archlab.run.config import RunConfig
+from archlab.plan import RunConfig
 from archlab.store import RUNS_DIR, STORE_FILE, WEIGHTS_FILE, RunRecord, RunStatus, Store
 
 __all__ = [

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from archlab.plan import RunPlan
     from archlab.run import StudyOutcome
-    from archlab.run.config import RunPlan
     from archlab.run.study import Stop
     from archlab.spec import Study
 

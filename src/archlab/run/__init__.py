@@ -8,8 +8,8 @@ states, history) with an atomic rename, so a killed run resumes from its last ep
 
 from typing import Any
 
+from archlab.plan import RunPlan, canonical_json, derive_seed, plan_runs
 from archlab.run import study as _study
-from archlab.run.config import RunPlan, canonical_json, derive_seed, plan_runs
 from archlab.run.environment import default_threads, environment, resolve_device
 from archlab.run.execute import RunContext, execute_run
 from archlab.run.lock import LOCK_FILE, StudyBusyError, StudyLock, check_output_dir

@@ -11,7 +11,7 @@ import math
 import warnings
 from typing import Any
 
-from archlab.run.config import RunPlan
+from archlab.plan import RunPlan
 from archlab.spec.search import (
     ChoiceParam,
     FloatParam,

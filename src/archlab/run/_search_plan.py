@@ -10,7 +10,7 @@ from typing import Any
 
 from archlab.errors import SpecError
 from archlab.fields import repeat_bounds
-from archlab.run.config import canonical_json
+from archlab.plan import canonical_json
 from archlab.spec import ModelSpec, Study
 from archlab.spec.search import search_points, trial_point
 

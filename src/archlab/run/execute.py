@@ -19,13 +19,13 @@ from archlab.analysis.predictions import compute_predictions, save_predictions
 from archlab.data import Tensors
 from archlab.errors import StoreError
 from archlab.model import BuiltModel, build_model
+from archlab.plan import RunPlan
 from archlab.run.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
     save_weights,
 )
-from archlab.run.config import RunPlan
 from archlab.run.environment import environment
 from archlab.spec import Study
 from archlab.store import CHECKPOINT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store

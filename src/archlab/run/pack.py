@@ -26,8 +26,8 @@ from archlab.errors import StoreError
 from archlab.machine import load_per_core, read_cache, timings_cache_path
 from archlab.model import BuiltModel, build_model
 from archlab.packed import fit_packed, pack_blocker
+from archlab.plan import RunPlan
 from archlab.run.checkpoint import CheckpointError, _read, load_checkpoint, save_checkpoint
-from archlab.run.config import RunPlan
 from archlab.run.environment import environment
 from archlab.run.execute import Interrupted, RunContext, peak_rss_bytes, record_result
 from archlab.run.projection import _key, _write_cache, projected_seconds

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from archlab import errors
 from archlab.data import load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
-from archlab.run.config import RunPlan, bind_data
+from archlab.plan import RunPlan, bind_data
 from archlab.run.environment import environment
 from archlab.run.execute import RunContext, execute_run, failure_reason, record_failure
 from archlab.run.lock import disk_full_error

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from archlab.run.config import RunPlan
+    from archlab.plan import RunPlan
 
 __all__ = ["Progress", "Tee"]
 

@@ -28,7 +28,7 @@ from archlab.analysis.racing import SPENDING_POWER, Limits, Race, race
 from archlab.data import load_dataset
 from archlab.errors import ArchlabError
 from archlab.fields import RaceRepeats, repeat_bounds
-from archlab.run.config import RunPlan
+from archlab.plan import RunPlan
 from archlab.run.lock import StudyLock, check_output_dir
 from archlab.run.study import Stop, StudyOutcome, run_study
 from archlab.spec import Study, dump_study

@@ -35,7 +35,7 @@ from typing import Any
 from archlab import errors as errors_module
 from archlab.data import Tensors
 from archlab.errors import ArchlabError, DiskFullError
-from archlab.run.config import RunPlan
+from archlab.plan import RunPlan
 from archlab.run.lock import disk_full_error
 from archlab.run.ray_worker import BATCH_EVENT_SECONDS, one_line, train_task
 from archlab.spec import Study

@@ -18,7 +18,7 @@ from typing import Any
 
 from archlab.data import Tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
-from archlab.run.config import RunPlan, bind_data
+from archlab.plan import RunPlan, bind_data
 from archlab.store import CHECKPOINT_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, RunStatus, Store
 
 __all__ = ["BATCH_EVENT_SECONDS", "one_line", "train_task"]

@@ -39,6 +39,7 @@ from archlab.analysis.racing import Limits, Race, race
 from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError
 from archlab.fields import RaceRepeats, repeat_bounds
+from archlab.plan import RunPlan, plan_runs
 from archlab.run._optuna import (
     TrialCheck,
     _distribution,
@@ -57,7 +58,6 @@ from archlab.run._search_plan import (
     trial_study,
     validate_search,
 )
-from archlab.run.config import RunPlan, plan_runs
 from archlab.run.execute import RunContext
 from archlab.run.pool import Task, run_parallel
 from archlab.run.single import run_one

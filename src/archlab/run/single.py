@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from archlab.errors import ArchlabError, is_disk_full
-from archlab.run.config import RunPlan
+from archlab.plan import RunPlan
 from archlab.run.execute import RunContext, execute_run, failure_reason
 from archlab.run.pool import record_unfinished
 from archlab.spec import Study

@@ -21,7 +21,7 @@ from typing import Any
 
 from archlab.data import RawDataset, load_dataset, prepare_tensors
 from archlab.errors import ArchlabError, DiskFullError, is_disk_full
-from archlab.run.config import RunPlan, plan_runs
+from archlab.plan import RunPlan, plan_runs
 from archlab.run.environment import PRECISIONS, default_threads, resolve_device
 from archlab.run.execute import RunContext, failure_reason
 from archlab.run.lock import StudyLock, check_output_dir, disk_full_error

@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from archlab.run.config import RunConfig
+    from archlab.plan import RunConfig
 
 __all__ = ["DONE", "FINAL_METRICS", "RunRecord", "RunStatus", "decode_run", "nan_to_none", "number"]
 
@@ -77,7 +77,7 @@ class RunRecord:
     @cached_property
     def config(self) -> RunConfig:
         """The run's typed config (parsed from the stored JSON on first use)."""
-        from archlab.run.config import RunConfig
+        from archlab.plan import RunConfig
 
         return RunConfig.from_json(self.config_json)
 

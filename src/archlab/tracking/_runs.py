@@ -13,7 +13,7 @@ from archlab.analysis.results import config_value, open_store
 from archlab.store import FINAL_METRICS, RunRecord
 
 if TYPE_CHECKING:
-    from archlab.run.config import RunConfig
+    from archlab.plan import RunConfig
     from archlab.spec import Study
 
 #: Per-epoch history column -> the scalar's name in TensorBoard and MLflow.

@@ -32,7 +32,7 @@ from archlab.tracking._runs import (
 )
 
 if TYPE_CHECKING:
-    from archlab.run.config import RunPlan
+    from archlab.plan import RunPlan
     from archlab.spec import Study
 
 __all__ = ["TensorBoardWriter", "export_tensorboard", "require_tensorboard"]

@@ -1,4 +1,7 @@
-"""What a run is: its seed, its identity (a hash of everything that sets its numbers), its plan."""
+"""What a run is: its seed, its identity (a hash of everything that sets its numbers), its plan.
+
+Below the store, which keys runs by this identity and decodes their configs, and below the
+runner, which plans and executes them."""
 
 from __future__ import annotations
 
