@@ -34,7 +34,6 @@ def require_pandas() -> ModuleType:
     return pandas
 
 
-
 def _kept_figures() -> Any:
     """The report's figure functions, keeping their live Figures
     (:func:`archlab.report.figures.kept_figures`; imported on first use)."""

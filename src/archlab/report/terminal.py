@@ -24,7 +24,6 @@ from archlab.report.tables import (
 __all__ = ["rich_cells_table", "rich_stats_table", "rich_table", "rich_wide_tables"]
 
 
-
 def rich_stats_table(results: StudyResults) -> Any:
     from rich import box
     from rich.markup import escape

@@ -55,7 +55,6 @@ def override_training(study: Study, **fields: Any) -> Study:
     return copy
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -205,7 +204,6 @@ def _path_hint(path: Path) -> str:
         siblings = []
     close = closest(path.name, siblings)
     return f" (did you mean '{path.parent / close}'?)" if close else ""
-
 
 
 def _base_dir(source: str) -> str | None:

@@ -309,7 +309,6 @@ class Study(Strict):
         return copy
 
 
-
 def study_json_schema() -> dict[str, Any]:
     """The JSON Schema of a study file (for editors and CI checks)."""
     return Study.model_json_schema()

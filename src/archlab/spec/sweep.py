@@ -286,7 +286,6 @@ def sweep_sizes(models: Mapping[str, Any]) -> dict[str, int]:
     return sizes
 
 
-
 def sweep_note(models: Mapping[str, Any]) -> str:
     """' (mlp: sweep of 8)' for a study with swept models, else ''."""
     sizes = sweep_sizes(models)
