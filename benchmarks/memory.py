@@ -3,7 +3,7 @@ batch 128) for a few batches, then the evaluation passes a real run makes; one f
 per measurement, peak RSS from ``resource.getrusage``.
 
 The data: mnist-sample's images, the validation set tiled to exactly one full evaluation
-chunk (the model's own, ``archlab.train.eval_batch_for``, or a fixed one such as the old
+chunk (the model's own, ``archlab.engine.eval_batch_for``, or a fixed one such as the old
 2,000), so that the biggest evaluation a full-MNIST run makes is measured without paying for
 the whole 6,000-image pass; 100 test images. Each case prints its peak and what the process
 held before training (interpreter, torch, data, model).

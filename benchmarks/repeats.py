@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from archlab import build_model, load_study
+from archlab.layout import prefer_channels_last
 from archlab.optim import make_optimizer
 from archlab.packed import PackedModel, pack_blocker
 from archlab.run.environment import default_threads
 from archlab.run.pack import PACK_MIN_RATIO, conv_on_cpu, pack_probe
-from archlab.train import prefer_channels_last
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "archlab" / "zoo"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"

@@ -10,9 +10,10 @@ import torch
 
 import archlab
 from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.layout import prefer_channels_last
 from archlab.model import build_model
 from archlab.packed import PackedModel, fit_packed, pack_blocker
-from archlab.train import TrainResult, fit, prefer_channels_last
+from archlab.train import TrainResult, fit
 
 SEEDS = [11, 22, 33]
 CONV = {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}}

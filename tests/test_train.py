@@ -11,9 +11,10 @@ import torch
 
 import archlab
 from archlab.data import Tensors, load_dataset, prepare_tensors
+from archlab.engine import EVAL_BATCH
 from archlab.run.checkpoint import load_checkpoint, save_checkpoint
 from archlab.store import RunStatus
-from archlab.train import EVAL_BATCH, TrainState, evaluate, fit
+from archlab.train import TrainState, evaluate, fit
 
 #: One torch thread, whatever earlier tests left: on a shared 2-core machine two threads only
 #: wait on each other (a resume test took 15 s with 2 threads under load).
@@ -214,7 +215,7 @@ def _same(a: tuple[Any, dict[str, torch.Tensor]], b: tuple[Any, dict[str, torch.
 @pytest.mark.parametrize("case", list(PLANNED))
 def test_the_single_run_dense_plan_is_autograd_bit_for_bit(
         sample: Tensors, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    from archlab.train import DENSE_PLAN_ENV, single_dense_plan
+    from archlab.engine import DENSE_PLAN_ENV, single_dense_plan
 
     layers, optimizer = PLANNED[case]
     study = study_with({"optimizer": optimizer, "batch_size": 50, "epochs": 2}, layers)
@@ -241,7 +242,7 @@ def test_the_direct_optimizer_step_is_opt_step_bit_for_bit(
 
 
 def test_a_model_the_plan_cannot_run_goes_through_autograd(sample: Tensors) -> None:
-    from archlab.train import single_dense_plan
+    from archlab.engine import single_dense_plan
 
     both = ["Flatten", {"Dense": {"units": 8, "kernel_regularizer": {"l1": 0.01, "l2": 0.01}}},
             {"Dense": {"units": 10, "activation": "softmax"}}]
@@ -261,7 +262,8 @@ CONV_POOL = [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
 def test_relu_after_pool_gives_the_same_loss_and_gradients_and_is_undone() -> None:
     import torch.nn.functional as F
 
-    from archlab.train import relu_after_pool, set_channels_last
+    from archlab.engine import relu_after_pool
+    from archlab.layout import set_channels_last
 
     built = fresh(study_with({}, CONV_POOL))
     set_channels_last(built.module, True)
@@ -288,7 +290,8 @@ def test_relu_after_pool_gives_the_same_loss_and_gradients_and_is_undone() -> No
 def test_in_place_relus_give_the_same_loss_and_gradients_and_are_undone() -> None:
     import torch.nn.functional as F
 
-    from archlab.train import relu_after_pool, set_channels_last
+    from archlab.engine import relu_after_pool
+    from archlab.layout import set_channels_last
 
     layers = [{"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
               {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
@@ -342,7 +345,7 @@ def test_the_dense_plan_on_cuda_agrees_with_autograd(
         sample: Tensors, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not run here (no GPU in this project's sessions): the same kernels are called on CUDA,
     but cuBLAS promises no bit-identity between calls, so this asks for agreement only."""
-    from archlab.train import DENSE_PLAN_ENV
+    from archlab.engine import DENSE_PLAN_ENV
 
     layers, optimizer = PLANNED["tanh-dropout-adam"]
     study = study_with({"optimizer": optimizer, "batch_size": 50, "epochs": 2}, layers)

@@ -1,11 +1,12 @@
-"""NHWC or NCHW, per model: the layout a conv model trains in here, chosen by timing both
-(:func:`channels_last_faster`, used by :func:`archlab.train.prefer_channels_last`), cached per
-machine beside the step timings."""
+"""NHWC or NCHW, per model: the layout a conv model trains in here (:func:`prefer_channels_last`),
+chosen by timing both (:func:`channels_last_faster`), cached per machine beside the step
+timings, and recorded on the module (:func:`uses_channels_last`) for its checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 
@@ -13,7 +14,16 @@ import torch
 
 from archlab.machine import cpu_model, load_per_core, put_cache, read_cache, timings_cache_path
 
-__all__ = ["LAYOUT_BUDGET_S", "LAYOUT_CACHE_FILE", "LAYOUT_MARGIN", "channels_last_faster"]
+__all__ = [
+    "CHANNELS_LAST_ENV",
+    "LAYOUT_BUDGET_S",
+    "LAYOUT_CACHE_FILE",
+    "LAYOUT_MARGIN",
+    "channels_last_faster",
+    "prefer_channels_last",
+    "set_channels_last",
+    "uses_channels_last",
+]
 
 
 LAYOUT_CACHE_FILE = "layouts.json"
@@ -124,4 +134,45 @@ def channels_last_faster(module: torch.nn.Module, input_shape: tuple[int, ...],
     _layouts[key] = choice
     put_cache(path, key, {"channels_last": choice, "nchw_s": t[False], "nhwc_s": t[True],
                            "load_per_core": load_per_core(), "measured_at": time.time()})
+    return choice
+
+
+#: Set to 0 or 1 to force the layout of every conv model (benchmarks; no probe is timed).
+CHANNELS_LAST_ENV = "ARCHLAB_CHANNELS_LAST"
+_LAYOUT_ATTR = "archlab_channels_last"  # the layout chosen for a module, as it was set
+
+
+def set_channels_last(module: torch.nn.Module, on: bool) -> None:
+    """Put ``module``'s 4-D weights in NHWC ("channels last") or NCHW order and remember
+    which (:func:`uses_channels_last`; checkpoints record it). Values are unchanged."""
+    module.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+    module.__dict__[_LAYOUT_ATTR] = on
+
+
+def uses_channels_last(module: torch.nn.Module) -> bool:
+    """Whether :func:`set_channels_last` put ``module`` in NHWC order."""
+    return bool(module.__dict__.get(_LAYOUT_ATTR, False))
+
+
+def prefer_channels_last(module: torch.nn.Module, input_shape: tuple[int, ...] | None = None,
+                         batch_size: int = 128) -> bool:
+    """Train a conv model in whichever layout, NHWC or NCHW, its steps run faster here.
+
+    NHWC weights make oneDNN pick NHWC activations too: faster for some models, slower for
+    others (layout copies around Flatten and dropout). Which one is measured per model by
+    :func:`archlab.layout.channels_last_faster` (a few timed steps each way on
+    synthetic input of ``input_shape`` (H, W, C), cached per machine); without
+    ``input_shape`` a conv model gets NHWC. ``$ARCHLAB_CHANNELS_LAST`` (0 or 1) forces it.
+    Returns the choice. A run's checkpoint records it, so a resumed run keeps its layout.
+    """
+    forced = os.environ.get(CHANNELS_LAST_ENV, "").strip()
+    if not any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+        choice = False
+    elif forced in ("0", "1"):
+        choice = forced == "1"
+    elif input_shape is None:
+        choice = True
+    else:
+        choice = channels_last_faster(module, input_shape, batch_size)
+    set_channels_last(module, choice)
     return choice

@@ -14,19 +14,13 @@ import torch
 
 import archlab
 from archlab.data import Tensors
+from archlab.engine import EVAL_BATCH, EVAL_MEMORY, eval_batch_for
+from archlab.layout import CHANNELS_LAST_ENV, prefer_channels_last, uses_channels_last
 from archlab.run import RunContext, execute_run, plan_runs, run_study
 from archlab.run.environment import busy_cores, default_threads
 from archlab.spec import override_training
 from archlab.store import RunStatus, Store
-from archlab.train import (
-    CHANNELS_LAST_ENV,
-    EVAL_BATCH,
-    EVAL_MEMORY,
-    eval_batch_for,
-    fit,
-    prefer_channels_last,
-    uses_channels_last,
-)
+from archlab.train import fit
 
 CORES = os.cpu_count() or 1
 #: the module (archlab.run re-exports its function environment() under the same name)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from archlab.data import Tensors
+from archlab.layout import prefer_channels_last
 from archlab.model import BuiltModel
 from archlab.optim import make_optimizer
 from archlab.packed._model import PackedModel
@@ -23,7 +24,6 @@ from archlab.train import (
     Resume,
     TrainResult,
     TrainState,
-    prefer_channels_last,
 )
 
 __all__ = ["fit_packed"]

@@ -14,11 +14,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from archlab.dense_plan import DensePlan
+from archlab.engine import EVAL_BATCH
 from archlab.layers import apply_max_norm
 from archlab.layers._modules import dropout_multiplier
 from archlab.model import BuiltModel
 from archlab.spec import Study, TrainSpec
-from archlab.train import EVAL_BATCH
 
 __all__ = ["PackedModel", "pack_blocker"]
 

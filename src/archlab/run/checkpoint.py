@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_tensors
 
+from archlab.layout import set_channels_last, uses_channels_last
 from archlab.store.layout import atomic_save
-from archlab.train import CheckpointError, TrainState, set_channels_last, uses_channels_last
+from archlab.train import CheckpointError, TrainState
 
 __all__ = [
     "FORMAT",

@@ -155,8 +155,8 @@ def _write_cache(path: Path, key: str, timing: StepTiming) -> None:
 
 
 def _measure(study: Study, model: str, steps: int, device: str) -> StepTiming:
+    from archlab.layout import prefer_channels_last
     from archlab.optim import make_optimizer
-    from archlab.train import prefer_channels_last
 
     load = load_per_core()
     train = study.train_for(model)
