@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from archlab.analysis.conclusions import (
-    SHARED_LOAD,
     Conclusion,
     chance_level,
     conclusions,
-    machine_load,
     num_classes,
     stuck_at_chance,
 )
+from archlab.analysis.machine_load import SHARED_LOAD, machine_load
 from tests.analysis.crafted import model, results
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.compare import preprocessing_text
-from archlab.analysis.conclusions import conclusions, machine_load, num_classes
+from archlab.analysis.conclusions import conclusions, num_classes
+from archlab.analysis.machine_load import machine_load
 from archlab.analysis.results import (
     TEST_AS_VALIDATION_NOTE,
     StudyResults,
