@@ -14,14 +14,9 @@ from matplotlib import rc_context
 from PIL import Image as PILImage
 
 import archlab.report.figures as figures
+import archlab.report.overview_plot as overview_plot
 import archlab.report.sweep_plot as sweep_plot
-from archlab.report.figures import (
-    RC,
-    confusion_figure,
-    gallery_figure,
-    overlay_figure,
-    scatter_figure,
-)
+from archlab.report.figures import RC, confusion_figure, gallery_figure
 from archlab.report.gather import (
     Curves,
     ScatterPoint,
@@ -29,6 +24,7 @@ from archlab.report.gather import (
     gather_samples,
     gather_sweeps,
 )
+from archlab.report.overview_plot import overlay_figure, scatter_figure
 from archlab.report.sweep_plot import sweep_figure
 from tests.analysis.crafted import model, results
 from tests.report.crafted_predictions import crafted
@@ -82,7 +78,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Drawn]]:
         out.append(Drawn(fig))
         return real(fig, name, alt)
 
-    for module in (figures, sweep_plot):  # each renders through its own name for _png
+    for module in (figures, overview_plot, sweep_plot):  # each renders through its own _png
         monkeypatch.setattr(module, "_png", measured)
     with rc_context(RC):
         yield out

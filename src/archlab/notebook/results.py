@@ -155,7 +155,8 @@ class Results(StudyResults):
         """One model's loss and accuracy per epoch, train against validation (the report's
         per-model figure); without ``model``, every model's validation curves (the report's
         overview)."""
-        from archlab.report.figures import curves_figure, overlay_figure
+        from archlab.report.figures import curves_figure
+        from archlab.report.overview_plot import overlay_figure
 
         if model is not None:
             m = self._model(model)

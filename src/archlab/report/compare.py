@@ -19,9 +19,10 @@ from typing import Any
 from archlab.analysis.compare import StudyComparison, collect_comparison, data_text
 from archlab.analysis.results import CLIPPED_NOTE
 from archlab.errors import ArchlabError
-from archlab.report.figures import RC, Image, overlay_figure, scatter_figure
+from archlab.report.figures import RC, Image
 from archlab.report.files import atomic_write
 from archlab.report.gather import Curves, gather_curves, gather_model_scatter
+from archlab.report.overview_plot import overlay_figure, scatter_figure
 from archlab.report.tables import (
     CI_HEADER,
     COLUMNS,

@@ -29,16 +29,10 @@ from archlab.analysis.results import (
     open_store,
 )
 from archlab.errors import ArchlabError
-from archlab.report.figures import (
-    RC,
-    REPORT_FILES,
-    Image,
-    gallery_figure,
-    overlay_figure,
-    scatter_figure,
-)
+from archlab.report.figures import RC, REPORT_FILES, Image, gallery_figure
 from archlab.report.files import atomic_write, remove_stale_temporaries
 from archlab.report.gather import Curves, gather_samples, gather_scatter, gather_sweeps
+from archlab.report.overview_plot import overlay_figure, scatter_figure
 from archlab.report.search import search_section
 from archlab.report.sections import Section, format_training, model_section
 from archlab.report.sweep_plot import sweep_figure
