@@ -128,6 +128,19 @@ def accuracy_store(directory: Path, models: dict[str, list[float]], *, first_see
     return write_store(directory, runs, **kw)
 
 
+def raced_store(directory: Path, models: dict[str, list[float]], *, first_seed: int,
+                limits: tuple[int, int], **kw: Any) -> Path:
+    """:func:`accuracy_store` recorded as a race in which every model had ``limits`` (min, max)
+    seeds and got as many as ``models`` lists (Holm, alpha 0.05, no budget)."""
+    accuracy_store(directory, models, first_seed=first_seed, **kw)
+    with Store(directory) as store:
+        plan = store.meta()["plan"]
+        store.set_meta(race={"limits": {m: list(limits) for m in models}, "alpha": 0.05,
+                             "correction": "holm", "power": 1.0, "budget": None,
+                             "stopped": None, "plan": plan})
+    return directory
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file's bytes, except SQLite's -wal/-shm sidecars: opening a WAL store, even
     read-only, creates them where the directory is writable (the database is unchanged)."""

@@ -13,7 +13,7 @@ import torch
 
 from archlab.cli import main
 from archlab.store import Store
-from tests.analysis.crafted import Run, write_store
+from tests.analysis.crafted import Run, raced_store, write_store
 
 RACE = """
 name: race
@@ -161,18 +161,10 @@ def test_a_run_records_its_correction(race_file: Path, tmp_path: Path, capsys) -
 def _raced(directory: Path) -> Path:
     """A crafted race (min 3, max 5): c is 10 points below the others in every seed and is
     dropped at the first look; a and b stay level to their 5 seeds."""
-    a = [0.950, 0.952, 0.949, 0.951, 0.953]
-    b = [0.951, 0.950, 0.950, 0.952, 0.951]
-    c = [0.851, 0.852, 0.850]
-    runs = [Run(m, i, acc, seed=20 + i) for m, accs in (("a", a), ("b", b), ("c", c))
-            for i, acc in enumerate(accs)]
-    write_store(directory, runs, validation={"split": 0.1})
-    with Store(directory) as store:
-        plan = store.meta()["plan"]
-        store.set_meta(race={"limits": {"a": [3, 5], "b": [3, 5], "c": [3, 5]}, "alpha": 0.05,
-                             "correction": "holm", "power": 1.0, "budget": None,
-                             "stopped": None, "plan": plan})
-    return directory
+    return raced_store(directory, {"a": [0.950, 0.952, 0.949, 0.951, 0.953],
+                                   "b": [0.951, 0.950, 0.950, 0.952, 0.951],
+                                   "c": [0.851, 0.852, 0.850]},
+                       first_seed=20, limits=(3, 5), validation={"split": 0.1})
 
 
 def test_a_raced_study_at_80_columns(tmp_path: Path, capsys, monkeypatch) -> None:

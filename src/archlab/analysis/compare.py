@@ -131,8 +131,9 @@ def collect_comparison(directories: Sequence[str | Path], *,
     """Read each study directory's store (read-only) and line up their models. The models of
     each dataset are compared pair by pair, and every comparison of every dataset is corrected
     as one family with ``correction`` (holm, bh or none); pairs of a raced study keep its
-    race's p-values. Raises :class:`ArchlabError` for fewer than two directories or the same
-    directory twice."""
+    race's p-values, and a pair across studies where a race chose either model's seeds has its
+    p-value multiplied by the number of seed counts the races could have ended at. Raises
+    :class:`ArchlabError` for fewer than two directories or the same directory twice."""
     paths = [Path(d) for d in directories]
     if len(paths) < 2:
         raise ArchlabError(f"Expected two or more study directories to compare, received "
@@ -175,6 +176,7 @@ def _rank(studies: list[StudyResults], labels: list[str], models: list[ComparedM
     seeds = {m.label: m.result.seeds for m in models if m.result.test_accuracies}
     races: dict[PairKey, float] = {}
     looks = 1
+    counts: dict[str, int] = {}  # a raced model: how many seed counts its race could end at
     for label, s in zip(labels, studies, strict=True):
         if s.race is None:
             continue
@@ -183,8 +185,19 @@ def _rank(studies: list[StudyResults], labels: list[str], models: list[ComparedM
         for pair, q in s.race.p_values.items():
             if all(n in names for n in pair):
                 races[frozenset(names[n] for n in pair)] = q
+        for name, lim in s.race.limits.items():
+            if name in names:
+                counts[names[name]] = lim.max - lim.min + 1
+    # A pair across studies whose seeds a race chose is tested at counts the race's data picked,
+    # so its fixed-n p-value alone is not valid. It is valid multiplied by the number of count
+    # pairs the races could have ended at: P(p at the counts reached <= x) <= sum over those
+    # (n_a, n_b) of P(p at (n_a, n_b) <= x / K) <= x (a union bound, whatever the stopping rule).
+    study_of = {m.label: m.study for m in models}
+    factors = {frozenset((a, b)): float(counts.get(a, 1) * counts.get(b, 1))
+               for group in accs.values() for a in group for b in group
+               if a < b and study_of[a] != study_of[b] and (a in counts or b in counts)}
     return rankings(accs, seeds=seeds, correction=correction, common_seeds=bool(races),
-                    p_values=races or None, looks=looks)
+                    p_values=races or None, looks=looks, p_factors=factors or None)
 
 
 def _notes(studies: list[StudyResults], labels: list[str], models: list[ComparedModel],

@@ -125,6 +125,7 @@ def rankings(
     common_seeds: bool = False,
     p_values: Mapping[PairKey, float] | None = None,
     looks: int = 1,
+    p_factors: Mapping[PairKey, float] | None = None,
 ) -> dict[str, Ranking]:
     """One :class:`Ranking` per group of models (a dataset, say), every pair within a group
     compared, and all those comparisons corrected as ONE family with ``correction``.
@@ -133,7 +134,9 @@ def rankings(
     paired tests). ``p_values`` (keyed by the pair's two names) replaces a pair's own t-test
     p-value in the family: a race's p-values, already adjusted for the looks it took
     (:mod:`archlab.analysis.racing`); such a pair counts in the family even when one side ran
-    once. Groups with fewer than two models get an empty ranking.
+    once. ``p_factors`` multiplies a pair's own p-value (capped at 1) before the correction: a
+    union bound over the seed counts a race could have left the pair with (see
+    :mod:`archlab.analysis.compare`). Groups with fewer than two models get an empty ranking.
     """
     if correction not in CORRECTIONS:
         raise ValueError(f"correction: expected one of {', '.join(CORRECTIONS)}, received "
@@ -156,8 +159,18 @@ def rankings(
                     confidence=confidence, scale=scale, unit=unit,
                     higher_is_better=higher_is_better, decimals=decimals,
                     common_seeds=common_seeds)))
-    given = p_values or {}
-    family_p = [given.get(frozenset((c.best, c.other)), c.p_value) for _, c in raw]
+    given, factors = p_values or {}, p_factors or {}
+
+    def family_value(c: Comparison) -> float:
+        key = frozenset((c.best, c.other))
+        if key in given:
+            return given[key]
+        factor = factors.get(key, 1.0)
+        # NaN (an untestable pair) stays NaN: it is not part of the family
+        return c.p_value if factor == 1.0 or math.isnan(c.p_value) else \
+            min(1.0, c.p_value * factor)
+
+    family_p = [family_value(c) for _, c in raw]
     adjusted = adjust_p_values(family_p, correction)
     family = sum(1 for p in family_p if not math.isnan(p))
     corrected: dict[str, list[Comparison]] = {g: [] for g in groups}
