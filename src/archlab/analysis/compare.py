@@ -189,9 +189,9 @@ def _rank(studies: list[StudyResults], labels: list[str], models: list[ComparedM
             if name in names:
                 counts[names[name]] = lim.max - lim.min + 1
     # A pair across studies whose seeds a race chose is tested at counts the race's data picked,
-    # so its fixed-n p-value alone is not valid. It is valid multiplied by the number of count
-    # pairs the races could have ended at: P(p at the counts reached <= x) <= sum over those
-    # (n_a, n_b) of P(p at (n_a, n_b) <= x / K) <= x (a union bound, whatever the stopping rule).
+    # so its fixed-n p-value alone is not valid. Multiplied by K, the number of count pairs the
+    # races could have ended at, it is: P(p at the counts reached <= x / K) <= the sum over
+    # those (n_a, n_b) of P(p at (n_a, n_b) <= x / K) <= x (a union bound, any stopping rule).
     study_of = {m.label: m.study for m in models}
     factors = {frozenset((a, b)): float(counts.get(a, 1) * counts.get(b, 1))
                for group in accs.values() for a in group for b in group
